@@ -1,0 +1,1 @@
+"""Self-contained Plotly HTML reports built only from files in traces formats."""

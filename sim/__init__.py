@@ -1,0 +1,1 @@
+"""SimPy model of MoE serving with size-B expert queues. Never imports torch."""

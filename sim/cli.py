@@ -1,0 +1,16 @@
+"""Console script of the `sim` package."""
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Simulate MoE serving with size-B expert queues (SimPy). Commands arrive with the simulator issue.", no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def root() -> None:
+    """Simulate MoE serving with size-B expert queues (SimPy). Commands arrive with the simulator issue."""
+
+
+def main() -> None:
+    app()
