@@ -4,12 +4,16 @@ import typer
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(help="Simulate MoE serving with size-B expert queues (SimPy). Commands arrive with the simulator issue.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Simulate MoE serving with size-B expert queues (SimPy).",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.callback()
 def root() -> None:
-    """Simulate MoE serving with size-B expert queues (SimPy). Commands arrive with the simulator issue."""
+    """Simulate MoE serving with size-B expert queues (SimPy)."""
 
 
 def main() -> None:

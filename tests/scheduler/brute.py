@@ -7,7 +7,7 @@ Nothing here uses scheduler.memory, so agreement with it is real evidence.
 from __future__ import annotations
 
 import random
-from functools import lru_cache
+from functools import cache
 
 from traces.graph import Buffer, Graph, Node
 
@@ -32,25 +32,43 @@ def random_dag(
     names = [f"v{i}" for i in range(n)]
     rng.shuffle(names)
     nodes = [
-        Node(names[i], "op", rng.choice([0, rng.randint(1, 64)]) if rng.random() < p_workspace
-             else 0)
+        Node(
+            names[i], "op", rng.choice([0, rng.randint(1, 64)]) if rng.random() < p_workspace else 0
+        )
         for i in range(n)
     ]
     buffers: list[Buffer] = []
     k = rng.randint(0, 2) if n_inputs is None else n_inputs
     for j in range(k):
         cons = rng.sample(range(n), rng.randint(0, min(max_consumers, n)))
-        buffers.append(Buffer(f"in{j}", rng.randint(1, 100), None,
-                              tuple(names[c] for c in sorted(cons)), rng.random() < 0.5))
+        buffers.append(
+            Buffer(
+                f"in{j}",
+                rng.randint(1, 100),
+                None,
+                tuple(names[c] for c in sorted(cons)),
+                rng.random() < 0.5,
+            )
+        )
     for i in range(n):
         for o in range(rng.randint(1, max_outputs)):
             later = list(range(i + 1, n))
             cons = rng.sample(later, rng.randint(0, min(max_consumers, len(later))))
-            buffers.append(Buffer(f"b{i}_{o}", rng.randint(1, 100), names[i],
-                                  tuple(names[c] for c in sorted(cons)),
-                                  rng.random() < p_pinned))
-    edges = [(names[i], names[j]) for i in range(n) for j in range(i + 1, n)
-             if rng.random() < p_extra_edge]
+            buffers.append(
+                Buffer(
+                    f"b{i}_{o}",
+                    rng.randint(1, 100),
+                    names[i],
+                    tuple(names[c] for c in sorted(cons)),
+                    rng.random() < p_pinned,
+                )
+            )
+    edges = [
+        (names[i], names[j])
+        for i in range(n)
+        for j in range(i + 1, n)
+        if rng.random() < p_extra_edge
+    ]
     return Graph.build(f"random{n}", nodes, buffers, edges)
 
 
@@ -117,7 +135,7 @@ def brute_force_min_peak(graph: Graph) -> int:
 
     full = (1 << n) - 1
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(done: int) -> int:
         if done == full:
             return 0

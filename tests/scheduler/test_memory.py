@@ -78,8 +78,9 @@ def test_dead_output_lives_only_while_its_producer_runs() -> None:
 
 
 def test_unconsumed_unpinned_input_lives_only_at_step_zero() -> None:
-    graph = Graph.build("in", [Node("a"), Node("b")], [Buffer("i", 9, None, ())],
-                        edges=[("a", "b")])
+    graph = Graph.build(
+        "in", [Node("a"), Node("b")], [Buffer("i", 9, None, ())], edges=[("a", "b")]
+    )
     assert simulate(graph, ["a", "b"]).timeline_bytes.tolist() == [9, 0]
 
 
@@ -94,7 +95,8 @@ def test_unconsumed_unpinned_input_lives_only_at_step_zero() -> None:
 )
 def test_bad_orders_are_refused(order: list[str], message: str) -> None:
     graph = Graph.build(
-        "chain", [Node("a"), Node("b"), Node("c")],
+        "chain",
+        [Node("a"), Node("b"), Node("c")],
         [Buffer("x", 1, "a", ("b",)), Buffer("y", 1, "b", ("c",))],
     )
     with pytest.raises(OrderError, match=message):
