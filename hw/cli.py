@@ -1,6 +1,9 @@
-"""Console script of the `hw` package."""
+"""Console script of the `hw` package: each area registers its own commands."""
 
 import typer
+
+from hw.memory.cli import register as register_memory
+from hw.moe.cli import register as register_moe
 
 __all__ = ["app", "main"]
 
@@ -14,6 +17,10 @@ app = typer.Typer(
 @app.callback()
 def root() -> None:
     """Run torch on a real device: capture, verify, MoE training, profiling, serving."""
+
+
+register_memory(app)
+register_moe(app)
 
 
 def main() -> None:

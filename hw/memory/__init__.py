@@ -1,0 +1,1 @@
+"""Graph capture under torch.compile, order application, and real peak-memory measurement."""
