@@ -1,0 +1,194 @@
+"""The latency profile table: what ``hw profile`` writes and ``sim`` reads.
+
+One row per (expert, batch size); Parquet or CSV by the file's extension. See
+``shared/contracts/profile-format.md``. :class:`LatencyProfile` turns the table
+once into a dense lookup array so the simulator's hot loop does no model calls.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from traces.atomic import atomic_write_with
+from traces.errors import FormatError
+
+__all__ = [
+    "OPTIONAL_COLUMNS",
+    "PROFILE_SCHEMA",
+    "REQUIRED_COLUMNS",
+    "LatencyProfile",
+    "ProfileError",
+    "ProfileExtrapolationWarning",
+    "profile_from_frame",
+    "read_profile",
+    "write_profile",
+]
+
+REQUIRED_COLUMNS: dict[str, pl.DataType] = {
+    "expert": pl.Int64(),
+    "batch_size": pl.Int64(),
+    "latency_s": pl.Float64(),
+}
+OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
+    "latency_p10_s": pl.Float64(),
+    "latency_p90_s": pl.Float64(),
+    "device": pl.Utf8(),
+    "dtype": pl.Utf8(),
+    "samples": pl.Int64(),
+}
+PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+
+
+class ProfileError(FormatError):
+    """A latency profile breaks its contract (missing column, bad value, unknown expert)."""
+
+
+class ProfileExtrapolationWarning(UserWarning):
+    """A batch size beyond the largest measured one was extrapolated linearly."""
+
+
+def _check_frame(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    for col in REQUIRED_COLUMNS:
+        if col not in frame.columns:
+            raise ProfileError(source, col, "required column is missing")
+    casts = []
+    for col, dtype in PROFILE_SCHEMA.items():
+        if col in frame.columns:
+            casts.append(pl.col(col).cast(dtype, strict=True))
+    try:
+        frame = frame.with_columns(casts)
+    except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError) as exc:
+        raise ProfileError(source, "(columns)", f"wrong column type: {exc}") from None
+    if frame.height == 0:
+        raise ProfileError(source, "(rows)", "the profile has no rows")
+    for col in REQUIRED_COLUMNS:
+        if frame[col].null_count():
+            raise ProfileError(source, col, "has missing values")
+    if (frame["expert"] < 0).any():
+        raise ProfileError(source, "expert", "must be >= 0")
+    if (frame["batch_size"] < 1).any():
+        raise ProfileError(source, "batch_size", "must be >= 1")
+    bad = frame.filter(~(pl.col("latency_s") > 0) | pl.col("latency_s").is_infinite())
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise ProfileError(
+            source,
+            "latency_s",
+            f"must be positive and finite, got {row['latency_s']} for expert {row['expert']} "
+            f"batch_size {row['batch_size']}",
+        )
+    dup = frame.group_by(["expert", "batch_size"]).len().filter(pl.col("len") > 1)
+    if dup.height:
+        row = dup.row(0, named=True)
+        raise ProfileError(
+            source,
+            "(expert, batch_size)",
+            f"duplicate rows for expert {row['expert']} batch_size {row['batch_size']}",
+        )
+    return frame.sort(["expert", "batch_size"])
+
+
+def read_profile(path: str | Path) -> LatencyProfile:
+    """Read and validate a profile (``.parquet`` or ``.csv``)."""
+    path = Path(path)
+    if not path.exists():
+        raise ProfileError(str(path), "(file)", "no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            frame = pl.read_parquet(path)
+        elif suffix == ".csv":
+            frame = pl.read_csv(path)
+        else:
+            raise ProfileError(str(path), "(file)", "extension must be .parquet or .csv")
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise ProfileError(str(path), "(file)", f"cannot be read: {exc}") from None
+    return profile_from_frame(frame, source=str(path))
+
+
+def profile_from_frame(frame: pl.DataFrame, source: str = "profile") -> LatencyProfile:
+    """Validate a profile table held in memory."""
+    return LatencyProfile(_check_frame(frame, source), source)
+
+
+def write_profile(frame: pl.DataFrame, path: str | Path) -> None:
+    """Validate and write a profile atomically; the format follows the extension."""
+    path = Path(path)
+    checked = _check_frame(frame, str(path))
+    cols = [c for c in PROFILE_SCHEMA if c in checked.columns]
+    checked = checked.select(cols)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        atomic_write_with(path, lambda tmp: checked.write_parquet(tmp))
+    elif suffix == ".csv":
+        atomic_write_with(path, lambda tmp: checked.write_csv(tmp))
+    else:
+        raise ProfileError(str(path), "(file)", "extension must be .parquet or .csv")
+
+
+@dataclass(frozen=True, eq=False)
+class LatencyProfile:
+    """A validated profile with interpolation between measured batch sizes."""
+
+    frame: pl.DataFrame
+    source: str = "profile"
+
+    @property
+    def experts(self) -> list[int]:
+        return sorted(self.frame["expert"].unique().to_list())
+
+    def points(self, expert: int) -> tuple[np.ndarray, np.ndarray]:
+        """Measured (batch sizes, median latencies) of one expert."""
+        rows = self.frame.filter(pl.col("expert") == expert)
+        if rows.height == 0:
+            raise ProfileError(self.source, "expert", f"expert {expert} is not in the profile")
+        return rows["batch_size"].to_numpy(), rows["latency_s"].to_numpy()
+
+    def spread(self, expert: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(batch sizes, p10, p90) when the profile has them, else None."""
+        if "latency_p10_s" not in self.frame.columns or "latency_p90_s" not in self.frame.columns:
+            return None
+        rows = self.frame.filter(pl.col("expert") == expert)
+        return (
+            rows["batch_size"].to_numpy(),
+            rows["latency_p10_s"].to_numpy(),
+            rows["latency_p90_s"].to_numpy(),
+        )
+
+    def latency_s(self, expert: int, batch_size: int) -> float:
+        """Latency of one call with ``batch_size`` samples (see :meth:`table`)."""
+        return float(self.table([expert], batch_size)[0, batch_size])
+
+    def table(self, experts: Iterable[int], max_batch: int) -> np.ndarray:
+        """Dense lookup ``T[i, b]`` = latency of ``experts[i]`` at batch size ``b`` (b >= 1).
+
+        Linear interpolation between measured sizes; past the largest measured
+        size, linear extrapolation from the last two points (never below the
+        last measured latency) with a :class:`ProfileExtrapolationWarning`;
+        below the smallest measured size, the smallest size's latency.
+        Column 0 is unused (NaN).
+        """
+        experts = list(experts)
+        out = np.full((len(experts), max_batch + 1), np.nan)
+        b = np.arange(1, max_batch + 1, dtype=float)
+        for i, e in enumerate(experts):
+            xs, ys = self.points(e)
+            vals = np.interp(b, xs, ys)
+            beyond = b > xs[-1]
+            if beyond.any():
+                warnings.warn(
+                    f"{self.source}: expert {e} measured up to batch {xs[-1]}; "
+                    f"extrapolating linearly to {max_batch}",
+                    ProfileExtrapolationWarning,
+                    stacklevel=2,
+                )
+                slope = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2]) if len(xs) > 1 else 0.0
+                vals[beyond] = ys[-1] + max(slope, 0.0) * (b[beyond] - xs[-1])
+            out[i, 1:] = vals
+        return out
