@@ -10,6 +10,8 @@ import enum
 import time
 from collections.abc import Callable
 
+import numpy as np
+
 from scheduler.errors import SchedulerError
 from scheduler.result import ScheduleResult, finish_result
 from traces.graph import Graph
@@ -36,8 +38,22 @@ class Method(str, enum.Enum):
 
 
 def schedule_given(graph: Graph, *, time_limit_s: float | None = None) -> ScheduleResult:
-    """The file's own node order (for a captured graph: what the framework would run)."""
+    """The file's own node order (for a captured graph: what the framework would run).
+
+    Raises SchedulerError when that order is not topological (graph/1 allows any node
+    order; only this strategy relies on it).
+    """
     t0 = time.perf_counter()
+    index = graph.index
+    if len(index.dep_src):
+        bad = np.flatnonzero(index.dep_src >= index.dep_dst)
+        if len(bad):
+            ids = index.node_ids
+            u, v = ids[index.dep_src[bad[0]]], ids[index.dep_dst[bad[0]]]
+            raise SchedulerError(
+                f"the file's node order is not topological: {v!r} comes before its "
+                f"dependency {u!r}; choose another --method"
+            )
     return finish_result(graph, Method.GIVEN.value, graph.node_ids, t0)
 
 
