@@ -1,13 +1,43 @@
-"""Console script of the `sim` package."""
+"""Console script of the `sim` package: ``sim run``, ``sim sweep``, ``sim check``.
+
+Each command is thin: parse options, build configs, call the library, save, print.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-__all__ = ["app", "main"]
+from sim.config import GatePolicy, GateSpec, ServiceModel, SimConfig, parse_gate
+from sim.errors import SimConfigError
+from sim.output import serve_config, write_runs
+from sim.runner import PointRun, default_profile_path, parse_b_values, run_points
+from traces.cli_support import cli_errors, err_console, out_console, refuse_overwrite
+from traces.profile import read_profile
+from traces.routing import read_routing
+
+__all__ = ["JSON_KEYS", "app", "main"]
 
 app = typer.Typer(
     help="Simulate MoE serving with size-B expert queues (SimPy).",
     no_args_is_help=True,
     add_completion=False,
+)
+
+JSON_KEYS = (
+    "B",
+    "requests",
+    "throughput_rps",
+    "latency_mean_s",
+    "latency_p50_s",
+    "latency_p95_s",
+    "latency_p99_s",
 )
 
 
@@ -16,5 +46,331 @@ def root() -> None:
     """Simulate MoE serving with size-B expert queues (SimPy)."""
 
 
+def progress_bar() -> Progress:
+    """A transient progress bar on stderr (results go to stdout)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def _gate_spec(k: int | None, gate: str | None, routing: Path | None) -> GateSpec:
+    given = [name for name, v in (("--k", k), ("--gate", gate), ("--routing", routing)) if v]
+    if len(given) > 1:
+        raise SimConfigError(f"give only one of --k, --gate, --routing (got {', '.join(given)})")
+    if routing is not None:
+        return GateSpec(GatePolicy.TRACE, trace=str(routing))
+    if gate is not None:
+        return parse_gate(gate)
+    return GateSpec(GatePolicy.TOPK, k=2 if k is None else k)
+
+
+def _json_row(summary: dict[str, Any]) -> dict[str, Any]:
+    """Every summary field, JSON-safe (NaN -> null), the required keys first."""
+    row = {key: summary[key] for key in JSON_KEYS}
+    for key, value in summary.items():
+        row.setdefault(key, value)
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x * 1e3:.3f}"
+
+
+def _table(points: list[PointRun], title: str) -> Table:
+    table = Table(title=title)
+    for col in (
+        "B",
+        "requests",
+        "throughput rps",
+        "mean ms",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "queue wait ms",
+        "mean batch",
+        "backlog at end",
+    ):
+        table.add_column(col, justify="right")
+    for p in points:
+        s = p.summary
+        table.add_row(
+            str(s["B"]),
+            str(s["requests"]),
+            f"{s['throughput_rps']:.1f}",
+            _ms(s["latency_mean_s"]),
+            _ms(s["latency_p50_s"]),
+            _ms(s["latency_p95_s"]),
+            _ms(s["latency_p99_s"]),
+            _ms(s["queue_wait_mean_s"]),
+            f"{s['mean_batch_size']:.2f}",
+            str(s["backlog_end_n"]) + (" overloaded" if s["overloaded"] else ""),
+        )
+    return table
+
+
+@app.command("run")
+@cli_errors
+def run_cmd(
+    b_values: Annotated[
+        str, typer.Option("--B", help="Queue sizes: 8, 1,2,4 or 1..64 (powers of two).")
+    ] = "1..64",
+    profile: Annotated[
+        Path | None, typer.Option(help="Latency profile (default: the bundled CPU profile).")
+    ] = None,
+    experts: Annotated[
+        int | None, typer.Option(help="Experts M (default: the trace's, else the profile's).")
+    ] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Top-k routing with this k (2).")] = None,
+    gate: Annotated[
+        str | None, typer.Option(help="Routing policy: topk:K, topp:P or budget:q1,q2,...")
+    ] = None,
+    routing: Annotated[Path | None, typer.Option(help="Replay this routing trace.")] = None,
+    skew: Annotated[float, typer.Option(help="Expert popularity ∝ (e+1)^-skew.")] = 0.0,
+    rate: Annotated[float, typer.Option(help="Poisson arrival rate, requests/s.")] = 1000.0,
+    requests: Annotated[int, typer.Option(help="Requests per B value.")] = 100_000,
+    devices: Annotated[int, typer.Option(help="Devices D; expert e on e mod D.")] = 1,
+    max_backlog: Annotated[
+        int, typer.Option(help="Stop arrivals when this many requests are in the system.")
+    ] = 4096,
+    max_wait_ms: Annotated[
+        float | None, typer.Option("--max-wait-ms", help="Flush a queue after T ms.")
+    ] = None,
+    gate_latency_s: Annotated[
+        float | None,
+        typer.Option("--gate-latency-s", help="Gate cost per request (default: profile or 0)."),
+    ] = None,
+    combine_latency_s: Annotated[
+        float | None,
+        typer.Option(
+            "--combine-latency-s", help="Combine cost per request (default: profile or 0)."
+        ),
+    ] = None,
+    service: Annotated[
+        ServiceModel, typer.Option(help="Batch service time: profile median, p10/p90 spread.")
+    ] = ServiceModel.MEDIAN,
+    warmup: Annotated[
+        int | None, typer.Option(help="Requests excluded from metrics (default 10%).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Write serve-records/1 here (+ .summary.parquet).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
+    chrome_trace: Annotated[
+        Path | None,
+        typer.Option(help="Write a Chrome/Perfetto trace of the run here (one B value only)."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per B, per line.")] = False,
+) -> None:
+    """Simulate each B value on the same requests; print latency and throughput per B."""
+    bs = parse_b_values(b_values)
+    refuse_overwrite(out, force)
+    refuse_overwrite(chrome_trace, force)
+    if chrome_trace is not None and len(bs) != 1:
+        raise SimConfigError("--chrome-trace needs exactly one B value")
+    spec = _gate_spec(k, gate, routing)
+    prof = read_profile(profile or default_profile_path())
+    trace = read_routing(routing) if routing is not None else None
+    m = experts or (trace.n_experts if trace is not None else len(prof.experts))
+    if gate_latency_s is None:
+        gate_latency_s = prof.component_latency_s("gate") or 0.0
+    if combine_latency_s is None:
+        combine_latency_s = prof.component_latency_s("combine") or 0.0
+    configs = [
+        SimConfig(
+            batch_size=b,
+            n_experts=m,
+            gate=spec,
+            skew=skew,
+            rate_rps=rate,
+            n_requests=requests,
+            n_devices=devices,
+            max_wait_s=None if max_wait_ms is None else max_wait_ms / 1e3,
+            max_backlog=max_backlog,
+            gate_latency_s=gate_latency_s,
+            combine_latency_s=combine_latency_s,
+            service=service,
+            warmup=warmup,
+            seed=seed,
+        )
+        for b in bs
+    ]
+    if json_:
+        points, notes = run_points(
+            configs, prof, trace, on_done=lambda p: print(json.dumps(_json_row(p.summary)))
+        )
+    else:
+        with progress_bar() as bar:
+            task = bar.add_task("simulating B values", total=len(configs))
+            points, notes = run_points(configs, prof, trace, on_done=lambda p: bar.advance(task))
+    for note in notes:
+        err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+    if chrome_trace is not None:
+        from sim.chrome_trace import write_chrome_trace
+
+        write_chrome_trace(chrome_trace, points[0].result)
+        err_console.print(f"Chrome trace written to {chrome_trace}")
+    if out is not None:
+        from sim.output import records_of, summary_frame
+
+        spath = write_runs(
+            out,
+            [records_of(p.result) for p in points],
+            summary_frame([p.summary for p in points]),
+            serve_config(
+                configs,
+                str(profile or default_profile_path()),
+                [p.result.config.batch_size for p in points if p.result.stopped_early],
+            ),
+        )
+        err_console.print(f"records written to {out}, summary to {spath}")
+    if not json_:
+        title = (
+            f"sim: M={m} {spec.label()} rate={rate:g} rps D={devices} N={requests} "
+            f"(first {configs[0].warmup_requests} requests excluded as warm-up)"
+        )
+        out_console.print(_table(points, title))
+
+
+@app.command("sweep")
+@cli_errors
+def sweep_cmd(
+    spec_path: Annotated[Path, typer.Argument(help="Sweep spec (TOML).", show_default=False)],
+    out: Annotated[
+        Path | None, typer.Option(help="Results table (default: SPEC with .parquet).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing Dask scheduler.")
+    ] = None,
+    slurm: Annotated[
+        bool, typer.Option("--slurm", help="Start workers on SLURM (spec's [slurm] table).")
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Local workers (default: one per core).")
+    ] = None,
+    processes: Annotated[
+        bool, typer.Option("--processes/--threads", help="Local workers as processes or threads.")
+    ] = True,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per point.")] = False,
+) -> None:
+    """Run a grid of points on Dask; resumes a killed sweep without losing finished points."""
+    from sim.runner import load_service
+    from sim.sweep import load_spec, run_sweep
+
+    if scheduler is not None and slurm:
+        raise SimConfigError("give --scheduler or --slurm, not both")
+    spec = load_spec(spec_path)
+    out = out or spec_path.with_suffix(".parquet")
+    prof = read_profile(spec.profile)  # fail here, not on a worker
+    load_service(
+        prof,
+        max(p.config.n_experts for p in spec.points),
+        max(p.config.batch_size for p in spec.points),
+    )
+    with progress_bar() as bar:
+        task = bar.add_task("sweep points", total=len(spec.points))
+        table, ran = run_sweep(
+            spec,
+            out,
+            scheduler=scheduler,
+            slurm=slurm,
+            workers=workers,
+            processes=processes,
+            on_point=lambda p, now: bar.advance(task),
+        )
+    if json_:
+        for row in table.drop("config").iter_rows(named=True):
+            print(json.dumps(_json_row(row)))
+        return
+    err_console.print(
+        f"{ran} points run now, {len(spec.points) - ran} already finished; table: {out}"
+    )
+    view = table.select(
+        "B", "rate_rps", "gate", "n_experts", "n_devices", "seed",
+        "throughput_rps", "latency_p50_s", "latency_p99_s",
+    )  # fmt: skip
+    t = Table(title=f"sweep {spec_path.name}: {len(spec.points)} points")
+    for col in view.columns:
+        t.add_column(col, justify="right")
+    for row in view.iter_rows():
+        t.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    out_console.print(t)
+
+
+@app.command("check")
+@cli_errors
+def check_cmd(
+    measured: Annotated[
+        Path, typer.Argument(help="serve-records/1 of a measured run.", show_default=False)
+    ],
+    profile: Annotated[
+        Path | None, typer.Option(help="Latency profile (default: the bundled CPU profile).")
+    ] = None,
+    tolerance: Annotated[
+        str, typer.Option(help="Percent per metric: 5, or throughput=5,p50=5,p99=10.")
+    ] = "throughput=5,p50=5,p99=10",
+    service: Annotated[
+        ServiceModel | None,
+        typer.Option(help="Service model (default: spread if the profile has p10/p90)."),
+    ] = None,
+    terms: Annotated[
+        str,
+        typer.Option(
+            help="profile: expert times from the profile; replay: the run's own times per "
+            "item; sampled: drawn from the run's distributions."
+        ),
+    ] = "profile",
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,
+) -> None:
+    """Replay a measured `hw serve` run in the model; exit 1 past tolerance."""
+    from sim.check import METRICS, Terms, check_run, parse_tolerance
+
+    try:
+        which = Terms(terms)
+    except ValueError:
+        raise SimConfigError(f"--terms must be profile, replay or sampled, got {terms!r}") from None
+    tol = parse_tolerance(tolerance)
+    rows = check_run(measured, profile, tol, service, which)
+    if json_:
+        for r in rows:
+            print(json.dumps(r.to_json()))
+    else:
+        t = Table(title=f"sim vs measured: {measured.name}")
+        t.add_column("B", justify="right")
+        for name in METRICS:
+            unit = "rps" if name == "throughput" else "ms"
+            for side in ("meas", "sim"):
+                t.add_column(f"{name} {side} {unit}", justify="right")
+            t.add_column(f"{name} err %", justify="right")
+        t.add_column("ok")
+        for r in rows:
+            cells = [str(r.B)]
+            for name in METRICS:
+                scale = 1.0 if name == "throughput" else 1e3
+                cells += [
+                    f"{r.measured[name] * scale:.3f}",
+                    f"{r.simulated[name] * scale:.3f}",
+                    f"{r.error_pct[name]:+.1f}",
+                ]
+            cells.append(
+                ("yes" if r.within else "[red]NO[/red]") + (" (overl.)" if r.overloaded else "")
+            )
+            t.add_row(*cells)
+        out_console.print(t)
+    bad = [r.B for r in rows if not r.within]
+    if bad:
+        err_console.print(f"[red]past tolerance[/red] ({tolerance}) at B = {bad}")
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

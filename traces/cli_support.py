@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from traces.errors import DeltasimError
 
@@ -43,7 +44,10 @@ def cli_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except DeltasimError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            # escape: a message may hold brackets ("[grid]", "['x']") that rich reads as markup
+            err_console.print(
+                f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,186 @@
+"""Simulator benchmarks: simulated requests per second, against a plain SimPy model.
+
+Run from the repository root (see ``benchmarks/README.md``, section "Simulator")::
+
+    .venv/bin/python benchmarks/bench_sim.py [--requests 200000] [--naive-requests 20000]
+        [--profile PATH] [--no-cli] [--out results.json]
+
+Figures, each printed in a rich table:
+
+* speed of ``sim.engine.simulate`` (workload draws included) for k = 2, M = 8,
+  B = 16, pinned to one core: target >= 200,000 simulated requests/s;
+* the same for the plain process-per-request SimPy model (``sim.naive``) and
+  the ratio between the two (the two give the same completion times, see
+  ``tests/sim/test_engine.py``);
+* wall time of ``sim run --B 1..64 --requests 100000`` (the CLI end to end,
+  metrics and JSON included): target < 60 s;
+* with ``--fidelity RUN.parquet`` (repeatable; measured ``hw serve`` runs):
+  ``sim check`` per B in its three modes (``profile``, ``sampled``,
+  ``replay``), printed as the Markdown table of ``benchmarks/README.md``.
+
+The profile is ``--profile``, else the bundled CPU profile when it exists, else
+a synthetic linear one (said so in the output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sim.config import GateSpec, SimConfig
+from sim.engine import simulate
+from sim.naive import simulate_naive
+from sim.runner import default_profile_path, load_service
+from sim.workload import make_workload
+from traces.atomic import atomic_write_text
+from traces.cli_support import cli_errors
+from traces.profile import read_profile, write_profile
+
+__all__ = ["fidelity_markdown", "main", "speed"]
+
+console = Console(stderr=True)
+app = typer.Typer(add_completion=False)
+
+
+def _synthetic_profile(path: Path) -> None:
+    """Linear profile (60 µs + 5 µs per sample) for 8 experts, when no real one is at hand."""
+    rows = [(e, b, 60e-6 + 5e-6 * b) for e in range(8) for b in (1, 2, 4, 8, 16, 32, 64)]
+    write_profile(
+        pl.DataFrame(rows, schema=["expert", "batch_size", "latency_s"], orient="row"), path
+    )
+
+
+def speed(profile_path: Path, n: int, engine: str, repeats: int) -> dict[str, Any]:
+    """Best-of-``repeats`` simulated requests/s of one engine (k=2, M=8, B=16, ~60% load)."""
+    table, _ = load_service(read_profile(profile_path), 8, 16)
+    # Offered load: each request costs k/B batch services of s(16) on one device.
+    capacity = 16 / (2 * float(table.median[:, 16].mean()))
+    cfg = SimConfig(
+        batch_size=16, n_experts=8, gate=GateSpec(k=2), rate_rps=0.6 * capacity, n_requests=n
+    )
+    run = simulate if engine == "engine" else simulate_naive
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work = make_workload(cfg)
+        run(cfg, table, work)
+        best = min(best, time.perf_counter() - t0)
+    return {"engine": engine, "requests": n, "seconds": best, "requests_per_s": n / best}
+
+
+def cli_sweep(profile_path: Path, requests: int) -> dict[str, Any]:
+    """Wall time of ``sim run --B 1..64`` end to end, on whatever cores the OS gives."""
+    cmd = [
+        sys.executable, "-m", "sim.cli", "run", "--B", "1..64", "--requests", str(requests),
+        "--profile", str(profile_path), "--json",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(f"sim run failed: {res.stderr.strip()}")
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    return {"points": len(rows), "requests_per_point": requests, "seconds": wall}
+
+
+def fidelity_markdown(runs: list[Path], profile: Path | None) -> str:
+    """sim vs measured per run, B and mode, as a Markdown table."""
+    from sim.check import Terms, check_run
+
+    lines = [
+        "| run | B | mode | thr meas | thr err | p50 meas ms | p50 err | p99 meas ms | p99 err "
+        "| ok |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|:-:|",
+    ]
+    for run in runs:
+        for terms in (Terms.PROFILE, Terms.SAMPLED, Terms.REPLAY):
+            for r in check_run(run, profile, terms=terms):
+                m, e = r.measured, r.error_pct
+                ok = ("yes" if r.within else "no") + (" (overloaded)" if r.overloaded else "")
+                lines.append(
+                    f"| {run.stem} | {r.B} | {terms.value} | {m['throughput']:.1f} | "
+                    f"{e['throughput']:+.1f}% | {m['p50'] * 1e3:.2f} | {e['p50']:+.1f}% | "
+                    f"{m['p99'] * 1e3:.2f} | {e['p99']:+.1f}% | {ok} |"
+                )
+    return "\n".join(lines)
+
+
+@app.command()
+@cli_errors
+def main(
+    requests: Annotated[int, typer.Option(help="Requests for the fast engine.")] = 200_000,
+    naive_requests: Annotated[int, typer.Option(help="Requests for the plain model.")] = 20_000,
+    repeats: Annotated[int, typer.Option(help="Best of this many runs.")] = 3,
+    profile: Annotated[Path | None, typer.Option(help="Latency profile.")] = None,
+    cli: Annotated[bool, typer.Option(help="Also time `sim run --B 1..64`.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Save the figures as JSON.")] = None,
+    fidelity: Annotated[
+        list[Path] | None, typer.Option(help="Measured hw serve runs to check (repeatable).")
+    ] = None,
+    speed_: Annotated[bool, typer.Option("--speed/--no-speed", help="Run the speed part.")] = True,
+) -> None:
+    tmp = tempfile.TemporaryDirectory()
+    if profile is None:
+        profile = default_profile_path()
+        if not profile.exists():
+            profile = Path(tmp.name) / "synthetic-linear-profile.parquet"
+            _synthetic_profile(profile)
+    console.print(f"profile: {profile}")
+    if fidelity:
+        print(fidelity_markdown(list(fidelity), profile))
+    if not speed_:
+        return
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
+    fast = speed(profile, requests, "engine", repeats)
+    plain = speed(profile, naive_requests, "naive", 1)
+    ratio = fast["requests_per_s"] / plain["requests_per_s"]
+    t = Table(title="sim speed: k=2, M=8, B=16, one core")
+    for col in ("engine", "requests", "seconds", "requests/s"):
+        t.add_column(col, justify="right")
+    for r in (fast, plain):
+        t.add_row(
+            r["engine"], str(r["requests"]), f"{r['seconds']:.3f}", f"{r['requests_per_s']:,.0f}"
+        )
+    Console().print(t)
+    target = "met" if fast["requests_per_s"] >= 200_000 else "MISSED"
+    Console().print(
+        f"fast / plain SimPy = {ratio:.1f}x; target 200,000 req/s on one core: {target}"
+    )
+    result: dict[str, Any] = {
+        "machine": platform.platform(),
+        "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "profile": str(profile),
+        "fast": fast,
+        "naive": plain,
+        "ratio": ratio,
+    }
+    if cli:
+        if hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        run = cli_sweep(profile, 100_000)
+        result["cli"] = run
+        ok = "met" if run["seconds"] < 60 else "MISSED"
+        Console().print(
+            f"sim run --B 1..64 --requests 100000: {run['points']} points in "
+            f"{run['seconds']:.1f} s (target < 60 s: {ok})"
+        )
+    if out is not None:
+        atomic_write_text(out, json.dumps(result, indent=2))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    app()

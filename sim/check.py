@@ -1,0 +1,190 @@
+"""``sim check``: replay a measured ``hw serve`` run in the model and compare, per B.
+
+The replay uses exactly what the measured run stored (``traces.serving``): its
+config (experts, devices, placement, max_wait, warm-up, the measured gate and
+combine costs) and, from the records, each request's arrival time and experts.
+Only the expert service times come from the latency profile. Both sides are
+summarized by the same :func:`traces.serving.summarize`, so a difference is a
+difference of the system, not of the metric.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from sim.config import GateSpec, ServiceModel, SimConfig
+from sim.engine import simulate
+from sim.errors import CheckError
+from sim.output import records_of
+from sim.runner import default_profile_path, load_service
+from sim.terms import replay_terms, sampled_terms
+from sim.workload import Workload
+from traces.profile import read_profile
+from traces.serving import ServeConfig, read_records, summarize
+
+__all__ = [
+    "DEFAULT_TOLERANCE",
+    "METRICS",
+    "CheckRow",
+    "Terms",
+    "check_run",
+    "parse_tolerance",
+    "replay_config",
+]
+
+
+class Terms(str, Enum):
+    """What the replay takes from the measured run besides arrivals and routing.
+
+    ``profile``: expert times from the latency profile, gate and combine from the
+    run's measured medians (a prediction). ``replay``: every service time and
+    overhead gap of the run, per item (:mod:`sim.terms`; a check of the queue rules).
+    ``sampled``: the same terms drawn independently from the run's distributions.
+    """
+
+    PROFILE = "profile"
+    REPLAY = "replay"
+    SAMPLED = "sampled"
+
+
+METRICS = {"throughput": "throughput_rps", "p50": "latency_p50_s", "p99": "latency_p99_s"}
+DEFAULT_TOLERANCE = "throughput=5,p50=5,p99=10"
+
+
+def parse_tolerance(text: str) -> dict[str, float]:
+    """``5`` (percent, every metric) or ``throughput=5,p50=5,p99=10``."""
+    text = text.strip()
+    try:
+        if "=" not in text:
+            return dict.fromkeys(METRICS, float(text))
+        out = parse_tolerance(DEFAULT_TOLERANCE) if text != DEFAULT_TOLERANCE else {}
+        for part in text.split(","):
+            name, _, value = part.partition("=")
+            name = name.strip()
+            if name not in METRICS:
+                raise CheckError(f"--tolerance: unknown metric {name!r}; use {list(METRICS)}")
+            out[name] = float(value)
+    except ValueError:
+        raise CheckError(f"--tolerance {text!r}: give percents like 5 or p99=10") from None
+    if any(not v >= 0 for v in out.values()):
+        raise CheckError(f"--tolerance {text!r}: percents must be >= 0")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRow:
+    """Measured vs simulated values of one B; errors in percent of the measured value."""
+
+    B: int
+    measured: dict[str, float]
+    simulated: dict[str, float]
+    error_pct: dict[str, float]
+    within: bool
+    overloaded: bool
+
+    def to_json(self) -> dict[str, Any]:
+        def clean(d: dict[str, float]) -> dict[str, float | None]:
+            return {k: v if math.isfinite(v) else None for k, v in d.items()}
+
+        return {
+            "B": self.B,
+            "measured": clean(self.measured),
+            "simulated": clean(self.simulated),
+            "error_pct": clean(self.error_pct),
+            "within": self.within,
+            "overloaded": self.overloaded,
+        }
+
+
+def replay_config(
+    cfg: ServeConfig, b: int, n_requests: int, service: ServiceModel = ServiceModel.MEDIAN
+) -> SimConfig:
+    """The model's config for one B of a measured run (its measured gate/combine costs)."""
+    return SimConfig(
+        service=service,
+        batch_size=b,
+        n_experts=cfg.n_experts,
+        gate=GateSpec(k=min(max(cfg.k, 1), cfg.n_experts)),
+        skew=cfg.skew,
+        rate_rps=cfg.rate_rps or 1.0,
+        n_requests=n_requests,
+        n_devices=cfg.devices,
+        placement=tuple(cfg.placement),
+        max_wait_s=cfg.max_wait_s,
+        max_backlog=None,  # the records hold exactly the requests that arrived
+        gate_latency_s=cfg.gate_latency_s or 0.0,
+        combine_latency_s=cfg.combine_latency_s or 0.0,
+        warmup=min(cfg.warmup, n_requests - 1),
+        seed=cfg.seed,
+    )
+
+
+def _workload(rows: pl.DataFrame) -> Workload:
+    reqs = (
+        rows.sort(["request", "slot"])
+        .group_by("request", maintain_order=True)
+        .agg(pl.col("arrival_s").first(), pl.col("expert"))
+    )
+    ids = reqs["request"].to_numpy()
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise CheckError("measured records: request ids of a B are not 0, 1, 2, ...")
+    arrivals = reqs["arrival_s"].to_numpy().astype(float)
+    if (np.diff(arrivals) < 0).any():
+        raise CheckError("measured records: arrivals are not in request order")
+    return Workload.from_lists(arrivals.tolist(), reqs["expert"].to_list())
+
+
+def _err(sim: float, meas: float) -> float:
+    if not math.isfinite(sim) or not math.isfinite(meas) or meas == 0:
+        return math.nan
+    return 100.0 * (sim - meas) / meas
+
+
+def check_run(
+    measured_path: str | Path,
+    profile_path: str | Path | None = None,
+    tolerance: dict[str, float] | None = None,
+    service: ServiceModel | None = None,
+    terms: Terms = Terms.PROFILE,
+) -> list[CheckRow]:
+    """Replay every B of a measured run; compare throughput, p50 and p99.
+
+    ``service`` defaults to ``spread`` when the profile has p10/p90 (real calls
+    vary, and the variation is measured), else ``median``.
+    """
+    tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
+    records, cfg = read_records(measured_path)
+    if records.height == 0:
+        raise CheckError(f"{measured_path}: the measured run has no records")
+    profile = read_profile(profile_path or default_profile_path())
+    b_values = sorted(records["B"].unique().to_list())
+    table, _ = load_service(profile, cfg.n_experts, max(b_values))
+    if service is None:
+        service = ServiceModel.MEDIAN if table.p10 is None else ServiceModel.SPREAD
+    measured = summarize(records, cfg)
+    out = []
+    for b in b_values:
+        rows = records.filter(pl.col("B") == b)
+        work = _workload(rows)
+        sim_cfg = replay_config(cfg, int(b), work.n_requests, service)
+        measured_terms = None
+        if terms is Terms.REPLAY:
+            measured_terms = replay_terms(rows, cfg.max_wait_s)
+        elif terms is Terms.SAMPLED:
+            measured_terms = sampled_terms(rows, cfg.max_wait_s, cfg.seed)
+        result = simulate(sim_cfg, table, work, measured_terms)
+        sim_sum = summarize(records_of(result), cfg).row(0, named=True)
+        meas = measured.filter(pl.col("B") == b).row(0, named=True)
+        m = {k: float(meas[col]) for k, col in METRICS.items()}
+        s = {k: float(sim_sum[col]) for k, col in METRICS.items()}
+        e = {k: _err(s[k], m[k]) for k in METRICS}
+        within = all(math.isfinite(e[k]) and abs(e[k]) <= tol[k] for k in METRICS)
+        out.append(CheckRow(int(b), m, s, e, within, bool(meas["overloaded"])))
+    return out

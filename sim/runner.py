@@ -1,0 +1,103 @@
+"""From files and options to simulated runs: the library behind ``sim run``, sweeps and checks."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from sim.config import GatePolicy, SimConfig
+from sim.engine import simulate
+from sim.errors import SimConfigError
+from sim.output import serve_config, summarize_run
+from sim.records import RunResult
+from sim.service import ServiceTable
+from sim.workload import Workload, make_workload
+from traces import data_path
+from traces.cli_support import parse_int_list
+from traces.profile import LatencyProfile, ProfileExtrapolationWarning, read_profile
+from traces.routing import RoutingTrace, read_routing
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PointRun",
+    "load_service",
+    "parse_b_values",
+    "run_points",
+    "simulate_summary",
+]
+
+DEFAULT_PROFILE = "profiles/cpu-default.parquet"
+
+
+def default_profile_path() -> Path:
+    """The bundled CPU profile (shipped by ``hw profile`` in ``traces/data``)."""
+    return data_path(DEFAULT_PROFILE)
+
+
+def parse_b_values(text: str) -> list[int]:
+    """``--B`` through the shared parser; its error becomes one clear line (exit 2)."""
+    try:
+        return parse_int_list(text, name="--B", minimum=1)
+    except typer.BadParameter as exc:
+        raise SimConfigError(f"--B {text!r}: {exc.format_message()}") from None
+
+
+def load_service(
+    profile: LatencyProfile, n_experts: int, max_batch: int
+) -> tuple[ServiceTable, list[str]]:
+    """Lookup tables for experts 0..M-1 up to ``max_batch``; also the extrapolation notes."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ProfileExtrapolationWarning)
+        table = ServiceTable.from_profile(profile, n_experts, max_batch)
+    notes = sorted({str(w.message) for w in caught})
+    return table, notes
+
+
+@dataclass(frozen=True, eq=False)
+class PointRun:
+    """One simulated B value: its result and its ``serve-summary/1`` row."""
+
+    result: RunResult
+    summary: dict[str, Any]
+
+
+def run_points(
+    configs: Sequence[SimConfig],
+    profile: LatencyProfile,
+    trace: RoutingTrace | None = None,
+    workload: Workload | None = None,
+    on_done: Callable[[PointRun], None] | None = None,
+) -> tuple[list[PointRun], list[str]]:
+    """Simulate configs that differ only in B, on one shared workload (same requests per B)."""
+    if not configs:
+        return [], []
+    base = configs[0]
+    table, notes = load_service(profile, base.n_experts, max(c.batch_size for c in configs))
+    if workload is None:
+        workload = make_workload(base, trace)
+    out = []
+    for c in configs:
+        result = simulate(c, table, workload)
+        stopped = [c.batch_size] if result.stopped_early else []
+        point = PointRun(
+            result, summarize_run(result, serve_config(configs, profile.source, stopped))
+        )
+        out.append(point)
+        if on_done is not None:
+            on_done(point)
+    return out, notes
+
+
+def simulate_summary(config: SimConfig, profile_path: str | None = None) -> dict[str, Any]:
+    """Everything from files: one point's summary row plus its config (what sweeps run)."""
+    profile = read_profile(profile_path or default_profile_path())
+    trace = None
+    if config.gate.policy is GatePolicy.TRACE:
+        trace = read_routing(config.gate.trace or "")
+    (point,), _ = run_points([config], profile, trace)
+    return point.summary

@@ -1,0 +1,278 @@
+"""``sim sweep``: a grid of simulation points from a TOML spec, run on Dask, resumable.
+
+Spec (every key optional except a grid axis; a list makes an axis of the grid,
+a scalar is fixed; ``B`` also takes the ``1..64`` range syntax)::
+
+    profile = "profile.parquet"   # relative to the spec; default: the bundled CPU profile
+    [grid]
+    B = "1..64"
+    rate = [500.0, 1000.0]        # requests/s
+    gate = ["topk:2", "topp:0.6"] # or routing traces as "trace:PATH"
+    experts = 8
+    devices = [1, 2]
+    seed = [0, 1]
+    requests = 20000
+    skew = 0.0
+    max_wait_ms = 5.0
+    gate_latency_s = 0.0
+    combine_latency_s = 0.0
+    service = "median"
+    [slurm]                       # only read with --slurm (dask-jobqueue SLURMCluster)
+    jobs = 4
+    queue = "shared"
+    cores = 1
+    memory = "4GB"
+    walltime = "01:00:00"
+
+Every point is one :class:`~sim.config.SimConfig`, identified by a hash of its
+JSON. A finished point is written at once, atomically, as its own file in
+``OUT.parts/``; the table ``OUT`` is assembled from the parts at the end. A
+killed sweep, run again with the same spec and ``OUT``, skips every point whose
+part exists and so loses none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sim.config import SimConfig, parse_gate
+from sim.errors import SimError, SweepSpecError
+from sim.runner import default_profile_path, parse_b_values, simulate_summary
+from traces.atomic import atomic_path
+from traces.serving import SUMMARY
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "SWEEP_FORMAT",
+    "SweepPoint",
+    "SweepSpec",
+    "load_spec",
+    "parts_dir",
+    "run_sweep",
+    "slurm_cluster",
+]
+
+SWEEP_FORMAT = "sim-sweep/1"
+POINT_COLUMNS: dict[str, pl.DataType] = {
+    "point": pl.Utf8(),
+    "gate": pl.Utf8(),
+    "n_experts": pl.Int64(),
+    "n_devices": pl.Int64(),
+    "seed": pl.Int64(),
+    "config": pl.Utf8(),
+}
+SWEEP_COLUMNS = {**POINT_COLUMNS, **{k: v for k, v in SUMMARY.columns.items()}}
+
+# spec key -> (SimConfig field, converter)
+_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "B": ("batch_size", int),
+    "rate": ("rate_rps", float),
+    "gate": ("gate", lambda v: parse_gate(str(v))),
+    "experts": ("n_experts", int),
+    "devices": ("n_devices", int),
+    "seed": ("seed", int),
+    "requests": ("n_requests", int),
+    "skew": ("skew", float),
+    "max_wait_ms": ("max_wait_s", lambda v: float(v) / 1e3),
+    "max_backlog": ("max_backlog", int),
+    "gate_latency_s": ("gate_latency_s", float),
+    "combine_latency_s": ("combine_latency_s", float),
+    "batch_overhead_s": ("batch_overhead_s", float),
+    "service": ("service", str),
+    "warmup": ("warmup", int),
+}
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of the grid: its config and stable id."""
+
+    config: SimConfig
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.config.to_json().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed spec: the points in grid order, the profile, the SLURM options."""
+
+    points: tuple[SweepPoint, ...]
+    profile: str
+    slurm: dict[str, Any]
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a TOML spec; every point's config is built (and checked) here."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SweepSpecError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepSpecError(f"{path}: not valid TOML: {exc}") from None
+    grid = raw.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise SweepSpecError(f"{path}: needs a [grid] table with at least one key")
+    unknown = set(grid) - set(_KEYS)
+    if unknown:
+        raise SweepSpecError(f"{path}: unknown grid keys {sorted(unknown)}; known {list(_KEYS)}")
+    axes: dict[str, list[Any]] = {}
+    for key, value in grid.items():
+        if key == "B" and isinstance(value, str):
+            value = parse_b_values(value)
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise SweepSpecError(f"{path}: grid key {key!r} has no values")
+        field, conv = _KEYS[key]
+        try:
+            axes[field] = [conv(v) for v in values]
+        except (TypeError, ValueError) as exc:
+            raise SweepSpecError(f"{path}: grid key {key!r}: {exc}") from None
+    names = list(axes)
+    points = []
+    for combo in itertools.product(*(axes[n] for n in names)):
+        kw = dict(zip(names, combo, strict=True))
+        if kw.get("gate") is not None and kw["gate"].trace:
+            trace = Path(kw["gate"].trace)
+            if not trace.is_absolute():
+                kw["gate"] = parse_gate(f"trace:{path.parent / trace}")
+        try:
+            points.append(SweepPoint(SimConfig.from_dict(kw)))
+        except SimError as exc:
+            raise SweepSpecError(f"{path}: point {kw}: {exc}") from None
+    ids = [p.id for p in points]
+    if len(set(ids)) != len(ids):
+        raise SweepSpecError(f"{path}: the grid repeats a point")
+    profile = raw.get("profile")
+    profile_path = str(path.parent / profile) if profile else str(default_profile_path())
+    slurm = raw.get("slurm", {})
+    if not isinstance(slurm, dict):
+        raise SweepSpecError(f"{path}: [slurm] must be a table")
+    return SweepSpec(tuple(points), profile_path, dict(slurm))
+
+
+def parts_dir(out: str | Path) -> Path:
+    """Where finished points live: ``OUT.parts/`` beside the final table."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+def _row(point: SweepPoint, summary: dict[str, Any]) -> pl.DataFrame:
+    c = point.config
+    row = {
+        "point": point.id,
+        "gate": c.gate.label(),
+        "n_experts": c.n_experts,
+        "n_devices": c.n_devices,
+        "seed": c.seed,
+        "config": c.to_json(),
+        **summary,
+    }
+    return pl.DataFrame([row], schema=SWEEP_COLUMNS)
+
+
+def _write_part(parts: Path, point: SweepPoint, frame: pl.DataFrame) -> None:
+    with atomic_path(parts / f"{point.id}.parquet") as tmp:
+        frame.write_parquet(tmp)
+
+
+def _finished(parts: Path) -> dict[str, pl.DataFrame]:
+    """Parts already written (temporary files of a killed write are ignored)."""
+    if not parts.is_dir():
+        return {}
+    return {p.stem: pl.read_parquet(p) for p in sorted(parts.glob("*.parquet"))}
+
+
+def slurm_cluster(options: dict[str, Any]) -> Any:
+    """A dask-jobqueue SLURMCluster from the spec's [slurm] table (``jobs`` = workers to start)."""
+    from dask_jobqueue import SLURMCluster
+
+    kw = {k: v for k, v in options.items() if k != "jobs"}
+    kw.setdefault("cores", 1)
+    kw.setdefault("memory", "4GB")
+    kw.setdefault("processes", 1)
+    return SLURMCluster(**kw)
+
+
+@contextmanager
+def _client(
+    scheduler: str | None, slurm: dict[str, Any] | None, workers: int | None, processes: bool
+) -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    if slurm is not None:
+        cluster = slurm_cluster(slurm)
+        cluster.scale(jobs=int(slurm.get("jobs", 1)))
+    else:
+        cluster = LocalCluster(
+            n_workers=workers or (1 if not processes else None),
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,
+        )
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    *,
+    scheduler: str | None = None,
+    slurm: bool = False,
+    workers: int | None = None,
+    processes: bool = True,
+    on_point: Callable[[SweepPoint, bool], None] | None = None,
+) -> tuple[pl.DataFrame, int]:
+    """Run the points not finished yet; return the full table and how many ran now.
+
+    ``on_point(point, computed_now)`` is called once per point (for progress).
+    """
+    out = Path(out)
+    parts = parts_dir(out)
+    parts.mkdir(parents=True, exist_ok=True)
+    done = _finished(parts)
+    todo = [p for p in spec.points if p.id not in done]
+    for p in spec.points:
+        if p.id in done and on_point is not None:
+            on_point(p, False)
+    if todo:
+        from distributed import as_completed
+
+        with _client(scheduler, spec.slurm if slurm else None, workers, processes) as client:
+            futures = {
+                client.submit(
+                    simulate_summary, p.config, spec.profile, key=f"sim-point-{p.id}", pure=False
+                ): p
+                for p in todo
+            }
+            for fut in as_completed(futures):
+                point = futures[fut]
+                frame = _row(point, fut.result())
+                _write_part(parts, point, frame)  # appended the moment it finishes
+                done[point.id] = frame
+                if on_point is not None:
+                    on_point(point, True)
+    table = pl.concat([done[p.id] for p in spec.points])
+    with atomic_path(out) as tmp:
+        table.write_parquet(tmp, metadata={"deltasim.format": SWEEP_FORMAT})
+    return table, len(todo)

@@ -1,0 +1,162 @@
+"""``sim sweep``: grid expansion, Dask execution (threads in tests), resume after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.errors import SweepSpecError
+from sim.runner import simulate_summary
+from sim.sweep import load_spec, parts_dir, run_sweep, slurm_cluster
+
+runner = CliRunner()
+
+
+def _spec(tmp_path: Path, profile: Path, requests: int = 2000, seeds: str = "[0, 1]") -> Path:
+    path = tmp_path / "grid.toml"
+    path.write_text(
+        f'profile = "{profile}"\n'
+        "[grid]\n"
+        'B = "2..8"\n'
+        "rate = [500.0, 1500.0]\n"
+        f"seed = {seeds}\n"
+        "experts = 8\n"
+        'gate = "topk:2"\n'
+        f"requests = {requests}\n"
+    )
+    return path
+
+
+def test_spec_expands_the_grid_in_order(tmp_path: Path, test_profile_path: Path) -> None:
+    spec = load_spec(_spec(tmp_path, test_profile_path))
+    combos = [(p.config.batch_size, p.config.rate_rps, p.config.seed) for p in spec.points]
+    assert combos == [(b, r, s) for b in (2, 4, 8) for r in (500.0, 1500.0) for s in (0, 1)]
+    assert len({p.id for p in spec.points}) == 12
+    assert spec.profile == str(test_profile_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[grid]\nB = [0]\n", "B (batch size)"),
+        ("[grid]\nB = [1]\nwarp = 3\n", "unknown grid keys"),
+        ("B = [1]\n", "[grid]"),
+        ("[grid\n", "not valid TOML"),
+        ("[grid]\nB = [2]\nrate = [-1.0]\n", "rate"),
+    ],
+)
+def test_bad_spec_one_line_exit_2(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SweepSpecError, match=r"bad\.toml"):
+        load_spec(path)
+    res = runner.invoke(app, ["sweep", str(path), "--threads"])
+    assert res.exit_code == 2 and needle in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_sweep_runs_every_point_and_resumes_without_recomputing(
+    tmp_path: Path, test_profile_path: Path
+) -> None:
+    spec = load_spec(_spec(tmp_path, test_profile_path))
+    out = tmp_path / "res.parquet"
+    table, ran = run_sweep(spec, out, workers=2, processes=False)
+    assert ran == 12 and table.height == 12
+    assert pl.read_parquet(out).height == 12
+    # One point recomputed alone gives the same numbers as inside the sweep.
+    p = spec.points[5]
+    direct = simulate_summary(p.config, spec.profile)
+    row = table.filter(pl.col("point") == p.id).row(0, named=True)
+    assert row["latency_p99_s"] == direct["latency_p99_s"]
+    assert row["B"] == p.config.batch_size and row["rate_rps"] == p.config.rate_rps
+    # Simulate a kill: the final table and half the parts are gone, a half-written
+    # temporary part is left behind. Running again computes only the missing points.
+    out.unlink()
+    parts = sorted(parts_dir(out).glob("*.parquet"))
+    for part in parts[::2]:
+        part.unlink()
+    (parts_dir(out) / ".deadbeef.parquet.x.tmp").write_bytes(b"PAR1 truncated")
+    seen: list[bool] = []
+    again, ran = run_sweep(
+        spec, out, workers=2, processes=False, on_point=lambda _p, now: seen.append(now)
+    )
+    assert ran == 6 and sorted(seen) == [False] * 6 + [True] * 6
+    assert_frame_equal(again, table)
+
+
+def test_killed_sweep_process_resumes_to_the_same_table(
+    tmp_path: Path, test_profile_path: Path
+) -> None:
+    spec_path = _spec(tmp_path, test_profile_path, requests=10_000)
+    out = tmp_path / "killed.parquet"
+    cmd = [sys.executable, "-m", "sim.cli", "sweep", str(spec_path), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--threads", "--workers", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    parts = parts_dir(out)
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 1:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = len(list(parts.glob("*.parquet")))
+    assert 1 <= finished < 12, "the sweep should have been killed part-way"
+    assert not out.exists()
+    spec = load_spec(spec_path)
+    table, ran = run_sweep(spec, out, workers=2, processes=False)
+    assert ran == 12 - finished
+    fresh, _ = run_sweep(spec, tmp_path / "fresh.parquet", workers=2, processes=False)
+    assert_frame_equal(table, fresh)
+
+
+def test_cli_sweep_json_and_table(tmp_path: Path, test_profile_path: Path) -> None:
+    path = _spec(tmp_path, test_profile_path, requests=1000, seeds="0")
+    res = runner.invoke(app, ["sweep", str(path), "--threads", "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.stderr
+    assert len(res.stdout.strip().splitlines()) == 6
+    res = runner.invoke(app, ["sweep", str(path), "--threads"])
+    assert res.exit_code == 0 and "0 points run now, 6 already finished" in res.stderr
+
+
+def test_slurm_job_script_from_spec() -> None:
+    cluster = slurm_cluster(
+        {"queue": "shared", "account": "lab", "memory": "4GB", "walltime": "00:30:00", "jobs": 2}
+    )
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    assert "#SBATCH -p shared" in script and "#SBATCH -A lab" in script
+    assert "#SBATCH -t 00:30:00" in script and "dask_worker" in script
+
+
+def test_sweep_on_an_existing_scheduler(tmp_path: Path, test_profile_path: Path) -> None:
+    from distributed import LocalCluster
+
+    spec = load_spec(_spec(tmp_path, test_profile_path, requests=1000, seeds="0"))
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        table, ran = run_sweep(
+            spec, tmp_path / "remote.parquet", scheduler=cluster.scheduler_address
+        )
+    assert ran == 6 and table.height == 6
+    assert table["point"].to_list() == [p.id for p in spec.points]
