@@ -4,6 +4,7 @@ import typer
 
 from hw.memory.cli import register as register_memory
 from hw.moe.cli import register as register_moe
+from hw.serving.cli import register as register_serving
 
 __all__ = ["app", "main"]
 
@@ -21,6 +22,7 @@ def root() -> None:
 
 register_memory(app)
 register_moe(app)
+register_serving(app)
 
 
 def main() -> None:
