@@ -49,6 +49,10 @@ def order_indices(graph: Graph | GraphIndex, order: Sequence[str] | np.ndarray) 
     if isinstance(order, np.ndarray) and order.dtype.kind in "iu":
         return order.astype(np.int64, copy=False)
     pos = index.position_of
+    try:  # fast path: one C-level pass of dict lookups, no per-id Python code
+        return np.fromiter(map(pos.__getitem__, order), dtype=np.int64, count=len(order))
+    except (KeyError, TypeError):
+        pass  # some entry is not a node id: the loop below names the first one
     out = np.empty(len(order), dtype=np.int64)
     for i, nid in enumerate(order):
         j = pos.get(nid) if isinstance(nid, str) else None

@@ -11,6 +11,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+
+def _read_umask() -> int:
+    """The process umask, read once at import (reading it means setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_with"]
 
 
@@ -22,6 +32,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; give the output the mode a plain open() would (umask applies).
+    tmp_path.chmod(0o666 & ~_UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
