@@ -3,6 +3,11 @@
 One row per (expert, batch size); Parquet or CSV by the file's extension. See
 ``shared/contracts/profile-format.md``. :class:`LatencyProfile` turns the table
 once into a dense lookup array so the simulator's hot loop does no model calls.
+
+Optional ``component`` column: ``expert`` (default, also when absent or null),
+``gate`` or ``combine``. Gate and combine rows carry ``expert = -1`` and hold
+the measured cost of those steps per batch size (``hw profile`` writes them);
+they are kept apart from the expert rows (:meth:`LatencyProfile.component_latency_s`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from traces.atomic import atomic_write_with
 from traces.errors import FormatError
 
 __all__ = [
+    "COMPONENTS",
     "OPTIONAL_COLUMNS",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
@@ -41,7 +47,9 @@ OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
     "device": pl.Utf8(),
     "dtype": pl.Utf8(),
     "samples": pl.Int64(),
+    "component": pl.Utf8(),
 }
+COMPONENTS = ("expert", "gate", "combine")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 
 
@@ -70,8 +78,22 @@ def _check_frame(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     for col in REQUIRED_COLUMNS:
         if frame[col].null_count():
             raise ProfileError(source, col, "has missing values")
-    if (frame["expert"] < 0).any():
+    if "component" in frame.columns:
+        frame = frame.with_columns(pl.col("component").fill_null("expert"))
+        unknown = set(frame["component"].unique().to_list()) - set(COMPONENTS)
+        if unknown:
+            raise ProfileError(
+                source,
+                "component",
+                f"must be one of {', '.join(COMPONENTS)}, got {sorted(unknown)}",
+            )
+        is_expert = pl.col("component") == "expert"
+    else:
+        is_expert = pl.lit(True)
+    if frame.filter(is_expert & (pl.col("expert") < 0)).height:
         raise ProfileError(source, "expert", "must be >= 0")
+    if frame.filter(~is_expert & (pl.col("expert") != -1)).height:
+        raise ProfileError(source, "expert", "must be -1 on gate and combine rows")
     if (frame["batch_size"] < 1).any():
         raise ProfileError(source, "batch_size", "must be >= 1")
     bad = frame.filter(~(pl.col("latency_s") > 0) | pl.col("latency_s").is_infinite())
@@ -83,7 +105,8 @@ def _check_frame(frame: pl.DataFrame, source: str) -> pl.DataFrame:
             f"must be positive and finite, got {row['latency_s']} for expert {row['expert']} "
             f"batch_size {row['batch_size']}",
         )
-    dup = frame.group_by(["expert", "batch_size"]).len().filter(pl.col("len") > 1)
+    keys = ["expert", "batch_size"] + (["component"] if "component" in frame.columns else [])
+    dup = frame.group_by(keys).len().filter(pl.col("len") > 1)
     if dup.height:
         row = dup.row(0, named=True)
         raise ProfileError(
@@ -91,7 +114,7 @@ def _check_frame(frame: pl.DataFrame, source: str) -> pl.DataFrame:
             "(expert, batch_size)",
             f"duplicate rows for expert {row['expert']} batch_size {row['batch_size']}",
         )
-    return frame.sort(["expert", "batch_size"])
+    return frame.sort(keys)
 
 
 def read_profile(path: str | Path) -> LatencyProfile:
@@ -113,8 +136,14 @@ def read_profile(path: str | Path) -> LatencyProfile:
 
 
 def profile_from_frame(frame: pl.DataFrame, source: str = "profile") -> LatencyProfile:
-    """Validate a profile table held in memory."""
-    return LatencyProfile(_check_frame(frame, source), source)
+    """Validate a profile table held in memory; gate and combine rows are kept apart."""
+    checked = _check_frame(frame, source)
+    if "component" not in checked.columns:
+        return LatencyProfile(checked, source)
+    experts = checked.filter(pl.col("component") == "expert").drop("component")
+    if experts.height == 0:
+        raise ProfileError(source, "(rows)", "the profile has no expert rows")
+    return LatencyProfile(experts, source, checked.filter(pl.col("component") != "expert"))
 
 
 def write_profile(frame: pl.DataFrame, path: str | Path) -> None:
@@ -138,6 +167,20 @@ class LatencyProfile:
 
     frame: pl.DataFrame
     source: str = "profile"
+    components: pl.DataFrame | None = None  # gate and combine rows (expert -1), if measured
+
+    def component_latency_s(self, component: str, batch_size: int = 1) -> float | None:
+        """Median cost of the ``gate`` or ``combine`` step for ``batch_size`` samples, if measured.
+
+        Interpolated like an expert; clamped to the nearest measured size outside them.
+        """
+        if self.components is None:
+            return None
+        rows = self.components.filter(pl.col("component") == component)
+        if rows.height == 0:
+            return None
+        xs, ys = rows["batch_size"].to_numpy(), rows["latency_s"].to_numpy()
+        return float(np.interp(batch_size, xs, ys))
 
     @property
     def experts(self) -> list[int]:

@@ -1,0 +1,1 @@
+"""Per-expert latency profiles: ``hw profile`` (model loading, timing sweep, SLURM submission)."""

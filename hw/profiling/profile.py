@@ -1,0 +1,216 @@
+"""``hw profile``: per-expert latency against batch size, plus the gate's and the combine's cost.
+
+Every (step, batch size) is timed with :func:`hw.timing.measure_samples`
+(warm-up, then at least N calls and at least T seconds), in ``repeats`` full
+passes separated in time. The written median pools the passes; the pass-to-pass
+difference of medians is the run-to-run variation reported to the user, so the
+noise of the numbers is known. Rows follow the latency profile contract
+(``traces/profile.py``); gate and combine rows carry ``component`` and
+``expert = -1``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from hw.profiling.errors import ProfilingError
+from hw.profiling.model import DTYPES, ServedModel, device_label, model_from_spec, resolve_device
+from hw.timing import LatencyStats, measure_samples
+from traces.profile import profile_from_frame
+
+__all__ = [
+    "DEFAULT_BATCH_SIZES",
+    "ProfileConfig",
+    "ProfileResult",
+    "Variation",
+    "run_profile",
+]
+
+DEFAULT_BATCH_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """What to profile and how; ``model`` is a :func:`model_from_spec` spec.
+
+    Each of the ``repeats`` passes visits every point ``rounds`` times, round
+    robin, with 1/rounds of the calls and time each: a slow spell of a shared
+    machine then hits every batch size alike instead of a few neighbours.
+
+    ``experts`` restricts the experts timed (None: all). ``threads`` is torch's
+    intra-op thread count during the measurement (None: leave torch's setting).
+    """
+
+    model: dict[str, Any] = field(default_factory=dict)
+    batch_sizes: tuple[int, ...] = DEFAULT_BATCH_SIZES
+    experts: tuple[int, ...] | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    warmup: int = 5
+    min_calls: int = 20
+    min_time_s: float = 0.1
+    max_time_s: float = 10.0
+    repeats: int = 2
+    rounds: int = 4
+    threads: int | None = 1
+    seed: int = 0
+    gate_and_combine: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ProfilingError(f"batch sizes must be >= 1, got {list(self.batch_sizes)}")
+        if self.dtype not in DTYPES:
+            raise ProfilingError(f"unknown dtype {self.dtype!r}; use one of {', '.join(DTYPES)}")
+        if self.repeats < 1 or self.rounds < 1:
+            raise ProfilingError(
+                f"repeats and rounds must be >= 1, got {self.repeats}, {self.rounds}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ProfilingError(f"threads must be >= 1, got {self.threads}")
+        object.__setattr__(self, "batch_sizes", tuple(sorted(set(self.batch_sizes))))
+
+
+@dataclass(frozen=True)
+class Variation:
+    """Run-to-run variation: |median_1 - median_2| / min over all rows of a profile."""
+
+    median_rel: float
+    p90_rel: float
+    max_rel: float
+    worst: str  # which (step, batch size) varied most
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    """The profile table (contract columns plus ``component``), its variation and settings."""
+
+    frame: pl.DataFrame
+    variation: Variation | None
+    device: str
+    wall_s: float
+    config: ProfileConfig
+
+    def meta(self) -> dict[str, Any]:
+        """What is written beside the profile: how it was measured."""
+        return {
+            "config": asdict(self.config),
+            "device": self.device,
+            "wall_s": self.wall_s,
+            "torch": torch.__version__,
+            "variation": None if self.variation is None else self.variation.to_dict(),
+        }
+
+
+def _steps(served: ServedModel, cfg: ProfileConfig) -> list[tuple[str, int, Callable[[int], Any]]]:
+    """(component, expert, factory b -> zero-arg call) for every timed step."""
+    experts = range(served.n_experts) if cfg.experts is None else cfg.experts
+    for e in experts:
+        served.check_expert(e)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    dtype = DTYPES[cfg.dtype]
+    k = min(served.cfg.k, served.n_experts)
+
+    def expert_call(e: int) -> Callable[[int], Any]:
+        dev = served.devices[served.placement[e]]
+
+        def make(b: int) -> Callable[[], Any]:
+            h = torch.randn(b, served.d_model, generator=gen).to(dev, dtype)
+            return lambda: served.expert(e, h)
+
+        return make
+
+    def gate_call(b: int) -> Callable[[], Any]:
+        x = torch.randn(b, served.n_features, generator=gen).to(served.devices[0], dtype)
+        return lambda: served.gate(x)
+
+    def combine_call(b: int) -> Callable[[], Any]:
+        outs = torch.randn(b, k, served.d_model, generator=gen).to(served.devices[0], dtype)
+        w = torch.softmax(torch.randn(b, k, generator=gen), 1).to(served.devices[0], dtype)
+        return lambda: served.combine(outs, w)
+
+    steps = [("expert", e, expert_call(e)) for e in experts]
+    if cfg.gate_and_combine:
+        steps += [("gate", -1, gate_call), ("combine", -1, combine_call)]
+    return steps
+
+
+def run_profile(
+    cfg: ProfileConfig, on_step: Callable[[int, int], None] | None = None
+) -> ProfileResult:
+    """Measure every step at every batch size, ``cfg.repeats`` passes; ``on_step(done, total)``."""
+    device = resolve_device(cfg.device)
+    dtype = DTYPES[cfg.dtype]
+    model = model_from_spec(cfg.model)
+    served = ServedModel(model, [device], dtype=dtype)
+    old_threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.perf_counter()
+    try:
+        steps = _steps(served, cfg)
+        calls = {(c, e, b): make(b) for c, e, make in steps for b in cfg.batch_sizes}
+        total = len(calls) * cfg.repeats * cfg.rounds
+        passes: list[dict[tuple[str, int, int], list[float]]] = []
+        done = 0
+        for _ in range(cfg.repeats):
+            found: dict[tuple[str, int, int], list[float]] = {k: [] for k in calls}
+            for r in range(cfg.rounds):
+                for key, call in calls.items():
+                    found[key] += measure_samples(
+                        call,
+                        device=device,
+                        warmup=cfg.warmup if r == 0 else 1,
+                        min_calls=-(-cfg.min_calls // cfg.rounds),
+                        min_time_s=cfg.min_time_s / cfg.rounds,
+                        max_time_s=cfg.max_time_s / cfg.rounds,
+                    )
+                    done += 1
+                    if on_step is not None:
+                        on_step(done, total)
+            passes.append(found)
+    finally:
+        torch.set_num_threads(old_threads)
+    label = device_label(device)
+    rows = []
+    rel: list[tuple[float, str]] = []
+    for key in calls:
+        comp, e, b = key
+        pooled = [s for p in passes for s in p[key]]
+        st = LatencyStats.from_samples(pooled)
+        rows.append(
+            {
+                "expert": e,
+                "batch_size": b,
+                "latency_s": st.median_s,
+                "latency_p10_s": st.p10_s,
+                "latency_p90_s": st.p90_s,
+                "device": label,
+                "dtype": cfg.dtype,
+                "samples": st.samples,
+                "component": comp,
+            }
+        )
+        if len(passes) > 1:
+            meds = [LatencyStats.from_samples(p[key]).median_s for p in passes]
+            name = f"{comp} {e} b={b}" if comp == "expert" else f"{comp} b={b}"
+            rel.append(((max(meds) - min(meds)) / min(meds), name))
+    variation = None
+    if rel:
+        vals = np.array([r for r, _ in rel])
+        worst = max(rel)
+        variation = Variation(
+            float(np.median(vals)), float(np.percentile(vals, 90)), worst[0], worst[1]
+        )
+    frame = pl.DataFrame(rows)
+    profile_from_frame(frame, source="measured profile")  # holds to the contract
+    return ProfileResult(frame, variation, label, time.perf_counter() - t0, cfg)

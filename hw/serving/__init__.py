@@ -1,0 +1,1 @@
+"""Real queued MoE serving: ``hw serve`` (workload, threaded server, sweep, CLI)."""

@@ -1,0 +1,263 @@
+"""`hw profile`: the timing helper, per-expert profiles, checkpoints, the CLI, SLURM via submitit.
+
+Timing assertions are about structure (ordering, counts, lower bounds from a
+known sleep), never tight speeds: the box is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from hw.cli import app
+from hw.profiling.errors import CheckpointError, UnknownExpertError
+from hw.profiling.model import ServedModel, load_checkpoint, random_model, save_checkpoint
+from hw.profiling.profile import ProfileConfig, run_profile
+from hw.timing import LatencyStats, TimingError, measure_latency, measure_samples
+from traces.profile import read_profile, write_profile
+
+runner = CliRunner()
+TINY = {"n_experts": 2, "d_model": 8, "expert_hidden": 8, "seed": 0}
+FAST = dict(warmup=1, min_calls=3, min_time_s=0.0, repeats=2)
+
+
+def _error_line(result: Any) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    return lines[0]
+
+
+# --- hw.timing ---------------------------------------------------------------------------------
+
+
+def test_measure_latency_sees_a_known_sleep() -> None:
+    st = measure_latency(lambda: time.sleep(0.002), warmup=1, min_calls=5, min_time_s=0.0)
+    assert st.samples >= 5
+    assert 0.002 <= st.p10_s <= st.median_s <= st.p90_s
+    assert st.mean_s >= 0.002
+
+
+def test_measure_samples_honours_warmup_calls_and_time() -> None:
+    calls = []
+    t0 = time.perf_counter()
+    samples = measure_samples(lambda: calls.append(1), warmup=3, min_calls=7, min_time_s=0.05)
+    assert time.perf_counter() - t0 >= 0.05
+    assert len(samples) >= 7 and len(calls) == 3 + len(samples)
+    capped = measure_samples(lambda: time.sleep(0.01), warmup=0, min_calls=1000, max_time_s=0.05)
+    assert 1 <= len(capped) < 50  # max_time_s bounds the run whatever min_calls says
+
+
+def test_zero_length_samples_still_give_positive_latency() -> None:
+    st = LatencyStats.from_samples([0.0, 0.0, 0.0])
+    assert st.median_s > 0 and st.p10_s > 0
+
+
+@pytest.mark.parametrize(
+    "kw", [{"warmup": -1}, {"min_calls": 0}, {"max_time_s": 0.0}, {"min_time_s": -1.0}]
+)
+def test_impossible_timing_settings_are_errors(kw: dict) -> None:
+    with pytest.raises(TimingError):
+        measure_samples(lambda: None, **kw)
+
+
+# --- models and checkpoints --------------------------------------------------------------------
+
+
+def test_checkpoint_round_trip_gives_the_same_outputs(tmp_path: Path) -> None:
+    model = random_model(3, 8, 8, k=2, seed=4)
+    path = tmp_path / "m.pt"
+    save_checkpoint(model, path)
+    back = load_checkpoint(path)
+    x = torch.randn(5, model.cfg.n_features)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), back(x))
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path / "junk.pt")
+    with pytest.raises(CheckpointError, match="no such"):
+        load_checkpoint(tmp_path / "absent.pt")
+
+
+def test_served_steps_reproduce_the_model_forward() -> None:
+    model = random_model(4, 8, 16, k=2, seed=1)
+    served = ServedModel(model)
+    x = torch.randn(3, model.cfg.n_features)
+    h, ex, w = served.gate(x)
+    outs = torch.stack(
+        [torch.stack([served.expert(int(e), h[i : i + 1])[0] for e in ex[i]]) for i in range(3)]
+    )
+    with torch.no_grad():
+        assert torch.allclose(served.combine(outs, w), model(x), atol=1e-6)
+    with pytest.raises(UnknownExpertError, match="unknown expert 4"):
+        served.check_expert(4)
+
+
+# --- run_profile -------------------------------------------------------------------------------
+
+
+def test_profile_of_a_tiny_expert_is_positive_complete_and_valid(tmp_path: Path) -> None:
+    res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4, 16), **FAST))
+    f = res.frame
+    assert f.height == (2 + 2) * 3  # two experts, gate, combine; three sizes
+    assert (f["latency_s"] > 0).all()
+    assert (f["latency_p10_s"] <= f["latency_s"]).all()
+    assert (f["latency_s"] <= f["latency_p90_s"]).all()
+    assert set(f["component"].to_list()) == {"expert", "gate", "combine"}
+    assert f["device"][0].startswith("cpu:")
+    assert res.variation is not None and res.variation.max_rel >= res.variation.median_rel >= 0
+    path = tmp_path / "p.csv"
+    write_profile(f, path)
+    prof = read_profile(path)
+    assert prof.experts == [0, 1]
+    gate = prof.component_latency_s("gate", 1)
+    assert gate is not None and gate > 0
+    assert prof.component_latency_s("combine", 4) == pytest.approx(
+        f.filter((f["component"] == "combine") & (f["batch_size"] == 4))["latency_s"][0]
+    )
+
+
+def test_profile_is_monotone_ish_in_batch_size() -> None:
+    """A bigger batch never costs much less; 64 samples of a wider expert cost clearly more."""
+    tiny = run_profile(
+        ProfileConfig(model=TINY, batch_sizes=(1, 64), gate_and_combine=False, **FAST)
+    )
+    for e in (0, 1):
+        lat = tiny.frame.filter(tiny.frame["expert"] == e)["latency_s"].to_numpy()
+        assert lat[1] >= 0.5 * lat[0]
+    wide = {"n_experts": 1, "d_model": 256, "expert_hidden": 1024, "seed": 0}
+    res = run_profile(
+        ProfileConfig(
+            model=wide,
+            batch_sizes=(1, 64),
+            gate_and_combine=False,
+            min_calls=5,
+            min_time_s=0.0,
+            warmup=2,
+            repeats=1,
+        )
+    )
+    lat = res.frame["latency_s"].to_numpy()
+    assert lat[1] > 1.5 * lat[0], lat
+
+
+def test_unknown_expert_in_profile_is_an_error() -> None:
+    with pytest.raises(UnknownExpertError):
+        run_profile(ProfileConfig(model=TINY, batch_sizes=(1,), experts=(0, 2), **FAST))
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+ARGS = ["--experts", "2", "--d-model", "8", "--expert-hidden", "8", "--batch-sizes", "1,2",
+        "--min-calls", "3", "--min-time-s", "0", "--warmup", "1"]  # fmt: skip
+
+
+def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
+    out = tmp_path / "prof.parquet"
+    result = runner.invoke(app, ["profile", "--out", str(out), *ARGS, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["rows"] == 8 and doc["variation"]["median_rel"] >= 0
+    assert read_profile(out).experts == [0, 1]
+    meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
+    assert meta["config"]["min_calls"] == 3 and meta["device"].startswith("cpu")
+    again = runner.invoke(app, ["profile", "--out", str(out), *ARGS])
+    assert "exists" in _error_line(again)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--only-experts", "0,5"], "unknown expert 5"),
+        (["--batch-sizes", "0,4"], "--batch-sizes"),
+        (["--dtype", "float8"], "dtype"),
+        (["--device", "tpu"], "device"),
+        (["--checkpoint", "/nonexistent/m.pt"], "no such checkpoint"),
+        (["--warmup", "-1"], "--warmup"),
+    ],
+)
+def test_cli_bad_arguments_are_one_line_and_write_nothing(
+    tmp_path: Path, extra: list[str], needle: str
+) -> None:
+    out = tmp_path / "p.parquet"
+    line = _error_line(runner.invoke(app, ["profile", "--out", str(out), *ARGS, *extra]))
+    assert needle in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_slurm_through_submitit_local_executor(tmp_path: Path) -> None:
+    """The --slurm path end to end, with submitit's local executor standing in for SLURM."""
+    out = tmp_path / "remote.csv"
+    args = ["profile", "--out", str(out), *ARGS, "--repeats", "1", "--slurm", "gpu_test",
+            "--slurm-folder", str(tmp_path / "jobs"), "--cluster", "local", "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    prof = read_profile(out)
+    assert prof.experts == [0, 1]
+    meta = json.loads((tmp_path / "remote.csv.meta.json").read_text())
+    assert meta["slurm_job"]
+    assert any((tmp_path / "jobs").iterdir())  # submitit's job folder: logs and pickles
+
+
+@pytest.mark.gpu
+def test_profile_on_cuda() -> None:
+    res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 8), device="cuda", **FAST))
+    assert res.frame["device"][0].startswith("cuda:")
+    assert (res.frame["latency_s"] > 0).all()
+    assert np.isfinite(res.frame["latency_p90_s"].to_numpy()).all()
+
+
+def test_default_cpu_profile_ships_for_the_default_model() -> None:
+    import traces
+    from hw.profiling.profile import DEFAULT_BATCH_SIZES
+
+    path = Path(traces.__file__).parent / "data" / "profiles" / "cpu-default.parquet"
+    prof = read_profile(path)
+    assert prof.experts == list(range(8))  # MoEConfig's default M
+    for e in prof.experts:
+        assert tuple(prof.points(e)[0].tolist()) == DEFAULT_BATCH_SIZES
+    assert (prof.component_latency_s("gate") or 0) > 0
+    assert (prof.component_latency_s("combine") or 0) > 0
+    assert prof.frame["device"][0].startswith("cpu:")
+    meta = json.loads(path.with_name(path.name + ".meta.json").read_text())
+    assert meta["config"]["model"] == {"n_experts": 8, "d_model": 64, "expert_hidden": 64,
+                                       "seed": 0, "k": 2}  # fmt: skip
+    assert meta["variation"]["median_rel"] >= 0
+
+
+def test_cli_profiles_a_checkpoint(tmp_path: Path) -> None:
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(random_model(3, 8, 8, seed=2), ckpt)
+    out = tmp_path / "c.parquet"
+    args = ["profile", "--out", str(out), "--checkpoint", str(ckpt), "--batch-sizes", "1,4",
+            "--min-calls", "2", "--min-time-s", "0", "--repeats", "1", "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert read_profile(out).experts == [0, 1, 2]
+
+
+def test_profile_component_rows_are_validated() -> None:
+    import polars as pl
+
+    from traces.profile import ProfileError, profile_from_frame
+
+    base = {"expert": [0, 0, -1], "batch_size": [1, 2, 1], "latency_s": [1e-4, 2e-4, 5e-4]}
+    prof = profile_from_frame(pl.DataFrame({**base, "component": ["expert", None, "gate"]}))
+    assert prof.experts == [0] and prof.component_latency_s("gate") == pytest.approx(5e-4)
+    assert prof.component_latency_s("combine") is None
+    with pytest.raises(ProfileError, match="component"):
+        profile_from_frame(pl.DataFrame({**base, "component": ["expert", "expert", "router"]}))
+    with pytest.raises(ProfileError, match="-1"):
+        profile_from_frame(
+            pl.DataFrame({**base, "expert": [0, 0, 3], "component": ["expert", "expert", "gate"]})
+        )
+    with pytest.raises(ProfileError, match=">= 0"):  # no component column: the old contract
+        profile_from_frame(pl.DataFrame(base))
