@@ -4,10 +4,12 @@ One row per (expert, batch size); Parquet or CSV by the file's extension. See
 ``shared/contracts/profile-format.md``. :class:`LatencyProfile` turns the table
 once into a dense lookup array so the simulator's hot loop does no model calls.
 
-Optional ``component`` column: ``expert`` (default, also when absent or null),
-``gate`` or ``combine``. Gate and combine rows carry ``expert = -1`` and hold
-the measured cost of those steps per batch size (``hw profile`` writes them);
-they are kept apart from the expert rows (:meth:`LatencyProfile.component_latency_s`).
+In memory, an optional ``component`` column (``expert``, the default, ``gate``
+or ``combine``; gate and combine rows carry ``expert = -1``) holds the measured
+cost of the gate and combine steps per batch size. On disk the profile file
+keeps exactly the contract's columns and expert rows, and those step rows live
+in a sibling steps file (:func:`steps_path`), so other tools that read the
+contract never see them (:meth:`LatencyProfile.component_latency_s`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "ProfileExtrapolationWarning",
     "profile_from_frame",
     "read_profile",
+    "steps_path",
     "write_profile",
 ]
 
@@ -117,21 +120,48 @@ def _check_frame(frame: pl.DataFrame, source: str) -> pl.DataFrame:
     return frame.sort(keys)
 
 
-def read_profile(path: str | Path) -> LatencyProfile:
-    """Read and validate a profile (``.parquet`` or ``.csv``)."""
+def steps_path(path: str | Path) -> Path:
+    """Where the gate and combine rows of the profile at ``path`` live on disk.
+
+    The profile file itself holds exactly the contract's expert rows (other
+    tools read it); ``hw profile``'s measured gate and combine costs go to this
+    sibling file (``NAME.steps.parquet`` beside ``NAME.parquet``), with the same
+    columns plus ``component`` and ``expert = -1``.
+    """
     path = Path(path)
-    if not path.exists():
-        raise ProfileError(str(path), "(file)", "no such file")
+    return path.with_name(f"{path.stem}.steps{path.suffix}")
+
+
+def _read_table(path: Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        elif suffix == ".csv":
-            frame = pl.read_csv(path)
-        else:
-            raise ProfileError(str(path), "(file)", "extension must be .parquet or .csv")
+            return pl.read_parquet(path)
+        if suffix == ".csv":
+            return pl.read_csv(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise ProfileError(str(path), "(file)", f"cannot be read: {exc}") from None
+    raise ProfileError(str(path), "(file)", "extension must be .parquet or .csv")
+
+
+def read_profile(path: str | Path) -> LatencyProfile:
+    """Read and validate a profile (``.parquet`` or ``.csv``) and its steps file if present."""
+    path = Path(path)
+    if not path.exists():
+        raise ProfileError(str(path), "(file)", "no such file")
+    frame = _read_table(path)
+    if "component" in frame.columns:
+        raise ProfileError(
+            str(path), "component", "belongs in the steps file, not in the contract's profile"
+        )
+    steps = steps_path(path)
+    if steps.exists():
+        extra = _read_table(steps)
+        if "component" not in extra.columns:
+            raise ProfileError(str(steps), "component", "required column is missing")
+        frame = pl.concat(
+            [frame.with_columns(pl.lit("expert").alias("component")), extra], how="diagonal_relaxed"
+        )
     return profile_from_frame(frame, source=str(path))
 
 
@@ -147,18 +177,33 @@ def profile_from_frame(frame: pl.DataFrame, source: str = "profile") -> LatencyP
 
 
 def write_profile(frame: pl.DataFrame, path: str | Path) -> None:
-    """Validate and write a profile atomically; the format follows the extension."""
+    """Validate and write a profile atomically; the format follows the extension.
+
+    Expert rows go to ``path`` with exactly the contract's columns; gate and
+    combine rows (``component`` column), if any, go to :func:`steps_path`.
+    """
     path = Path(path)
-    checked = _check_frame(frame, str(path))
-    cols = [c for c in PROFILE_SCHEMA if c in checked.columns]
-    checked = checked.select(cols)
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        atomic_write_with(path, lambda tmp: checked.write_parquet(tmp))
-    elif suffix == ".csv":
-        atomic_write_with(path, lambda tmp: checked.write_csv(tmp))
-    else:
+    if path.suffix.lower() not in (".parquet", ".csv"):
         raise ProfileError(str(path), "(file)", "extension must be .parquet or .csv")
+    checked = _check_frame(frame, str(path))
+    cols = [c for c in PROFILE_SCHEMA if c in checked.columns and c != "component"]
+    if "component" in checked.columns:
+        experts = checked.filter(pl.col("component") == "expert").select(cols)
+        steps = checked.filter(pl.col("component") != "expert").select([*cols, "component"])
+    else:
+        experts, steps = checked.select(cols), None
+    if experts.height == 0:
+        raise ProfileError(str(path), "(rows)", "the profile has no expert rows")
+    _write_table(experts, path)
+    if steps is not None and steps.height:
+        _write_table(steps, steps_path(path))
+
+
+def _write_table(frame: pl.DataFrame, path: Path) -> None:
+    if path.suffix.lower() == ".parquet":
+        atomic_write_with(path, lambda tmp: frame.write_parquet(tmp))
+    else:
+        atomic_write_with(path, lambda tmp: frame.write_csv(tmp))
 
 
 @dataclass(frozen=True, eq=False)

@@ -190,6 +190,8 @@ def profile_cmd(
 def _print_profile(result: Any, out: Path, json_: bool) -> None:
     import polars as pl
 
+    from traces.profile import steps_path
+
     frame = result.frame
     var = None if result.variation is None else result.variation.to_dict()
     if json_:
@@ -223,7 +225,9 @@ def _print_profile(result: Any, out: Path, json_: bool) -> None:
             f"run-to-run variation of medians: median {var['median_rel']:.1%}, "
             f"p90 {var['p90_rel']:.1%}, max {var['max_rel']:.1%} ({var['worst']})"
         )
-    out_console.print(f"wrote {out} and {out.name}.meta.json in {result.wall_s:.1f} s")
+    out_console.print(
+        f"wrote {out}, {steps_path(out).name} and {out.name}.meta.json in {result.wall_s:.1f} s"
+    )
 
 
 # --- hw serve ---------------------------------------------------------------------------------

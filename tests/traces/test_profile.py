@@ -81,3 +81,37 @@ def test_unsupported_extension_and_missing_file(tmp_path: Path) -> None:
         write_profile(_frame(), tmp_path / "p.txt")
     with pytest.raises(ProfileError, match="no such file"):
         read_profile(tmp_path / "absent.parquet")
+
+
+def test_gate_and_combine_rows_live_in_the_steps_file(tmp_path: Path) -> None:
+    from traces.profile import steps_path
+
+    steps = pl.DataFrame(
+        {
+            "expert": [-1, -1],
+            "batch_size": [1, 1],
+            "latency_s": [3e-4, 1e-4],
+            "component": ["gate", "combine"],
+        }
+    )
+    frame = pl.concat(
+        [_frame().with_columns(pl.lit("expert").alias("component")), steps],
+        how="diagonal_relaxed",
+    )
+    path = tmp_path / "p.parquet"
+    write_profile(frame, path)
+    on_disk = pl.read_parquet(path)
+    assert "component" not in on_disk.columns
+    assert (on_disk["expert"] >= 0).all() and on_disk.height == _frame().height
+    assert steps_path(path).exists()
+    prof = read_profile(path)
+    assert prof.experts == [0, 1]
+    assert prof.component_latency_s("gate") == pytest.approx(3e-4)
+    assert prof.component_latency_s("combine") == pytest.approx(1e-4)
+
+
+def test_a_component_column_in_the_contract_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    _frame().with_columns(pl.lit("expert").alias("component")).write_parquet(path)
+    with pytest.raises(ProfileError, match="steps file"):
+        read_profile(path)
