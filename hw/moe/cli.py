@@ -67,6 +67,10 @@ def train_cmd(
     threads: ThreadsOpt = 1,
     trace: Annotated[Path | None, typer.Option(help="Write the routing trace here.")] = None,
     results: Annotated[Path | None, typer.Option(help="Write moe-results/1 rows here.")] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Write the trained model here (moe-checkpoint/1, for hw profile/serve)."),
+    ] = None,
     cache_dir: Annotated[Path, typer.Option(help="Where generated MNIST-1D is cached.")] = Path(
         ".cache/mnist1d"
     ),
@@ -84,6 +88,7 @@ def train_cmd(
 
     refuse_overwrite(trace, force)
     refuse_overwrite(results, force)
+    refuse_overwrite(checkpoint, force)
     if dataset not in ("mnist1d", "gmm"):
         raise MoEConfigError(f"dataset must be mnist1d or gmm, got {dataset!r}")
     if dataset == "mnist1d":
@@ -118,6 +123,11 @@ def train_cmd(
             write_routing(trace, routed)
         if results is not None:
             write_results(results, [replace(row, routing_trace=trace and trace.name)])
+        if checkpoint is not None:
+            from hw.moe.experiments import CHECKPOINT_FILE
+            from traces.atomic import atomic_write_bytes
+
+            atomic_write_bytes(checkpoint, (run_dir / CHECKPOINT_FILE).read_bytes())
     counts = routed.expert_counts().tolist()
     doc = {
         "run": row.run,

@@ -5,7 +5,7 @@ The CLI wrapper turns each into one red line and exit code 2.
 
 from traces.errors import DeltasimError
 
-__all__ = ["MoEConfigError", "UnknownGateError"]
+__all__ = ["CheckpointError", "MoEConfigError", "UnknownGateError"]
 
 
 class MoEConfigError(DeltasimError):
@@ -17,3 +17,7 @@ class UnknownGateError(MoEConfigError):
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"unknown gate {name!r}; known gates: {', '.join(known)}")
+
+
+class CheckpointError(DeltasimError):
+    """A model checkpoint is missing, unreadable, or does not match its config."""

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hw.moe.checkpoint import save_checkpoint
 from hw.moe.data import DEFAULT_CACHE_DIR, Dataset, gaussian_mixture, mnist1d
 from hw.moe.errors import MoEConfigError
 from hw.moe.gates import GateName, check_k, check_p
@@ -60,6 +61,7 @@ __all__ = [
 RESULTS_FILE = "moe_results.parquet"
 LOAD_FILE = "moe_load.parquet"
 ROUTING_DIR = "routing"
+CHECKPOINT_FILE = "model.ckpt"
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,8 @@ def run_one(
         model = build_moe_classifier(seed=spec.seed, **moe)
     stats = train(model, data, tcfg, on_epoch)
     cfg: MoEConfig | None = getattr(model, "cfg", None)
+    if cfg is not None:  # what hw profile / hw serve --checkpoint load
+        save_checkpoint(model, run_dir / CHECKPOINT_FILE)
     results: list[ResultRow] = []
     loads: list[LoadRow] = []
     for eval_k in spec.eval_ks:

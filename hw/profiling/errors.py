@@ -3,6 +3,7 @@
 The CLI wrapper turns each into one red line and exit code 2.
 """
 
+from hw.moe.errors import CheckpointError
 from traces.errors import DeltasimError
 
 __all__ = ["CheckpointError", "ProfilingError", "ServeError", "UnknownExpertError"]
@@ -10,10 +11,6 @@ __all__ = ["CheckpointError", "ProfilingError", "ServeError", "UnknownExpertErro
 
 class ProfilingError(DeltasimError):
     """Impossible profiling settings (no batch sizes, unknown dtype or device...)."""
-
-
-class CheckpointError(DeltasimError):
-    """A model checkpoint is missing or not a delta-MoE checkpoint."""
 
 
 class UnknownExpertError(DeltasimError):

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from hw.moe.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from hw.moe.dispatch import combine as moe_combine
 from hw.moe.models import MoEClassifier, MoEConfig
-from hw.profiling.errors import CheckpointError, ProfilingError, UnknownExpertError
-from traces.atomic import atomic_path
-from traces.errors import DeltasimError
+from hw.profiling.errors import ProfilingError, UnknownExpertError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -37,45 +35,12 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT = "moe-checkpoint/1"
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
     "float64": torch.float64,
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-
-
-def save_checkpoint(model: MoEClassifier, path: str | Path) -> None:
-    """Write ``{"format", "config", "state_dict"}`` atomically (loadable with weights_only)."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "config": model.cfg.to_dict(),
-        "state_dict": model.state_dict(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: str | Path) -> MoEClassifier:
-    """Rebuild a trained model from :func:`save_checkpoint`'s file, in eval mode."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a file that is not a checkpoint
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} file (no 'format' key)")
-    try:
-        model = MoEClassifier(MoEConfig(**payload["config"]))
-        model.load_state_dict(payload["state_dict"])
-    except DeltasimError:
-        raise
-    except (KeyError, TypeError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: config and weights do not match ({exc})") from None
-    return model.eval()
 
 
 def random_model(

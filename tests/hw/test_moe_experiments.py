@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from hw.cli import app
+from hw.moe.checkpoint import load_checkpoint
 from hw.moe.errors import MoEConfigError
 from hw.moe.experiments import ExperimentConfig, collect, plan, run_experiments
 from hw.moe.summary import summarize_dir
@@ -145,12 +146,14 @@ def test_cli_bad_arguments_exit_2(args: list[str], message: str) -> None:
 
 def test_cli_train_tiny(tmp_path) -> None:
     trace = tmp_path / "trace.parquet"
+    ckpt = tmp_path / "model.ckpt"
     res = runner.invoke(
         app,
         [
             "moe", "train", "--dataset", "gmm", "--trunk", "mlp", "--gate", "budget",
             "--max-k", "3", "--experts", "4", "--d-model", "8", "--expert-hidden", "8",
-            "--epochs", "1", "--threads", "1", "--trace", str(trace), "--json",
+            "--epochs", "1", "--threads", "1", "--trace", str(trace),
+            "--checkpoint", str(ckpt), "--json",
         ],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
@@ -158,6 +161,8 @@ def test_cli_train_tiny(tmp_path) -> None:
     back = read_routing(trace)
     assert back.expert_counts().tolist() == doc["expert_counts"]
     assert 1 <= doc["mean_k"] <= 3
+    model = load_checkpoint(ckpt)  # what hw profile / hw serve --checkpoint read
+    assert model.cfg.gate == "budget" and model.cfg.n_experts == 4 and model.cfg.max_k == 3
 
 
 def test_bad_experiment_config() -> None:
