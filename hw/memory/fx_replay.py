@@ -1,0 +1,218 @@
+"""Run an FX graph in a chosen node order and measure its real peak memory.
+
+The order is imposed by moving FX nodes (views and ``getitem``s follow the
+operation they depend on) and regenerating the code with the boxed calling
+convention, so the generated ``x = None`` frees release every value after its
+last use, graph inputs included. The inputs are cloned *inside* the tracked
+region, which makes the measured peak comparable to the graph/1 prediction
+term for term: inputs the caller keeps are held in a side list (pinned), the
+others live only in the boxed argument list and die at their last reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import fx
+from torch.fx.graph import _BoxedCodeGen
+
+from hw.memory.errors import VerifyError
+from hw.memory.fx_graph import FxLayout
+from hw.memory.tracker import MemoryPeak, PeakTracker
+
+__all__ = [
+    "boxed_module",
+    "measure_workspace",
+    "outputs_equal",
+    "reordered_module",
+    "run_measured",
+    "single_thread",
+]
+
+
+def reordered_module(gm: fx.GraphModule, order: Sequence[str]) -> fx.GraphModule:
+    """A copy of ``gm`` whose operations run in ``order`` (graph/1 node ids = FX names)."""
+    graph = fx.Graph()
+    out = graph.graph_copy(gm.graph, {})
+    graph.output(out)
+    new = fx.GraphModule(gm, graph)
+    lay = FxLayout(new)
+    by_name = {n.name: n for n in new.graph.nodes}
+    compute = {n.name for n in lay.compute}
+    if set(order) != compute or len(order) != len(compute):
+        raise VerifyError("the order does not name exactly the captured graph's operations")
+    emitted: set[fx.Node] = set()
+    seq: list[fx.Node] = []
+
+    def emit(node: fx.Node) -> None:
+        stack = [node]
+        while stack:
+            n = stack[-1]
+            if n in emitted or n.op in ("placeholder", "output"):
+                stack.pop()
+                continue
+            missing = [i for i in n.all_input_nodes if i not in emitted and i.op != "placeholder"]
+            if missing:
+                stack.extend(missing)
+                continue
+            stack.pop()
+            emitted.add(n)
+            seq.append(n)
+            # getitems right after their producer (a tuple keeps every element alive),
+            # dead views right after their base (a late one would extend its base's life)
+            for user in n.users:
+                if (
+                    user in lay.passthrough
+                    and user not in emitted
+                    and (
+                        user.op == "call_function"
+                        and (user.target.__name__ == "getitem" or not user.users)
+                        and all(i in emitted or i.op == "placeholder" for i in user.all_input_nodes)
+                    )
+                ):
+                    emitted.add(user)
+                    seq.append(user)
+
+    for nid in order:
+        emit(by_name[nid])
+    for n in new.graph.nodes:
+        emit(n)
+    output = next(iter(new.graph.find_nodes(op="output")))
+    for n in seq:
+        output.prepend(n)
+    new.graph.lint()
+    new.graph.set_codegen(_BoxedCodeGen())
+    new.recompile()
+    return new
+
+
+def boxed_module(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` in its own order, boxed (inputs freed after their last reader)."""
+    lay = FxLayout(gm)
+    return reordered_module(gm, [n.name for n in lay.compute])
+
+
+def _clone(a: Any) -> Any:
+    return a.detach().clone() if isinstance(a, torch.Tensor) else a
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread while measuring: results reproducible to the bit (see
+    :func:`run_measured`) and op-internal temporaries (per-thread scratch of oneDNN
+    convolutions) the same in the workspace measurement as in the measured run."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_measured(
+    fn: Callable[[list[Any]], Any],
+    args: Sequence[Any],
+    pinned: Sequence[bool],
+    device: str = "cpu",
+    *,
+    warmup: int = 1,
+) -> tuple[Any, MemoryPeak]:
+    """Call boxed ``fn`` on fresh copies of ``args`` and track the peak, copies included.
+
+    Runs on one CPU thread: Inductor's parallel scatter-adds (embedding backward)
+    accumulate in thread-timing order, which would make two runs of one order
+    differ in the last bits; the allocations do not depend on the thread count.
+    """
+    with single_thread(), torch.no_grad():
+        for _ in range(warmup):
+            fn([_clone(a) for a in args])
+        with PeakTracker(device) as tracker:
+            box = [_clone(a) for a in args]
+            keep = [b for b, p in zip(box, pinned, strict=True) if p]
+            result = fn(box)
+            del keep
+    return result, tracker.result
+
+
+def outputs_equal(a: Any, b: Any) -> bool:
+    """Bit-identical outputs (tensors compared with ``torch.equal``, NaN-aware)."""
+    la = a if isinstance(a, (list, tuple)) else [a]
+    lb = b if isinstance(b, (list, tuple)) else [b]
+    if len(la) != len(lb):
+        return False
+    for x, y in zip(la, lb, strict=True):
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+            if x.shape != y.shape or x.dtype != y.dtype:
+                return False
+            if x.is_floating_point():
+                if not torch.equal(torch.nan_to_num(x), torch.nan_to_num(y)):
+                    return False
+                if not torch.equal(x.isnan(), y.isnan()):
+                    return False
+            elif not torch.equal(x, y):
+                return False
+        elif x is not y and x != y:
+            return False
+    return True
+
+
+def measure_workspace(gm: fx.GraphModule, args: Sequence[Any]) -> dict[str, int]:
+    """Per operation, the bytes it allocates only while it runs (op-internal temporaries).
+
+    Each operation runs inside a ``record_function`` scope; replaying the
+    allocations under that scope gives its transient peak; minus what it leaves
+    allocated (its outputs) that is the graph/1 ``workspace_bytes``, so the
+    prediction sees e.g. scalars wrapped into tensors and im2col buffers.
+    """
+    from torch._C._profiler import _EventType
+
+    from hw.memory.tracker import _quiet_profiler, replay_allocations
+
+    lay = FxLayout(gm)
+    names = {n.name for n in lay.compute}
+    placeholders = iter(args)
+    with single_thread(), torch.no_grad():
+        for _ in range(2):  # the first pass warms op-level caches
+            env: dict[fx.Node, Any] = {}
+            with _quiet_profiler():
+                prof = torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+                )
+                with prof:
+                    placeholders = iter(args)
+                    for node in gm.graph.nodes:
+                        if node.op == "placeholder":
+                            env[node] = _clone(next(placeholders))
+                        elif node.op == "get_attr":
+                            env[node] = getattr(gm, str(node.target))
+                        elif node.op == "call_function":
+                            a = fx.node.map_arg(node.args, env.__getitem__)
+                            k = fx.node.map_arg(node.kwargs, env.__getitem__)
+                            if node.name in names:
+                                with torch.profiler.record_function(f"__ws__{node.name}"):
+                                    env[node] = node.target(*a, **k)
+                            else:
+                                env[node] = node.target(*a, **k)
+            del env
+    out: dict[str, int] = {}
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        ev = stack.pop()
+        if ev.name.startswith("__ws__") and ev.name[6:] in names:
+            events = []
+            inner = list(ev.children)
+            while inner:
+                e = inner.pop()
+                inner.extend(e.children)
+                if e.tag == _EventType.Allocation and str(e.extra_fields.device) == "cpu":
+                    f = e.extra_fields
+                    events.append((e.start_time_ns, int(f.ptr), int(f.alloc_size)))
+            peak, end, _ = replay_allocations(events)
+            if peak > end:
+                out[ev.name[6:]] = peak - max(end, 0)
+        else:
+            stack.extend(ev.children)
+    return out
