@@ -220,11 +220,35 @@ def _densenet(batch: int, ac: AcMode, ch: int = 8, growth: int = 8, layers: int 
     return _DenseNet(ch, growth, layers, 10, ac), (torch.randn(batch, 3, 16, 16),)
 
 
+def _moe(
+    batch: int,
+    ac: AcMode,
+    experts: int = 4,
+    k: int = 2,
+    dim: int = 32,
+    hidden: int = 64,
+    capacity_factor: float = 2.0,
+) -> Any:
+    """The delta-MoE classifier (MNIST-1D shapes) with fixed-capacity dispatch, so that it
+    compiles to one graph; a deterministic top-k gate (no noise) keeps every order's
+    result bit-identical. The expert layer is checkpointed as a unit."""
+    from hw.moe.capacity import CapacityMoE
+    from hw.moe.models import build_moe_classifier
+
+    moe = build_moe_classifier(
+        gate="topk", n_experts=experts, k=k, max_k=k, noisy=False, trunk="mlp", d_model=dim,
+        expert_hidden=hidden,
+    )  # fmt: skip
+    model = CapacityMoE(moe, capacity_factor, wrap=lambda fn, *a: checkpointed(fn, ac, *a))
+    return model, (torch.randn(batch, moe.cfg.n_features),)
+
+
 BUILTINS: dict[str, Callable[..., Any]] = {
     "mlp": _mlp,
     "transformer": _transformer,
     "cnn": _cnn,
     "densenet": _densenet,
+    "moe": _moe,
 }
 
 

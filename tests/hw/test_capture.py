@@ -23,6 +23,7 @@ TINY = {
     "transformer": "transformer:blocks=1,dim=16,heads=2,seq=8,vocab=32",
     "cnn": "cnn:blocks=1,ch=8,hw=8",
     "densenet": "densenet:layers=3,ch=4,growth=4",
+    "moe": "moe:experts=3,k=2,dim=8,hidden=16",
 }
 
 
@@ -187,3 +188,18 @@ def test_cli_capture_writes_files_and_refuses_overwrite(tmp_path: Path) -> None:
     assert runner.invoke(app, [*args, "--force"]).exit_code == 0
     bad = runner.invoke(app, ["capture", "mlp", "--out", str(tmp_path), "--ac", "sometimes"])
     assert bad.exit_code == 2
+
+
+def test_moe_orders_measure_exactly_their_prediction(captured: dict) -> None:
+    """The delta-MoE built-in (fixed-capacity dispatch) replays any order byte-exactly."""
+    from hw.memory.methods import random_topological_order
+    from hw.memory.verify import FxRunner, verify_order
+
+    step, graphs = captured["moe"]
+    runner = FxRunner(step, "backward")
+    backward = graphs["backward"]
+    for seed in (1, 2):
+        order = list(random_topological_order(backward, seed).order)
+        r = verify_order(backward, order, method=f"random{seed}", runner=runner)
+        assert r.measured_peak_bytes == r.predicted_peak_bytes
+        assert r.order_applied and r.matches_default_result
