@@ -19,7 +19,6 @@ the table says so. ``--out`` saves every figure as JSON (atomically). The target
 
 from __future__ import annotations
 
-import importlib
 import json
 import platform
 import time
@@ -35,6 +34,7 @@ from rich.table import Table
 
 from scheduler.memory import simulate, trivial_lower_bound
 from scheduler.result import ScheduleResult
+from scheduler.strategies import get_strategy
 from scheduler.synthetic import FAMILIES, make, series_parallel, transformer_fwbw
 from scheduler.synthetic import layered_dag as layered
 from traces.atomic import atomic_write_text
@@ -44,16 +44,6 @@ from traces.errors import DeltasimError
 __all__ = ["Row", "Target", "main", "run_family", "run_targets"]
 
 METHODS = ("given", "lpmf", "bfs", "dfs", "sp", "ilp", "hybrid", "best")
-_LOAD: dict[str, tuple[str, str]] = {
-    "given": ("scheduler.strategies", "schedule_given"),
-    "lpmf": ("scheduler.heuristics", "schedule_lpmf"),
-    "bfs": ("scheduler.heuristics", "schedule_bfs"),
-    "dfs": ("scheduler.heuristics", "schedule_dfs"),
-    "sp": ("scheduler.sp_order", "schedule_sp"),
-    "ilp": ("scheduler.ilp", "schedule_ilp"),
-    "hybrid": ("scheduler.hybrid", "schedule_hybrid"),
-    "best": ("scheduler.portfolio", "schedule_best"),
-}
 CAPS = {"ilp": 150, "hybrid": 10_000, "best": 10_000}
 """Largest graph (nodes) each method is run on; others run at every size."""
 HEURISTICS = ("lpmf", "bfs", "dfs")
@@ -93,8 +83,7 @@ class Target:
 
 
 def _strategy(name: str) -> Callable[..., ScheduleResult]:
-    module, attr = _LOAD[name]
-    return getattr(importlib.import_module(module), attr)
+    return get_strategy(name)
 
 
 def _is_sp(graph: Any) -> bool:

@@ -12,7 +12,6 @@ that accept ``warm_start`` get the best order found so far.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import time
 from collections.abc import Callable
@@ -28,15 +27,6 @@ __all__ = ["ILP_MAX_NODES", "MemberRun", "schedule_best"]
 ILP_MAX_NODES = 150
 """Largest graph handed to a plain ``ilp`` (its model grows as n^2); hybrid runs on all."""
 
-_MEMBERS: dict[str, tuple[str, str]] = {
-    "given": ("scheduler.strategies", "schedule_given"),
-    "lpmf": ("scheduler.heuristics", "schedule_lpmf"),
-    "bfs": ("scheduler.heuristics", "schedule_bfs"),
-    "dfs": ("scheduler.heuristics", "schedule_dfs"),
-    "sp": ("scheduler.sp_order", "schedule_sp"),
-    "ilp": ("scheduler.ilp", "schedule_ilp"),
-    "hybrid": ("scheduler.hybrid", "schedule_hybrid"),
-}
 _CHEAP = ("given", "lpmf", "bfs", "dfs")
 
 
@@ -53,8 +43,9 @@ class MemberRun:
 
 
 def _load(name: str) -> Callable[..., ScheduleResult]:
-    module, attr = _MEMBERS[name]
-    return getattr(importlib.import_module(module), attr)
+    from scheduler.strategies import get_strategy  # strategies imports this module lazily
+
+    return get_strategy(name)
 
 
 def _is_series_parallel(graph: Graph) -> tuple[bool, str | None]:

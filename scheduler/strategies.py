@@ -7,6 +7,7 @@ and builds its result with :func:`scheduler.result.finish_result`.
 from __future__ import annotations
 
 import enum
+import importlib
 import time
 from collections.abc import Callable
 
@@ -16,7 +17,7 @@ from scheduler.errors import SchedulerError
 from scheduler.result import ScheduleResult, finish_result
 from traces.graph import Graph
 
-__all__ = ["STRATEGIES", "Method", "schedule", "schedule_given"]
+__all__ = ["STRATEGIES", "Method", "get_strategy", "schedule", "schedule_given"]
 
 Strategy = Callable[..., ScheduleResult]
 
@@ -57,37 +58,33 @@ def schedule_given(graph: Graph, *, time_limit_s: float | None = None) -> Schedu
     return finish_result(graph, Method.GIVEN.value, graph.node_ids, t0)
 
 
-def _registry() -> dict[str, Strategy]:
-    from scheduler.heuristics import schedule_bfs, schedule_dfs, schedule_lpmf
-    from scheduler.hybrid import schedule_hybrid
-    from scheduler.ilp import schedule_ilp
-    from scheduler.portfolio import schedule_best
-    from scheduler.sp_order import schedule_sp
+_LOCATIONS: dict[str, tuple[str, str]] = {
+    Method.LPMF.value: ("scheduler.heuristics", "schedule_lpmf"),
+    Method.BFS.value: ("scheduler.heuristics", "schedule_bfs"),
+    Method.DFS.value: ("scheduler.heuristics", "schedule_dfs"),
+    Method.SP.value: ("scheduler.sp_order", "schedule_sp"),
+    Method.ILP.value: ("scheduler.ilp", "schedule_ilp"),
+    Method.HYBRID.value: ("scheduler.hybrid", "schedule_hybrid"),
+    Method.BEST.value: ("scheduler.portfolio", "schedule_best"),
+}
+"""Where each strategy lives; imported on first use so that ``sched peak`` stays cheap."""
 
-    return {
-        Method.GIVEN.value: schedule_given,
-        Method.LPMF.value: schedule_lpmf,
-        Method.BFS.value: schedule_bfs,
-        Method.DFS.value: schedule_dfs,
-        Method.SP.value: schedule_sp,
-        Method.ILP.value: schedule_ilp,
-        Method.HYBRID.value: schedule_hybrid,
-        Method.BEST.value: schedule_best,
-    }
+STRATEGIES: dict[str, Strategy] = {Method.GIVEN.value: schedule_given}
 
 
-STRATEGIES: dict[str, Strategy] = {}
+def get_strategy(method: str | Method) -> Strategy:
+    """The strategy function of ``method`` (imported lazily, then cached)."""
+    name = str(method)
+    if name not in STRATEGIES:
+        if name not in _LOCATIONS:
+            raise SchedulerError(
+                f"unknown method {name!r}; choose one of {', '.join(m.value for m in Method)}"
+            )
+        module, attr = _LOCATIONS[name]
+        STRATEGIES[name] = getattr(importlib.import_module(module), attr)
+    return STRATEGIES[name]
 
 
 def schedule(graph: Graph, method: str | Method, *, time_limit_s: float = 60.0) -> ScheduleResult:
     """Run one strategy by name."""
-    if not STRATEGIES:
-        STRATEGIES.update(_registry())
-    name = str(method)
-    try:
-        strategy = STRATEGIES[name]
-    except KeyError:
-        raise SchedulerError(
-            f"unknown method {name!r}; choose one of {', '.join(m.value for m in Method)}"
-        ) from None
-    return strategy(graph, time_limit_s=time_limit_s)
+    return get_strategy(method)(graph, time_limit_s=time_limit_s)

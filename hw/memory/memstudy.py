@@ -13,7 +13,6 @@ it is measured; rows already in the table are skipped, so a study resumes.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -162,12 +161,7 @@ def _order_rows(
                         continue
                     progress(f"{model} {level} {kind} {method}")
                     result = run_method(graph, method, time_limit_s=time_limit_s)
-                    if result is None:
-                        progress(f"method {method} is not available; skipped")
-                        continue
-                    t0 = time.perf_counter()
                     v = verify_order(graph, result.order, method=method, runner=runner)
-                    _ = time.perf_counter() - t0
                     table.add(
                         MemstudyRow(
                             key, "order", model, batch, ac.value, dtype, level, None, kind,

@@ -85,10 +85,8 @@ def _orders(graph: Graph) -> dict[str, list[str]]:
     orders = {"given": graph.node_ids}
     for seed in (1, 2):
         orders[f"random{seed}"] = list(random_topological_order(graph, seed).order)
-    for method in ("lpmf", "dfs"):  # fast heuristics; whichever are installed
-        result = run_method(graph, method, time_limit_s=2)
-        if result is not None:
-            orders[method] = list(result.order)
+    for method in ("lpmf", "dfs"):  # fast heuristics
+        orders[method] = list(run_method(graph, method, time_limit_s=2).order)
     return orders
 
 
