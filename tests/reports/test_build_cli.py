@@ -1,0 +1,145 @@
+"""The page assembler, `report build`, `report writeup` and the demo driver's failure path."""
+
+from __future__ import annotations
+
+import base64
+import re
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from reports.build import sections_for
+from reports.cli import app
+from reports.demo import DemoError, Step, _run_step, demo_steps
+from reports.inputs import load_inputs
+from reports.page import csv_data_uri, render_page
+
+runner = CliRunner()
+
+
+def test_csv_data_uri_round_trips_the_table() -> None:
+    df = pl.DataFrame({"B": [1, 4], "hist": [[1, 2], [3]], "x": [0.5, None]})
+    uri = csv_data_uri(df)
+    assert uri.startswith("data:text/csv;base64,")
+    text = base64.b64decode(uri.split(",", 1)[1]).decode()
+    assert text.splitlines() == ["B,hist,x", "1,1;2,0.5", "4,3,"]
+
+
+def test_page_is_self_contained_with_toc_and_csv_per_chart(small_run: Path) -> None:
+    sections = sections_for(load_inputs([small_run]))
+    html = render_page("t", sections, ["a.parquet"])
+    charts = [c for s in sections for c in s.charts]
+    assert len(charts) == 13
+    figures = [c for c in charts if c.figure is not None]
+    assert [c.key for c in charts if c.figure is None] == ["memory-verified"]
+    assert "<td>4096</td>" in html  # the verify table is shown inline
+    assert html.count('<script type="text/javascript">') == 1  # plotly.js inlined once
+    assert not re.search(r"<script[^>]+src=", html)  # nothing fetched from outside
+    for c in charts:
+        assert f'href="#{c.key}"' in html and f'id="{c.key}"' in html
+        assert f'download="{c.key}.csv"' in html
+    assert html.count('class="plotly-graph-div"') == len(figures)
+
+
+def test_build_writes_report_and_refuses_to_overwrite(small_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["build", str(small_run), "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert '"charts"' in res.output and out.stat().st_size > 1_000_000  # plotly.js inside
+    res = runner.invoke(app, ["build", str(small_run), "--out", str(out)])
+    assert res.exit_code == 2 and "--force" in res.output
+    res = runner.invoke(app, ["build", str(small_run), "--out", str(out), "--force"])
+    assert res.exit_code == 0
+
+
+def test_build_bad_inputs_exit_2_without_output(tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    res = runner.invoke(app, ["build", str(tmp_path / "nope"), "--out", str(out)])
+    assert res.exit_code == 2 and "no such file" in res.output and not out.exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    res = runner.invoke(app, ["build", str(empty), "--out", str(out)])
+    assert res.exit_code == 2 and "no result files" in res.output and not out.exists()
+    # a file that claims moe-results/1 but lacks its columns
+    pl.DataFrame({"x": [1]}).write_parquet(
+        empty / "bad.parquet", metadata={"deltasim.format": "moe-results/1"}
+    )
+    res = runner.invoke(app, ["build", str(empty), "--out", str(out)])
+    assert res.exit_code == 2 and "experiment" in res.output and not out.exists()
+    assert "Traceback" not in res.output
+
+
+def test_writeup_answers_every_question_from_the_files(small_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "results.md"
+    res = runner.invoke(app, ["writeup", str(small_run), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    text = out.read_text()
+    headings = re.findall(r"^## (\d)\. ", text, flags=re.M)
+    assert headings == [str(i) for i in range(1, 9)]
+    assert "**Conclusion.**" in text and text.count("**Conclusion.**") == 8
+    assert "| 1 | 62.00 | 2.83 | 2 |" in text  # accuracy at k=1: mean, std over 2 seeds
+    assert "3 of 4 (point, metric) pairs are within tolerance" in text
+    assert "more experts per sample help" in text  # 0.74-0.05 > 0.62+0.05
+    assert "report.html#moe-accuracy-k" in text
+
+
+def test_demo_covers_every_tool_in_order(tmp_path: Path) -> None:
+    steps = demo_steps(tmp_path)
+    verbs = [(Path(s.argv[0]).name, s.argv[1]) for s in steps]
+    for needed in [("hw", "profile"), ("hw", "moe"), ("sim", "run"), ("hw", "serve"),
+                   ("sim", "check"), ("hw", "capture"), ("sched", "compare"),
+                   ("sched", "order"), ("hw", "verify"), ("hw", "memstudy"),
+                   ("report", "build")]:  # fmt: skip
+        assert needed in verbs
+    assert verbs.index(("hw", "serve")) < verbs.index(("sim", "check"))
+    assert verbs.index(("sched", "order")) < verbs.index(("hw", "verify"))
+    assert verbs[-2] == ("report", "build")
+
+
+def test_demo_step_failure_names_step_and_log(tmp_path: Path) -> None:
+    step = Step(
+        "explode", [sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"]
+    )
+    log = tmp_path / "logs" / "x.log"
+    with pytest.raises(DemoError, match=r"(?s)'explode' failed \(exit 3\).*boom"):
+        _run_step(step, log)
+    saved = tmp_path / "out.jsonl"
+    ok = Step("ok", [sys.executable, "-c", "print('{\"a\": 1}')"], stdout_to=saved)
+    _run_step(ok, log)
+    assert saved.read_text() == '{"a": 1}\n'
+
+
+def test_demo_refuses_a_non_empty_folder(tmp_path: Path) -> None:
+    (tmp_path / "x").write_text("keep")
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "--force" in res.output
+    assert (tmp_path / "x").read_text() == "keep"
+
+
+def test_reports_import_no_computing_package() -> None:
+    import subprocess
+
+    code = (
+        "import sys, reports.cli, reports.build, reports.demo, reports.writeup; "
+        "bad = [m for m in ('torch', 'sim', 'scheduler', 'hw') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The README's first command, minus the install: every tool, then the report (minutes)."""
+    from reports.demo import run_demo
+
+    report = run_demo(tmp_path / "demo")
+    assert report.is_file() and report.stat().st_size > 1_000_000
+    inp = load_inputs([tmp_path / "demo"])
+    assert inp.moe_results is not None and inp.simcheck is not None and inp.verify is not None
+    assert {r.source for r in inp.serve} == {"simulated", "measured"}
+    assert inp.compare is not None and inp.memstudy is not None
+    assert (tmp_path / "demo" / "results.md").read_text().count("**Conclusion.**") == 8
