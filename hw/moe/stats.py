@@ -15,6 +15,7 @@ from scipy import stats as sps
 __all__ = [
     "Interval",
     "coefficient_of_variation",
+    "correlation_ci",
     "linear_fit",
     "mean_ci",
     "pareto_front",
@@ -51,6 +52,21 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> I
         return Interval(mean, math.nan, math.nan, 1)
     half = float(sps.t.ppf((1 + confidence) / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
     return Interval(mean, mean - half, mean + half, n)
+
+
+def correlation_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Interval:
+    """Mean correlation over runs with a t interval on Fisher's z = atanh(r), mapped back.
+
+    A plain t interval on correlations can leave [-1, 1]; on the z scale it cannot.
+    The reported mean is tanh of the mean z.
+    """
+    r = np.clip(np.asarray(values, dtype=np.float64), -0.999999, 0.999999)
+    z = mean_ci(np.arctanh(r), confidence)
+    if z.n == 0:
+        return z
+    back = (math.tanh(x) if not math.isnan(x) else math.nan for x in (z.mean, z.low, z.high))
+    mean, low, high = back
+    return Interval(mean, low, high, z.n)
 
 
 def coefficient_of_variation(counts: Sequence[float] | np.ndarray) -> float:

@@ -21,6 +21,7 @@ import numpy as np
 from hw.moe.stats import (
     Interval,
     coefficient_of_variation,
+    correlation_ci,
     linear_fit,
     mean_ci,
     pareto_front,
@@ -39,6 +40,11 @@ NON_INFERIORITY_MARGIN = 0.01
 
 def _ci(values: Iterable[float]) -> dict[str, float]:
     iv: Interval = mean_ci(list(values))
+    return {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n}
+
+
+def _corr_ci(values: Iterable[float]) -> dict[str, float]:
+    iv: Interval = correlation_ci(list(values))
     return {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n}
 
 
@@ -253,7 +259,7 @@ def _difficulty(results: list[ResultRow], routing_dir: Path) -> dict[str, Any]:
                 if correct is not None:
                     level_acc[int(lvl)].append(float(correct[diff == lvl].mean()))
         out[name] = {
-            "spearman_k_difficulty": _ci(x for x in rhos if not math.isnan(x)),
+            "spearman_k_difficulty": _corr_ci(x for x in rhos if not math.isnan(x)),
             "mean_k_by_level": {lvl: _ci(v) for lvl, v in sorted(level_k.items())},
             "accuracy_by_level": {lvl: _ci(v) for lvl, v in sorted(level_acc.items())},
         }

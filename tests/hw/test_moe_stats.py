@@ -49,3 +49,12 @@ def test_spearman_and_fit() -> None:
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
     slope, intercept, r2 = linear_fit([1, 2, 3], [2, 4, 6])
     assert (slope, intercept, r2) == pytest.approx((2.0, 0.0, 1.0))
+
+
+def test_correlation_interval_stays_inside_minus_one_one() -> None:
+    from hw.moe.stats import correlation_ci
+
+    iv = correlation_ci([-0.9, 0.2, -0.8])  # a plain t interval here spans beyond [-1, 1]
+    assert -1 < iv.low < iv.mean < iv.high < 1
+    same = correlation_ci([0.5, 0.5, 0.5])
+    assert same.mean == pytest.approx(0.5) and same.low == pytest.approx(0.5)
