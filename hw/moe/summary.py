@@ -287,6 +287,13 @@ def _fmt(ci: dict[str, float] | None, scale: float = 100.0, digits: int = 1) -> 
     return f"{m:.{digits}f} ± {half:.{digits}f}"
 
 
+def _fmt_interval(ci: dict[str, float] | None, digits: int = 2) -> str:
+    """Mean [low, high]: for intervals that are not symmetric (correlations)."""
+    if not ci or ci.get("n", 0) < 2 or math.isnan(ci["low"]):
+        return _fmt(ci, 1, digits)
+    return f"{ci['mean']:.{digits}f} [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+
+
 def to_markdown(s: dict[str, Any]) -> str:
     """The summary as Markdown tables (accuracies in %, ± half-width of the 95% CI)."""
     lines: list[str] = []
@@ -334,7 +341,8 @@ def to_markdown(s: dict[str, Any]) -> str:
         for name, d in s["difficulty"].items():
             ks = ", ".join(_fmt(v, 1, 2) for v in d["mean_k_by_level"].values())
             accs = ", ".join(_fmt(v) for v in d["accuracy_by_level"].values())
-            lines.append(f"| {name} | {_fmt(d['spearman_k_difficulty'], 1, 2)} | {ks} | {accs} |")
+            rho = _fmt_interval(d["spearman_k_difficulty"])
+            lines.append(f"| {name} | {rho} | {ks} | {accs} |")
     return "\n".join(lines) + "\n"
 
 
