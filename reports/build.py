@@ -12,6 +12,7 @@ import polars as pl
 
 from reports.chart import Chart, Section
 from reports.figures_memory import (
+    memory_timelines,
     order_peaks_vs_bound,
     predicted_vs_measured,
     step_peaks,
@@ -86,11 +87,16 @@ def _memory(inp: Inputs) -> Section | None:
         charts.append(predicted_vs_measured(m))
     if inp.verify is not None and inp.verify.height:
         charts.append(verified_orders(inp.verify))
+    t = inp.timelines
+    if t is not None and t.height:
+        charts += [memory_timelines(t, g) for g in t["graph"].unique(maintain_order=True)]
     if not charts:
         return None
     note = (
-        "Memory timelines of two orders are not drawn: no tool writes a per-step timeline "
-        "file yet (sched and hw verify print peaks only)."
+        ""
+        if t is not None and t.height
+        else "Memory timelines of orders are not drawn: no memory-timeline/1 file among the "
+        "inputs (write one with hw verify GRAPH --order ORDER --timeline OUT.parquet)."
     )
     return Section(
         "memory", "Peak memory: checkpointing, compile and topological order", tuple(charts), note

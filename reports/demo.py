@@ -162,8 +162,20 @@ def demo_steps(out: Path) -> list[Step]:
         Step(
             "verify the chosen order by measurement",
             [hw, "verify", str(graphs / "backward.fx.json"), "--order",
-             str(out / "orders" / "backward.best.json"), "--json"],
+             str(out / "orders" / "backward.best.json"), "--json",
+             "--timeline", str(out / "orders" / "backward.best.timeline.parquet")],
             stdout_to=out / "orders" / "verify.json",
+        ),
+        Step(
+            "write the captured (given) order of the backward graph",
+            [sched, "order", str(graphs / "backward.fx.json"), "--method", "given",
+             "--out", str(out / "orders" / "backward.given.json")],
+        ),
+        Step(
+            "measure the given order's memory timeline",
+            [hw, "verify", str(graphs / "backward.fx.json"), "--order",
+             str(out / "orders" / "backward.given.json"),
+             "--timeline", str(out / "orders" / "backward.given.timeline.parquet")],
         ),
         Step(
             "measure eager vs compile peaks and every order",

@@ -1,6 +1,8 @@
-"""Memory figures: step peaks, every order against the bound, predicted vs measured peaks.
+"""Memory figures: step peaks, every order against the bound, predicted vs measured peaks,
+and the memory timelines of orders.
 
-Built from ``memstudy/1`` rows and saved ``sched compare --json`` rows.
+Built from ``memstudy/1`` rows, saved ``sched compare --json`` rows and
+``memory-timeline/1`` rows (``hw verify --timeline``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from plotly.subplots import make_subplots
 
 from reports.chart import MIB, Chart
 
-__all__ = ["order_peaks_vs_bound", "predicted_vs_measured", "step_peaks", "verified_orders"]
+__all__ = [
+    "memory_timelines",
+    "order_peaks_vs_bound",
+    "predicted_vs_measured",
+    "step_peaks",
+    "verified_orders",
+]
+
+_PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
 
 
 def _step_label() -> pl.Expr:
@@ -195,4 +205,70 @@ def verified_orders(verify: pl.DataFrame) -> Chart:
         None,
         verify,
         table=True,
+    )
+
+
+def memory_timelines(timelines: pl.DataFrame, graph: str) -> Chart:
+    """Memory at every step of each order of ``graph``: predicted as a line, measured as
+    markers on top, one colour per order, so where they part the prediction is off."""
+    rows = (
+        timelines.filter(pl.col("graph") == graph)
+        .sort("method", "step")
+        .with_columns(
+            (pl.col("predicted_bytes") / MIB).alias("predicted_mib"),
+            (pl.col("measured_bytes") / MIB).alias("measured_mib"),
+        )
+    )
+    fig = go.Figure()
+    methods = rows["method"].unique(maintain_order=True).to_list()
+    for i, method in enumerate(methods):
+        d = rows.filter(pl.col("method") == method)
+        color = _PALETTE[i % len(_PALETTE)]
+        peak = int(d["predicted_bytes"].max() or 0)
+        custom = list(zip(d["node"], d["predicted_bytes"], strict=True))
+        fig.add_trace(
+            go.Scatter(
+                x=d["step"].to_list(),
+                y=d["predicted_mib"].to_list(),
+                mode="lines",
+                line={"color": color, "shape": "hv"},
+                name=f"{method}: predicted (peak {peak:,} B)",
+                legendgroup=str(method),
+                customdata=custom,
+                hovertemplate="step %{x}: %{customdata[0]}<br>predicted %{customdata[1]:,} bytes"
+                f"<extra>{method}</extra>",
+            )
+        )
+        m = d.filter(pl.col("measured_bytes").is_not_null())
+        if m.height:
+            fig.add_trace(
+                go.Scatter(
+                    x=m["step"].to_list(),
+                    y=m["measured_mib"].to_list(),
+                    mode="markers",
+                    marker={"color": color, "symbol": "circle-open", "size": 7},
+                    name=f"{method}: measured (peak {int(m['measured_bytes'].max()):,} B)",
+                    legendgroup=str(method),
+                    customdata=list(
+                        zip(m["node"], m["measured_bytes"], m["predicted_bytes"], strict=True)
+                    ),
+                    hovertemplate="step %{x}: %{customdata[0]}<br>measured %{customdata[1]:,} "
+                    f"bytes<br>predicted %{{customdata[2]:,}} bytes<extra>{method}</extra>",
+                )
+            )
+    fig.update_layout(
+        xaxis_title="step of the order (one operation per step)",
+        yaxis_title="memory during the step (MiB)",
+    )
+    slug = "".join(c if c.isalnum() else "-" for c in graph)
+    return Chart(
+        f"memory-timeline-{slug}",
+        f"Memory timeline of {len(methods)} order(s) of {graph}",
+        "Memory at every step of each order: the line is the graph/1 prediction (live buffers "
+        "plus the operation's workspace), the markers are measured by hw verify --timeline "
+        "(the allocator's highest live total while that operation ran). Hover for exact bytes.",
+        fig,
+        rows.select(
+            "graph", "level", "method", "step", "node", "predicted_bytes", "measured_bytes"
+        ),
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from traces.errors import DeltasimError, FormatError
+from traces.memory_timeline import MEMORY_TIMELINE_FORMAT, read_memory_timeline
 from traces.memstudy import read_memstudy
 from traces.moe_load import read_load
 from traces.moe_results import read_results
@@ -88,6 +89,7 @@ class Inputs:
     compare: pl.DataFrame | None = None
     memstudy: pl.DataFrame | None = None
     verify: pl.DataFrame | None = None
+    timelines: pl.DataFrame | None = None  # memory-timeline/1 rows of every file found
     files: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
@@ -245,7 +247,7 @@ def load_inputs(dirs: list[Path]) -> Inputs:
     """Walk the folders (or single files) and load every recognized result file."""
     found: dict[str, object] = {"serve": [], "files": []}
     acc: dict[str, pl.DataFrame | None] = dict.fromkeys(
-        ("moe_results", "moe_load", "simcheck", "compare", "memstudy", "verify")
+        ("moe_results", "moe_load", "simcheck", "compare", "memstudy", "verify", "timelines")
     )
     moe_summary = None
     results_dirs: list[Path] = []
@@ -274,6 +276,7 @@ def load_inputs(dirs: list[Path]) -> Inputs:
         compare=acc["compare"],
         verify=acc["verify"],
         memstudy=acc["memstudy"],
+        timelines=acc["timelines"],
         files=found["files"],  # type: ignore[arg-type]
     )
 
@@ -288,6 +291,8 @@ def _load_one(p: Path, acc: dict[str, pl.DataFrame | None], found: dict[str, obj
             acc["moe_load"] = _concat(acc["moe_load"], read_load(p))
         elif fmt == "memstudy/1":
             acc["memstudy"] = _concat(acc["memstudy"], read_memstudy(p))
+        elif fmt == MEMORY_TIMELINE_FORMAT:
+            acc["timelines"] = _concat(acc["timelines"], read_memory_timeline(p))
         elif fmt == "serve-summary/1":
             df, config = read_summary(p)
             source = "simulated" if "sim" in config.extra else "measured"

@@ -88,17 +88,38 @@ def register(app: typer.Typer) -> None:
     def verify_cmd(
         graph: Annotated[Path, typer.Argument(help="graph/1 file written by hw capture.")],
         order: Annotated[Path, typer.Option("--order", help="Order JSON (list or object).")],
+        timeline: Annotated[
+            Path | None,
+            typer.Option(
+                "--timeline",
+                help="Also measure the memory at every step; write predicted and measured "
+                "per-step bytes here (memory-timeline/1 parquet, FX level).",
+            ),
+        ] = None,
+        force: Annotated[bool, typer.Option(help="Overwrite an existing --timeline.")] = False,
         json_: Annotated[bool, typer.Option("--json", help="Print JSON only.")] = False,
     ) -> None:
         """Run exactly ORDER on GRAPH's rebuilt model; print predicted vs measured peak."""
         from hw.memory.verify import verify_order
+        from traces.cli_support import refuse_overwrite
         from traces.graph import read_graph
         from traces.orders import read_order
 
+        refuse_overwrite(timeline, force)
         g = read_graph(graph)
         doc = read_order(order)
         _quiet_torch()
-        result = verify_order(g, doc["order"], method=str(doc.get("method", "order")))
+        method = str(doc.get("method", "order"))
+        result = verify_order(g, doc["order"], method=method, timeline=timeline is not None)
+        if timeline is not None and result.timeline is not None:
+            from traces.memory_timeline import timeline_frame, write_memory_timeline
+
+            steps = result.timeline
+            frame = timeline_frame(
+                g.name, result.level, method, steps.order, steps.predicted_bytes,
+                steps.measured_bytes,
+            )  # fmt: skip
+            write_memory_timeline(timeline, frame)
         if json_:
             print_json(result.to_json())
             return
@@ -123,6 +144,15 @@ def register(app: typer.Typer) -> None:
             "yes" if result.matches_default_result else "NO",
         )
         out_console.print(table)
+        if timeline is not None and result.timeline is not None:
+            steps = result.timeline
+            pairs = zip(steps.predicted_bytes, steps.measured_bytes, strict=True)
+            off = sum(p != m for p, m in pairs)
+            out_console.print(
+                f"timeline of {len(steps.order)} steps written to {timeline}: "
+                f"{off} step(s) measured differently from the prediction; largest measured "
+                f"step {max(steps.measured_bytes, default=0):,} B"
+            )
         if result.predicted_with_reuse_bytes is not None:
             out_console.print(
                 f"predicted with the compiled wrapper's buffer reuse folded in: "

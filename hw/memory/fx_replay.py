@@ -12,6 +12,7 @@ others live only in the boxed argument list and die at their last reader.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,11 +26,14 @@ from hw.memory.tracker import MemoryPeak, PeakTracker
 
 __all__ = [
     "boxed_module",
+    "marked_module",
     "measure_workspace",
     "outputs_equal",
     "reordered_module",
     "run_measured",
+    "run_timeline",
     "single_thread",
+    "step_maxima",
 ]
 
 
@@ -216,3 +220,118 @@ def measure_workspace(gm: fx.GraphModule, args: Sequence[Any]) -> dict[str, int]
         else:
             stack.extend(ev.children)
     return out
+
+
+_STEP = "__step__"
+
+
+def _step_begin(index: int) -> torch.autograd.profiler.record_function:
+    scope = torch.autograd.profiler.record_function(f"{_STEP}{index}")
+    scope.__enter__()
+    return scope
+
+
+def _step_end(scope: torch.autograd.profiler.record_function) -> None:
+    scope.__exit__(None, None, None)
+
+
+def marked_module(module: fx.GraphModule, order: Sequence[str]) -> fx.GraphModule:
+    """A copy of reordered ``module`` in which operation ``order[t]`` runs in a profiler scope
+    ``__step__<t>``; the markers allocate nothing, so the run's allocations are unchanged."""
+    new = fx.GraphModule(module, copy.deepcopy(module.graph))
+    by_name = {n.name: n for n in new.graph.nodes}
+    for t, name in enumerate(order):
+        node = by_name[name]
+        with new.graph.inserting_before(node):
+            scope = new.graph.call_function(_step_begin, (t,))
+        with new.graph.inserting_after(node):
+            new.graph.call_function(_step_end, (scope,))
+    new.graph.lint()
+    new.recompile()
+    return new
+
+
+def step_maxima(
+    events: list[tuple[int, int, int]], scopes: list[tuple[int, int, int]], n_steps: int
+) -> tuple[list[int], int]:
+    """Replay ``(time_ns, ptr, signed_size)`` allocation events against step scopes
+    ``(start_ns, end_ns, step)``; return the highest live total inside each step (the live
+    total at its start included) and the overall peak, both above the replay's start.
+
+    At equal times frees and allocations come before a scope opens and before it closes:
+    what happens at a scope's first instant belongs to it, and only frees follow an
+    operation before the next one starts.
+    """
+    marks: list[tuple[int, int, int, int]] = []  # (time, rank, a, b)
+    for t, ptr, size in events:
+        marks.append((t, 1, ptr, size))
+    for start, end, step in scopes:
+        marks.append((start, 0, step, 1))
+        marks.append((end, 2, step, 0))
+    marks.sort(key=lambda m: (m[0], m[1]))
+    live: dict[int, int] = {}
+    current = peak = 0
+    out = [-1] * n_steps
+    open_steps: set[int] = set()
+    for _time, rank, a, b in marks:
+        if rank == 1:
+            ptr, size = a, b
+            if size > 0:
+                if ptr in live:
+                    current -= live.pop(ptr)
+                live[ptr] = size
+                current += size
+                peak = max(peak, current)
+            elif size < 0 and ptr in live:
+                current -= live.pop(ptr)
+            for s in open_steps:
+                out[s] = max(out[s], current)
+        elif rank == 0:
+            open_steps.add(a)
+            out[a] = max(out[a], current)
+        else:
+            open_steps.discard(a)
+    missing = [t for t, v in enumerate(out) if v < 0]
+    if missing:
+        raise VerifyError(f"the profiler saw no scope of step {missing[0]}: cannot time it")
+    return out, peak
+
+
+def run_timeline(
+    module: fx.GraphModule,
+    order: Sequence[str],
+    args: Sequence[Any],
+    pinned: Sequence[bool],
+    *,
+    warmup: int = 1,
+) -> tuple[list[int], int]:
+    """Measured memory of every step of ``order`` on CPU: ``(per-step maxima, peak)``.
+
+    Runs ``module`` (from :func:`reordered_module`) with a profiler scope around each
+    operation, exactly as :func:`run_measured` runs it (inputs cloned inside the tracked
+    region, one thread), and replays the allocation events by pointer: the value of step
+    ``t`` is the highest live total while ``order[t]`` runs, the graph/1 memory at step ``t``.
+    """
+    from hw.memory.tracker import _allocation_events, _quiet_profiler
+
+    marked = marked_module(module, order)
+    with single_thread(), torch.no_grad():
+        for _ in range(warmup):
+            marked([_clone(a) for a in args])
+        with _quiet_profiler():
+            prof = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+            )
+            with prof:
+                box = [_clone(a) for a in args]
+                keep = [b for b, p in zip(box, pinned, strict=True) if p]
+                result = marked(box)
+                del keep, result
+    scopes: list[tuple[int, int, int]] = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        ev = stack.pop()
+        stack.extend(ev.children)
+        if ev.name.startswith(_STEP):
+            scopes.append((ev.start_time_ns, ev.end_time_ns, int(ev.name[len(_STEP) :])))
+    return step_maxima(_allocation_events(prof, "cpu"), scopes, len(order))

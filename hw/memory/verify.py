@@ -4,7 +4,9 @@ The order is checked against the graph first (a bad order is refused before
 anything is built or run); then the model and inputs are rebuilt from the
 graph's ``meta``, the rebuilt graph must have the captured fingerprint, the
 default order and the requested order both run under the peak tracker, and
-their numerical results are compared bit for bit.
+their numerical results are compared bit for bit. On request (FX level, CPU) the
+order runs once more with a profiler scope around each operation, which gives the
+measured memory at every step beside the simulator's ``timeline_bytes``.
 """
 
 from __future__ import annotations
@@ -14,15 +16,33 @@ from dataclasses import dataclass
 from typing import Any
 
 from hw.memory.capture import input_pinned_rule, spec_from_graph, step_graph
-from hw.memory.errors import ReplayError
+from hw.memory.errors import ReplayError, VerifyError
 from hw.memory.fx_capture import CapturedStep, capture_step, graph_fingerprint
 from hw.memory.fx_graph import FxLayout
-from hw.memory.fx_replay import outputs_equal, reordered_module, run_measured
+from hw.memory.fx_replay import outputs_equal, reordered_module, run_measured, run_timeline
 from scheduler.memory import order_indices, simulate
 from traces.errors import OrderError
 from traces.graph import Graph
 
-__all__ = ["FxRunner", "VerifyResult", "check_fingerprint", "verify_order"]
+__all__ = ["FxRunner", "StepTimeline", "VerifyResult", "check_fingerprint", "verify_order"]
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimeline:
+    """Memory at every step of one order: predicted by the simulator, measured on the device.
+
+    ``measured_peak_bytes`` is the peak of the same (marked) run; the step maxima reach it
+    exactly when nothing allocates between operations.
+    """
+
+    order: tuple[str, ...]
+    predicted_bytes: tuple[int, ...]
+    measured_bytes: tuple[int, ...]
+    measured_peak_bytes: int
+
+    def __post_init__(self) -> None:
+        if not len(self.order) == len(self.predicted_bytes) == len(self.measured_bytes):
+            raise ValueError("order, predicted_bytes and measured_bytes differ in length")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +59,7 @@ class VerifyResult:
     order_applied: bool
     matches_default_result: bool
     predicted_with_reuse_bytes: int | None = None
+    timeline: StepTimeline | None = None
 
     @property
     def error_bytes(self) -> int:
@@ -98,6 +119,16 @@ class FxRunner:
         result, peak = run_measured(module, self.args, self.pinned, self.device)
         return peak.peak_bytes, ran == list(order), outputs_equal(result, self.reference)
 
+    def timeline(self, order: Sequence[str]) -> tuple[list[int], int]:
+        """Measured memory at every step of ``order`` and the run's peak (CPU only)."""
+        if self.device != "cpu":
+            raise VerifyError(
+                f"a measured timeline needs the CPU allocator's events; the graph runs on "
+                f"{self.device!r}"
+            )
+        module = reordered_module(self.gm, order)
+        return run_timeline(module, order, self.args, self.pinned)
+
 
 def verify_order(
     graph: Graph,
@@ -106,10 +137,26 @@ def verify_order(
     method: str = "order",
     step: CapturedStep | None = None,
     runner: Any = None,
+    timeline: bool = False,
 ) -> VerifyResult:
-    """Predict, then measure, ``order`` on the graph's rebuilt model (see module doc)."""
+    """Predict, then measure, ``order`` on the graph's rebuilt model (see module doc).
+
+    ``timeline``: also measure the memory at every step (FX level, CPU), in a second run
+    with a profiler scope around each operation.
+    """
     spec, kind, level = spec_from_graph(graph)
-    predicted = simulate(graph, order_indices(graph, order)).peak_bytes  # refuses bad orders
+    profile = simulate(graph, order_indices(graph, order))  # refuses bad orders
+    predicted = profile.peak_bytes
+    if timeline and level != "fx":
+        raise VerifyError(
+            f"a measured per-step timeline is available at the FX level only, not {level!r} "
+            "(Inductor's compiled wrapper runs fused kernels, not the graph's operations)"
+        )
+    if timeline and spec.device != "cpu":
+        raise VerifyError(
+            f"a measured per-step timeline needs the CPU allocator's events; the graph was "
+            f"captured on {spec.device!r}"
+        )
     if runner is None:
         step = step if step is not None else capture_step(spec)
         check_fingerprint(graph, step, kind)
@@ -120,6 +167,15 @@ def verify_order(
 
             runner = InductorRunner(step, kind, graph)
     measured, applied, same = runner.measure(list(order))
+    steps = None
+    if timeline:
+        measured_steps, marked_peak = runner.timeline(list(order))
+        steps = StepTimeline(
+            tuple(order),
+            tuple(int(b) for b in profile.timeline_bytes),
+            tuple(measured_steps),
+            marked_peak,
+        )
     with_reuse = None
     pairs = getattr(runner, "last_reuse_pairs", None)
     if level == "inductor" and pairs is not None:
@@ -140,4 +196,5 @@ def verify_order(
         order_applied=applied,
         matches_default_result=same,
         predicted_with_reuse_bytes=with_reuse,
+        timeline=steps,
     )
