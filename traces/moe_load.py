@@ -25,7 +25,7 @@ variation of ``samples`` over its experts.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -79,8 +79,7 @@ MOE_LOAD = TableSpec(
 
 
 def load_frame(rows: Iterable[LoadRow]) -> pl.DataFrame:
-    data = [asdict(r) for r in rows]
-    return pl.DataFrame(data, schema=dict(MOE_LOAD.columns)) if data else MOE_LOAD.empty()
+    return MOE_LOAD.frame(rows)
 
 
 def write_load(path: str | Path, rows: Iterable[LoadRow] | pl.DataFrame) -> None:

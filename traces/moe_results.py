@@ -29,7 +29,7 @@ reports. Parquet; every column below is required (nullable ones may hold null):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -109,8 +109,7 @@ MOE_RESULTS = TableSpec(
 
 def results_frame(rows: Iterable[ResultRow]) -> pl.DataFrame:
     """Rows as a frame with the table's exact schema."""
-    data = [asdict(r) for r in rows]
-    return pl.DataFrame(data, schema=dict(MOE_RESULTS.columns)) if data else MOE_RESULTS.empty()
+    return MOE_RESULTS.frame(rows)
 
 
 def write_results(path: str | Path, rows: Iterable[ResultRow] | pl.DataFrame) -> None:

@@ -9,9 +9,10 @@ metadata under ``deltasim.format``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -34,6 +35,11 @@ class TableSpec:
     def empty(self) -> pl.DataFrame:
         """A zero-row frame with exactly this schema."""
         return pl.DataFrame(schema=dict(self.columns))
+
+    def frame(self, rows: Iterable[Any]) -> pl.DataFrame:
+        """Dataclass records (fields named like the columns) as a frame with this schema."""
+        data = [asdict(r) for r in rows]
+        return pl.DataFrame(data, schema=dict(self.columns)) if data else self.empty()
 
 
 def _compatible(found: pl.DataType, want: pl.DataType) -> bool:
