@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import hw.memory.verify as verify_mod
 from hw.cli import app
-from hw.memory.capture import Level, capture_graphs, write_captured
+from hw.memory.capture import Level, capture_graphs
 from hw.memory.errors import ReplayError
 from hw.memory.fx_graph import fx_to_graph
 from hw.memory.fx_replay import outputs_equal, reordered_module, run_measured
@@ -64,21 +64,6 @@ def test_hand_built_graph_measures_its_known_peak_to_the_byte(
     assert simulate(graph, order).peak_bytes == known_peak
     _, peak = run_measured(reordered_module(gm, order), args, [False])
     assert peak.peak_bytes == known_peak
-
-
-@pytest.fixture(scope="module")
-def captured_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cap")
-    spec = ModelSpec(
-        "transformer:blocks=1,dim=16,heads=2,seq=8,vocab=32", 2, AcMode.FULL, "float32", 0
-    )
-    write_captured(capture_graphs(spec, Level.FX), out, force=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def backward(captured_dir: Path) -> Graph:
-    return read_graph(captured_dir / "backward.fx.json")
 
 
 def _orders(graph: Graph) -> dict[str, list[str]]:

@@ -11,16 +11,15 @@ from typer.testing import CliRunner
 
 import hw.memory.verify as verify_mod
 from hw.cli import app
-from hw.memory.capture import Level, capture_graphs, write_captured
 from hw.memory.errors import VerifyError
 from hw.memory.fx_graph import fx_to_graph
 from hw.memory.fx_replay import reordered_module, run_measured, run_timeline, step_maxima
 from hw.memory.methods import random_topological_order, run_method
-from hw.memory.models import AcMode, ModelSpec
+from hw.memory.models import ModelSpec
 from hw.memory.verify import verify_order
 from scheduler.memory import simulate
 from tests.hw.test_verify import _hand_built
-from traces.graph import Graph, graph_from_dict, graph_to_dict, read_graph
+from traces.graph import Graph, graph_from_dict, graph_to_dict
 from traces.memory_timeline import read_memory_timeline
 
 
@@ -48,21 +47,6 @@ def test_step_maxima_counts_the_live_total_at_a_step_start_and_ignores_between_s
     assert step_maxima(events, scopes, 2) == ([150, 50], 1050)
     with pytest.raises(VerifyError, match="step 1"):
         step_maxima(events, scopes[:1], 2)
-
-
-@pytest.fixture(scope="module")
-def captured_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cap")
-    spec = ModelSpec(
-        "transformer:blocks=1,dim=16,heads=2,seq=8,vocab=32", 2, AcMode.FULL, "float32", 0
-    )
-    write_captured(capture_graphs(spec, Level.FX), out, force=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def backward(captured_dir: Path) -> Graph:
-    return read_graph(captured_dir / "backward.fx.json")
 
 
 def test_measured_timeline_equals_prediction_step_by_step(backward: Graph) -> None:
