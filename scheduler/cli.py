@@ -11,7 +11,14 @@ from rich.table import Table
 
 from scheduler.memory import order_indices, simulate
 from scheduler.strategies import Method, schedule
-from traces.cli_support import cli_errors, err_console, out_console, print_json, refuse_overwrite
+from traces.cli_support import (
+    JsonOpt,
+    cli_errors,
+    err_console,
+    out_console,
+    print_json,
+    refuse_overwrite,
+)
 from traces.graph import read_graph
 from traces.orders import read_order, write_order
 
@@ -24,7 +31,6 @@ app = typer.Typer(
 )
 
 GraphArg = Annotated[Path, typer.Argument(help="graph/1 JSON file.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
 
 
 def _fmt_bytes(n: int | None) -> str:

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,6 +21,8 @@ from rich.markup import escape
 from traces.errors import DeltasimError
 
 __all__ = [
+    "ForceOpt",
+    "JsonOpt",
     "cli_errors",
     "err_console",
     "out_console",
@@ -29,6 +31,9 @@ __all__ = [
     "refuse_overwrite",
     "run_app",
 ]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+ForceOpt = Annotated[bool, typer.Option(help="Overwrite existing outputs.")]
 
 out_console = Console()
 err_console = Console(stderr=True)

@@ -19,6 +19,8 @@ from rich.table import Table
 
 from traces.atomic import atomic_write_text
 from traces.cli_support import (
+    ForceOpt,
+    JsonOpt,
     cli_errors,
     err_console,
     out_console,
@@ -35,8 +37,6 @@ moe_app = typer.Typer(
     add_completion=False,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
-ForceOpt = Annotated[bool, typer.Option(help="Overwrite existing outputs.")]
 ThreadsOpt = Annotated[
     int, typer.Option(help="torch intra-op threads; 1 is fastest for these small layers.")
 ]

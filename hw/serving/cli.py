@@ -15,6 +15,8 @@ import typer
 from rich.table import Table
 
 from traces.cli_support import (
+    ForceOpt,
+    JsonOpt,
     cli_errors,
     err_console,
     out_console,
@@ -26,8 +28,6 @@ from traces.errors import DeltasimError
 
 __all__ = ["register"]
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
-ForceOpt = Annotated[bool, typer.Option(help="Overwrite existing outputs.")]
 CheckpointOpt = Annotated[
     Path | None,
     typer.Option(help="Trained model (moe-checkpoint/1); else random weights of the given shape."),
