@@ -48,8 +48,13 @@ def test_measure_latency_sees_a_known_sleep() -> None:
 
 def test_measure_samples_honours_warmup_calls_and_time() -> None:
     calls = []
+
+    def call() -> None:  # slow enough that max_calls (100,000) is never what stops the run
+        calls.append(1)
+        time.sleep(0.001)
+
     t0 = time.perf_counter()
-    samples = measure_samples(lambda: calls.append(1), warmup=3, min_calls=7, min_time_s=0.05)
+    samples = measure_samples(call, warmup=3, min_calls=7, min_time_s=0.05)
     assert time.perf_counter() - t0 >= 0.05
     assert len(samples) >= 7 and len(calls) == 3 + len(samples)
     capped = measure_samples(lambda: time.sleep(0.01), warmup=0, min_calls=1000, max_time_s=0.05)
