@@ -11,11 +11,13 @@ Figures, each printed in a rich table:
   B = 16, pinned to one core: target >= 200,000 simulated requests/s;
 * the same for the plain process-per-request SimPy model (``sim.naive``) and
   the ratio between the two (the two give the same completion times, see
-  ``tests/sim/test_engine.py``);
+  ``tests/sim/test_engine.py``), and for the shared-host model (``sim.host``,
+  ``docs/system-model.md`` §8, which simulates the gate and queues event by event);
 * wall time of ``sim run --B 1..64 --requests 100000`` (the CLI end to end,
   metrics and JSON included): target < 60 s;
 * with ``--fidelity RUN.parquet`` (repeatable; measured ``hw serve`` runs):
-  ``sim check`` per B in its three modes (``profile``, ``sampled``,
+  ``sim check`` per B in its modes (``profile`` — with the shared-host model for a
+  CPU run when the profile has its terms, then also the ideal model —, ``sampled``,
   ``replay``), printed as the Markdown table of ``benchmarks/README.md``.
 
 The profile is ``--profile``, else the bundled CPU profile when it exists, else
@@ -31,9 +33,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import polars as pl
 import typer
 from rich.console import Console
@@ -41,6 +45,7 @@ from rich.table import Table
 
 from sim.config import GateSpec, SimConfig
 from sim.engine import simulate
+from sim.host_terms import HostTerms
 from sim.naive import simulate_naive
 from sim.runner import default_profile_path, load_service
 from sim.workload import make_workload
@@ -63,14 +68,24 @@ def _synthetic_profile(path: Path) -> None:
 
 
 def speed(profile_path: Path, n: int, engine: str, repeats: int) -> dict[str, Any]:
-    """Best-of-``repeats`` simulated requests/s of one engine (k=2, M=8, B=16, ~60% load)."""
+    """Best-of-``repeats`` simulated requests/s of one engine (k=2, M=8, B=16, ~60% load).
+
+    ``engine``: ``engine`` (the fast ideal model), ``naive`` (plain SimPy) or ``host``
+    (the shared-host model of system-model §8, with the profile's host terms, else with
+    rates of 0.5 and a 10 µs dispatch: its speed hardly depends on the values).
+    """
     table, _ = load_service(read_profile(profile_path), 8, 16)
     # Offered load: each request costs k/B batch services of s(16) on one device.
     capacity = 16 / (2 * float(table.median[:, 16].mean()))
     cfg = SimConfig(
         batch_size=16, n_experts=8, gate=GateSpec(k=2), rate_rps=0.6 * capacity, n_requests=n
     )
-    run = simulate if engine == "engine" else simulate_naive
+    if engine == "host":
+        cfg = cfg.with_(host=True)
+        if table.host is None:
+            terms = HostTerms(np.full(17, 10e-6), gate_rate=0.5, worker_rate=0.5)
+            table = replace(table, host=terms)
+    run = simulate_naive if engine == "naive" else simulate
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -105,16 +120,29 @@ def fidelity_markdown(runs: list[Path], profile: Path | None) -> str:
         "|---|---:|---|---:|---:|---:|---:|---:|---:|:-:|",
     ]
     for run in runs:
-        for terms in (Terms.PROFILE, Terms.SAMPLED, Terms.REPLAY):
-            for r in check_run(run, profile, terms=terms):
+        for terms, host in [(Terms.PROFILE, None), *_extra_modes(run, profile)]:
+            for r in check_run(run, profile, terms=terms, host=host):
                 m, e = r.measured, r.error_pct
                 ok = ("yes" if r.within else "no") + (" (overloaded)" if r.overloaded else "")
+                mode = terms.value + (" + host" if r.host else "")
                 lines.append(
-                    f"| {run.stem} | {r.B} | {terms.value} | {m['throughput']:.1f} | "
+                    f"| {run.stem} | {r.B} | {mode} | {m['throughput']:.1f} | "
                     f"{e['throughput']:+.1f}% | {m['p50'] * 1e3:.2f} | {e['p50']:+.1f}% | "
                     f"{m['p99'] * 1e3:.2f} | {e['p99']:+.1f}% | {ok} |"
                 )
     return "\n".join(lines)
+
+
+def _extra_modes(run: Path, profile: Path | None) -> list[tuple[Any, bool | None]]:
+    """After the default prediction: the ideal model too when the default was the host
+    model, then ``sampled`` and ``replay``."""
+    from sim.check import Terms, check_run
+
+    first = check_run(run, profile, terms=Terms.PROFILE)
+    extra: list[tuple[Any, bool | None]] = []
+    if first and first[0].host:
+        extra.append((Terms.PROFILE, False))
+    return [*extra, (Terms.SAMPLED, None), (Terms.REPLAY, None)]
 
 
 @app.command()
@@ -146,11 +174,12 @@ def main(
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
     fast = speed(profile, requests, "engine", repeats)
     plain = speed(profile, naive_requests, "naive", 1)
+    host = speed(profile, naive_requests, "host", 1)
     ratio = fast["requests_per_s"] / plain["requests_per_s"]
     t = Table(title="sim speed: k=2, M=8, B=16, one core")
     for col in ("engine", "requests", "seconds", "requests/s"):
         t.add_column(col, justify="right")
-    for r in (fast, plain):
+    for r in (fast, plain, host):
         t.add_row(
             r["engine"], str(r["requests"]), f"{r['seconds']:.3f}", f"{r['requests_per_s']:,.0f}"
         )
@@ -165,6 +194,7 @@ def main(
         "profile": str(profile),
         "fast": fast,
         "naive": plain,
+        "host": host,
         "ratio": ratio,
     }
     if cli:

@@ -26,7 +26,7 @@ from sim.output import records_of
 from sim.runner import default_profile_path, load_service
 from sim.terms import replay_terms, sampled_terms
 from sim.workload import Workload
-from traces.profile import read_profile
+from traces.profile import LatencyProfile, read_profile
 from traces.serving import ServeConfig, read_records, summarize
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "check_run",
     "parse_tolerance",
     "replay_config",
+    "runs_on_host_cpu",
 ]
 
 
@@ -88,6 +89,7 @@ class CheckRow:
     error_pct: dict[str, float]
     within: bool
     overloaded: bool
+    host: bool = False  # simulated with the shared-host model (system-model §8)
 
     def to_json(self) -> dict[str, Any]:
         def clean(d: dict[str, float]) -> dict[str, float | None]:
@@ -100,13 +102,26 @@ class CheckRow:
             "error_pct": clean(self.error_pct),
             "within": self.within,
             "overloaded": self.overloaded,
+            "host": self.host,
         }
 
 
 def replay_config(
-    cfg: ServeConfig, b: int, n_requests: int, service: ServiceModel = ServiceModel.MEDIAN
+    cfg: ServeConfig,
+    b: int,
+    n_requests: int,
+    service: ServiceModel = ServiceModel.MEDIAN,
+    host: LatencyProfile | None = None,
 ) -> SimConfig:
-    """The model's config for one B of a measured run (its measured gate/combine costs)."""
+    """The model's config for one B of a measured run (its measured gate/combine costs).
+
+    ``host``: the shared-host model (system-model §8) with the gate and combine
+    costs of this profile, so the prediction takes no number from the run.
+    """
+    gate_s, combine_s = cfg.gate_latency_s or 0.0, cfg.combine_latency_s or 0.0
+    if host is not None:
+        gate_s = host.component_latency_s("gate") or 0.0
+        combine_s = host.component_latency_s("combine") or 0.0
     return SimConfig(
         service=service,
         batch_size=b,
@@ -119,11 +134,17 @@ def replay_config(
         placement=tuple(cfg.placement),
         max_wait_s=cfg.max_wait_s,
         max_backlog=None,  # the records hold exactly the requests that arrived
-        gate_latency_s=cfg.gate_latency_s or 0.0,
-        combine_latency_s=cfg.combine_latency_s or 0.0,
+        gate_latency_s=gate_s,
+        combine_latency_s=combine_s,
         warmup=min(cfg.warmup, n_requests - 1),
         seed=cfg.seed,
+        host=host is not None,
     )
+
+
+def runs_on_host_cpu(cfg: ServeConfig) -> bool:
+    """Whether the run's devices were the host CPU (its workers then share the host, §8)."""
+    return bool(cfg.device_names) and all(d.startswith("cpu") for d in cfg.device_names)
 
 
 def _workload(rows: pl.DataFrame) -> Workload:
@@ -153,11 +174,14 @@ def check_run(
     tolerance: dict[str, float] | None = None,
     service: ServiceModel | None = None,
     terms: Terms = Terms.PROFILE,
+    host: bool | None = None,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
     ``service`` defaults to ``spread`` when the profile has p10/p90 (real calls
-    vary, and the variation is measured), else ``median``.
+    vary, and the variation is measured), else ``median``. ``host`` (profile
+    terms only) runs the shared-host model of system-model §8; None: on for a
+    run on CPU devices when the profile has the host terms, off otherwise.
     """
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
     records, cfg = read_records(measured_path)
@@ -168,12 +192,21 @@ def check_run(
     table, _ = load_service(profile, cfg.n_experts, max(b_values))
     if service is None:
         service = ServiceModel.MEDIAN if table.p10 is None else ServiceModel.SPREAD
+    if host is None:
+        host = terms is Terms.PROFILE and table.host is not None and runs_on_host_cpu(cfg)
+    if host and terms is not Terms.PROFILE:
+        raise CheckError("the host model predicts from the profile: use it with --terms profile")
+    if host and table.host is None:
+        raise CheckError(
+            f"{profile.source}: no host terms (dispatch, collect, gate_/worker_ alone/"
+            "contended); profile again with `hw profile`, or use --no-host"
+        )
     measured = summarize(records, cfg)
     out = []
     for b in b_values:
         rows = records.filter(pl.col("B") == b)
         work = _workload(rows)
-        sim_cfg = replay_config(cfg, int(b), work.n_requests, service)
+        sim_cfg = replay_config(cfg, int(b), work.n_requests, service, profile if host else None)
         measured_terms = None
         if terms is Terms.REPLAY:
             measured_terms = replay_terms(rows, cfg.max_wait_s)
@@ -186,5 +219,5 @@ def check_run(
         s = {k: float(sim_sum[col]) for k, col in METRICS.items()}
         e = {k: _err(s[k], m[k]) for k in METRICS}
         within = all(math.isfinite(e[k]) and abs(e[k]) <= tol[k] for k in METRICS)
-        out.append(CheckRow(int(b), m, s, e, within, bool(meas["overloaded"])))
+        out.append(CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host))
     return out

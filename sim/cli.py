@@ -17,7 +17,14 @@ from rich.table import Table
 from sim.config import GatePolicy, GateSpec, ServiceModel, SimConfig, parse_gate
 from sim.errors import SimConfigError
 from sim.output import serve_config, write_runs
-from sim.runner import PointRun, default_profile_path, parse_b_values, run_points
+from sim.runner import (
+    PointRun,
+    default_profile_path,
+    parse_b_values,
+    profile_has_host_terms,
+    profile_is_cpu,
+    run_points,
+)
 from traces.cli_support import cli_errors, err_console, out_console, refuse_overwrite
 from traces.profile import read_profile
 from traces.routing import read_routing
@@ -157,6 +164,14 @@ def run_cmd(
         int | None, typer.Option(help="Requests excluded from metrics (default 10%).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
+    host: Annotated[
+        bool | None,
+        typer.Option(
+            "--host/--no-host",
+            help="Shared host CPU (system-model §8: the CPU server's threads share the GIL "
+            "and cores). Default: on for a CPU profile that has the host terms.",
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write serve-records/1 here (+ .summary.parquet).")
     ] = None,
@@ -181,6 +196,8 @@ def run_cmd(
         gate_latency_s = prof.component_latency_s("gate") or 0.0
     if combine_latency_s is None:
         combine_latency_s = prof.component_latency_s("combine") or 0.0
+    if host is None:
+        host = profile_has_host_terms(prof) and profile_is_cpu(prof)
     configs = [
         SimConfig(
             batch_size=b,
@@ -197,6 +214,7 @@ def run_cmd(
             service=service,
             warmup=warmup,
             seed=seed,
+            host=host,
         )
         for b in bs
     ]
@@ -231,7 +249,8 @@ def run_cmd(
         err_console.print(f"records written to {out}, summary to {spath}")
     if not json_:
         title = (
-            f"sim: M={m} {spec.label()} rate={rate:g} rps D={devices} N={requests} "
+            f"sim{' (shared host)' if host else ''}: M={m} {spec.label()} rate={rate:g} rps "
+            f"D={devices} N={requests} "
             f"(first {configs[0].warmup_requests} requests excluded as warm-up)"
         )
         out_console.print(_table(points, title))
@@ -325,6 +344,14 @@ def check_cmd(
             "item; sampled: drawn from the run's distributions."
         ),
     ] = "profile",
+    host: Annotated[
+        bool | None,
+        typer.Option(
+            "--host/--no-host",
+            help="Shared host CPU model (system-model §8; --terms profile only). Default: on "
+            "for a run on CPU devices when the profile has the host terms.",
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,
 ) -> None:
     """Replay a measured `hw serve` run in the model; exit 1 past tolerance."""
@@ -335,12 +362,13 @@ def check_cmd(
     except ValueError:
         raise SimConfigError(f"--terms must be profile, replay or sampled, got {terms!r}") from None
     tol = parse_tolerance(tolerance)
-    rows = check_run(measured, profile, tol, service, which)
+    rows = check_run(measured, profile, tol, service, which, host)
     if json_:
         for r in rows:
             print(json.dumps(r.to_json()))
     else:
-        t = Table(title=f"sim vs measured: {measured.name}")
+        model = "shared-host model" if rows and rows[0].host else "ideal model"
+        t = Table(title=f"sim ({model}, --terms {which.value}) vs measured: {measured.name}")
         t.add_column("B", justify="right")
         for name in METRICS:
             unit = "rps" if name == "throughput" else "ms"

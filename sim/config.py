@@ -126,7 +126,12 @@ def parse_gate(text: str) -> GateSpec:
 
 @dataclass(frozen=True, slots=True)
 class SimConfig:
-    """One simulated run (one B value). Times in seconds, rates in requests per second."""
+    """One simulated run (one B value). Times in seconds, rates in requests per second.
+
+    ``host``: run every step's host work on one shared host CPU (system-model §8,
+    the CPU server's Python threads; needs a profile with the host terms);
+    False is the ideal model of §1–§5.
+    """
 
     batch_size: int = 8
     n_experts: int = 8
@@ -144,6 +149,7 @@ class SimConfig:
     service: ServiceModel = ServiceModel.MEDIAN
     warmup: int | None = None
     seed: int = 0
+    host: bool = False
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SimConfigError:

@@ -34,6 +34,8 @@ import numpy as np
 import simpy
 
 from sim.config import SimConfig
+from sim.errors import SimConfigError
+from sim.host import simulate_host
 from sim.queues import form_batches
 from sim.records import RunResult
 from sim.service import ServiceTable, draw_service
@@ -80,7 +82,8 @@ def simulate(
     """Run one configuration on one workload; deterministic given the config's seed.
 
     ``terms`` replaces model service times by measured ones where given
-    (``sim check --terms replay``, see :mod:`sim.terms`).
+    (``sim check --terms replay``, see :mod:`sim.terms`). ``config.host`` runs the
+    shared-host model instead (:mod:`sim.host`, system-model §8).
 
     With the §1 overload guard (``max_backlog``): the run is simulated in full;
     if some arrival finds the backlog at ``max_backlog``, arrivals stop there.
@@ -88,13 +91,26 @@ def simulate(
     has arrived yet), so the run is simulated again on the requests before it
     and marked ``stopped_early``.
     """
-    result = _simulate(config, table, workload, terms)
+    one = _simulate
+    if config.host:
+        if table.host is None:
+            raise SimConfigError(
+                "the host model needs a profile with the host terms "
+                "(dispatch, collect, gate_/worker_ alone/contended: a newer `hw profile`)"
+            )
+        if terms is not None:
+            raise SimConfigError("the host model predicts from the profile; it takes no --terms")
+
+        def one(c: SimConfig, t: ServiceTable, w: Workload, _: ServiceTerms | None) -> RunResult:
+            return simulate_host(c, t, w, t.host)  # type: ignore[arg-type]
+
+    result = one(config, table, workload, terms)
     if config.max_backlog is None:
         return result
     stop = backlog_stop(result.arrival_s, result.completion_s, config.max_backlog)
     if stop is None:
         return result
-    return replace(_simulate(config, table, workload.head(stop), terms), stopped_early=True)
+    return replace(one(config, table, workload.head(stop), terms), stopped_early=True)
 
 
 def _simulate(

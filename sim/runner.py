@@ -13,6 +13,7 @@ import typer
 from sim.config import GatePolicy, SimConfig
 from sim.engine import simulate
 from sim.errors import SimConfigError
+from sim.host_terms import HostTerms
 from sim.output import serve_config, summarize_run
 from sim.records import RunResult
 from sim.service import ServiceTable
@@ -27,6 +28,8 @@ __all__ = [
     "PointRun",
     "load_service",
     "parse_b_values",
+    "profile_has_host_terms",
+    "profile_is_cpu",
     "run_points",
     "simulate_summary",
 ]
@@ -45,6 +48,19 @@ def parse_b_values(text: str) -> list[int]:
         return parse_int_list(text, name="--B", minimum=1)
     except typer.BadParameter as exc:
         raise SimConfigError(f"--B {text!r}: {exc.format_message()}") from None
+
+
+def profile_has_host_terms(profile: LatencyProfile) -> bool:
+    """Whether ``hw profile`` measured the shared-host terms (system-model §8) in it."""
+    return HostTerms.from_profile(profile, 1) is not None
+
+
+def profile_is_cpu(profile: LatencyProfile) -> bool:
+    """Whether the profile was measured on a CPU (its ``device`` column says ``cpu:...``)."""
+    if "device" not in profile.frame.columns:
+        return False
+    names = profile.frame["device"].drop_nulls().unique().to_list()
+    return bool(names) and all(str(d).startswith("cpu") for d in names)
 
 
 def load_service(

@@ -13,6 +13,7 @@ import numpy as np
 
 from sim.config import ServiceModel
 from sim.errors import SimConfigError
+from sim.host_terms import HostTerms
 from traces.profile import LatencyProfile
 
 __all__ = ["ServiceTable", "draw_service"]
@@ -23,11 +24,15 @@ Z90 = 1.2815515655446004
 
 @dataclass(frozen=True, eq=False)
 class ServiceTable:
-    """Dense ``[expert, batch size]`` latency tables; column 0 unused."""
+    """Dense ``[expert, batch size]`` latency tables; column 0 unused.
+
+    ``host``: the shared-host terms of system-model §8 when the profile has them.
+    """
 
     median: np.ndarray
     p10: np.ndarray | None = None
     p90: np.ndarray | None = None
+    host: HostTerms | None = None
 
     @property
     def n_experts(self) -> int:
@@ -54,7 +59,7 @@ class ServiceTable:
                     break
                 p10[e, 1:] = np.interp(b, xs, lo)
                 p90[e, 1:] = np.interp(b, xs, hi)
-        return cls(median, p10, p90)
+        return cls(median, p10, p90, HostTerms.from_profile(profile, max_batch))
 
     @classmethod
     def constant(cls, latency_s: list[list[float]] | np.ndarray) -> ServiceTable:

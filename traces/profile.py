@@ -51,8 +51,23 @@ OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
     "dtype": pl.Utf8(),
     "samples": pl.Int64(),
     "component": pl.Utf8(),
+    "idle_s": pl.Float64(),  # steps file only: idle time before a ``wake`` row's call
 }
-COMPONENTS = ("expert", "gate", "combine")
+# dispatch, collect, gate_/worker_ alone/contended: host-side costs of the CPU server
+# (docs/system-model.md §8), measured by hw profile, used by sim's shared-host model.
+COMPONENTS = (
+    "expert",
+    "gate",
+    "combine",
+    "dispatch",
+    "collect",
+    "gate_alone",
+    "gate_contended",
+    "worker_alone",
+    "worker_contended",
+    "wake",
+)
+STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 
 
@@ -108,7 +123,7 @@ def _check_frame(frame: pl.DataFrame, source: str) -> pl.DataFrame:
             f"must be positive and finite, got {row['latency_s']} for expert {row['expert']} "
             f"batch_size {row['batch_size']}",
         )
-    keys = ["expert", "batch_size"] + (["component"] if "component" in frame.columns else [])
+    keys = ["expert", "batch_size"] + [c for c in STEP_ONLY_COLUMNS if c in frame.columns]
     dup = frame.group_by(keys).len().filter(pl.col("len") > 1)
     if dup.height:
         row = dup.row(0, named=True)
@@ -150,10 +165,11 @@ def read_profile(path: str | Path) -> LatencyProfile:
     if not path.exists():
         raise ProfileError(str(path), "(file)", "no such file")
     frame = _read_table(path)
-    if "component" in frame.columns:
-        raise ProfileError(
-            str(path), "component", "belongs in the steps file, not in the contract's profile"
-        )
+    for col in STEP_ONLY_COLUMNS:
+        if col in frame.columns:
+            raise ProfileError(
+                str(path), col, "belongs in the steps file, not in the contract's profile"
+            )
     steps = steps_path(path)
     if steps.exists():
         extra = _read_table(steps)
@@ -170,7 +186,9 @@ def profile_from_frame(frame: pl.DataFrame, source: str = "profile") -> LatencyP
     checked = _check_frame(frame, source)
     if "component" not in checked.columns:
         return LatencyProfile(checked, source)
-    experts = checked.filter(pl.col("component") == "expert").drop("component")
+    experts = checked.filter(pl.col("component") == "expert").drop(
+        [c for c in STEP_ONLY_COLUMNS if c in checked.columns]
+    )
     if experts.height == 0:
         raise ProfileError(source, "(rows)", "the profile has no expert rows")
     return LatencyProfile(experts, source, checked.filter(pl.col("component") != "expert"))
@@ -186,10 +204,11 @@ def write_profile(frame: pl.DataFrame, path: str | Path) -> None:
     if path.suffix.lower() not in (".parquet", ".csv"):
         raise ProfileError(str(path), "(file)", "extension must be .parquet or .csv")
     checked = _check_frame(frame, str(path))
-    cols = [c for c in PROFILE_SCHEMA if c in checked.columns and c != "component"]
+    cols = [c for c in PROFILE_SCHEMA if c in checked.columns and c not in STEP_ONLY_COLUMNS]
     if "component" in checked.columns:
         experts = checked.filter(pl.col("component") == "expert").select(cols)
-        steps = checked.filter(pl.col("component") != "expert").select([*cols, "component"])
+        extra = [c for c in STEP_ONLY_COLUMNS if c in checked.columns]
+        steps = checked.filter(pl.col("component") != "expert").select([*cols, *extra])
     else:
         experts, steps = checked.select(cols), None
     if experts.height == 0:

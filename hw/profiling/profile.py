@@ -21,6 +21,7 @@ import polars as pl
 import torch
 
 from hw.profiling.errors import ProfilingError
+from hw.profiling.host import HostTiming, dispatch_call, measure_host
 from hw.profiling.model import DTYPES, ServedModel, device_label, model_from_spec, resolve_device
 from hw.timing import LatencyStats, measure_samples
 from traces.profile import profile_from_frame
@@ -46,6 +47,11 @@ class ProfileConfig:
 
     ``experts`` restricts the experts timed (None: all). ``threads`` is torch's
     intra-op thread count during the measurement (None: leave torch's setting).
+
+    ``host_terms`` (CPU, with the gate and combine): also measure the host-side
+    costs of the CPU server (``hw.profiling.host``: dispatch per batch size,
+    collect, the GIL contention pairs, the wake curve) for the simulator's
+    shared-host model, with the server's GIL switch interval ``gil_switch_s``.
     """
 
     model: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +68,8 @@ class ProfileConfig:
     threads: int | None = 1
     seed: int = 0
     gate_and_combine: bool = True
+    host_terms: bool = True
+    gil_switch_s: float = 1e-5
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -74,6 +82,8 @@ class ProfileConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise ProfilingError(f"threads must be >= 1, got {self.threads}")
+        if not self.gil_switch_s > 0:
+            raise ProfilingError(f"GIL switch interval must be > 0, got {self.gil_switch_s}")
         object.__setattr__(self, "batch_sizes", tuple(sorted(set(self.batch_sizes))))
 
 
@@ -138,10 +148,24 @@ def _steps(served: ServedModel, cfg: ProfileConfig) -> list[tuple[str, int, Call
         w = torch.softmax(torch.randn(b, k, generator=gen), 1).to(served.devices[0], dtype)
         return lambda: served.combine(outs, w)
 
+    pool = torch.randn(max(cfg.batch_sizes), served.d_model, generator=gen).to(
+        served.devices[0], dtype
+    )
+
+    def dispatch(b: int) -> Callable[[], Any]:
+        return dispatch_call(served, 0, b, pool)
+
     steps = [("expert", e, expert_call(e)) for e in experts]
     if cfg.gate_and_combine:
         steps += [("gate", -1, gate_call), ("combine", -1, combine_call)]
+    if _with_host(cfg, served):
+        steps.append(("dispatch", -1, dispatch))
     return steps
+
+
+def _with_host(cfg: ProfileConfig, served: ServedModel) -> bool:
+    """Host terms: asked for, with the gate and combine, on a CPU (the server's host)."""
+    return cfg.host_terms and cfg.gate_and_combine and served.devices[0].type == "cpu"
 
 
 def run_profile(
@@ -178,6 +202,16 @@ def run_profile(
                     if on_step is not None:
                         on_step(done, total)
             passes.append(found)
+        host = []
+        if _with_host(cfg, served):
+            timing = HostTiming(
+                min_calls=cfg.min_calls,
+                min_time_s=cfg.min_time_s,
+                max_time_s=cfg.max_time_s,
+                rounds=cfg.rounds,
+                switch_interval_s=cfg.gil_switch_s,
+            )
+            host = measure_host(served, timing, torch.Generator().manual_seed(cfg.seed + 1))
     finally:
         torch.set_num_threads(old_threads)
     label = device_label(device)
@@ -198,6 +232,7 @@ def run_profile(
                 "dtype": cfg.dtype,
                 "samples": st.samples,
                 "component": comp,
+                "idle_s": None,
             }
         )
         if len(passes) > 1:
@@ -211,6 +246,21 @@ def run_profile(
         variation = Variation(
             float(np.median(vals)), float(np.percentile(vals, 90)), worst[0], worst[1]
         )
-    frame = pl.DataFrame(rows)
+    for comp, idle, st in host:
+        rows.append(
+            {
+                "expert": -1,
+                "batch_size": 1,
+                "latency_s": st.median_s,
+                "latency_p10_s": st.p10_s,
+                "latency_p90_s": st.p90_s,
+                "device": label,
+                "dtype": cfg.dtype,
+                "samples": st.samples,
+                "component": comp,
+                "idle_s": idle,
+            }
+        )
+    frame = pl.DataFrame(rows, schema_overrides={"idle_s": pl.Float64})
     profile_from_frame(frame, source="measured profile")  # holds to the contract
     return ProfileResult(frame, variation, label, time.perf_counter() - t0, cfg)

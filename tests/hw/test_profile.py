@@ -110,7 +110,7 @@ def test_served_steps_reproduce_the_model_forward() -> None:
 
 
 def test_profile_of_a_tiny_expert_is_positive_complete_and_valid(tmp_path: Path) -> None:
-    res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4, 16), **FAST))
+    res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4, 16), host_terms=False, **FAST))
     f = res.frame
     assert f.height == (2 + 2) * 3  # two experts, gate, combine; three sizes
     assert (f["latency_s"] > 0).all()
@@ -128,6 +128,41 @@ def test_profile_of_a_tiny_expert_is_positive_complete_and_valid(tmp_path: Path)
     assert prof.component_latency_s("combine", 4) == pytest.approx(
         f.filter((f["component"] == "combine") & (f["batch_size"] == 4))["latency_s"][0]
     )
+
+
+def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path) -> None:
+    """The CPU server's host-side costs (docs/system-model.md §8) land in the steps file, one
+    row each, and the simulator reads them back into rates and a wake curve it can use."""
+    from hw.profiling.host import WAKE_IDLE_S
+    from sim.host_terms import HOST_COMPONENTS, HostTerms
+
+    res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4), **FAST))
+    f = res.frame
+    assert f.filter(f["component"] == "dispatch")["batch_size"].to_list() == [1, 4]
+    for comp in HOST_COMPONENTS[1:]:
+        assert f.filter(f["component"] == comp).height == 1, comp
+    wake = f.filter(f["component"] == "wake").sort("idle_s")
+    assert wake["idle_s"].to_list() == list(WAKE_IDLE_S)
+    assert f.filter(f["component"] != "wake")["idle_s"].null_count() == f.height - wake.height
+    path = tmp_path / "p.parquet"
+    write_profile(f, path)
+    import polars as pl
+
+    assert "idle_s" not in pl.read_parquet(path).columns  # the contract's file is unchanged
+    terms = HostTerms.from_profile(read_profile(path), 4)
+    assert terms is not None
+    assert 0 < terms.gate_rate <= 1 and 0 < terms.worker_rate <= 1
+    assert terms.dispatch_s[4] > 0 and terms.collect_s > 0
+    assert terms.wake_idle_s == WAKE_IDLE_S and terms.wake_speed[0] == 1.0
+    assert all(0 < v <= 1 for v in terms.wake_speed)
+    # Measured with a real sleep before each call: the wake row at 10 ms took >= its own call.
+    assert wake["latency_s"][-1] > 0
+
+
+def test_host_terms_are_skipped_when_asked_or_without_gate() -> None:
+    for kw in ({"host_terms": False}, {"gate_and_combine": False}):
+        f = run_profile(ProfileConfig(model=TINY, batch_sizes=(1,), **kw, **FAST)).frame
+        assert not set(f["component"].to_list()) & {"dispatch", "wake", "gate_contended"}
 
 
 def test_profile_is_monotone_ish_in_batch_size() -> None:
@@ -170,7 +205,11 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     result = runner.invoke(app, ["profile", "--out", str(out), *ARGS, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert doc["rows"] == 8 and doc["variation"]["median_rel"] >= 0
+    from hw.profiling.host import WAKE_IDLE_S
+
+    # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms; the wake curve
+    assert doc["rows"] == 8 + 2 + 5 + len(WAKE_IDLE_S)
+    assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
     assert meta["config"]["min_calls"] == 3 and meta["device"].startswith("cpu")

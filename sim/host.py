@@ -1,0 +1,274 @@
+"""The shared host CPU of the real CPU server (``docs/system-model.md`` §8), in SimPy.
+
+Why a second engine: the fast engine (``sim.engine``) computes the gate and
+the queues up front because nothing a device does feeds back into them. On
+the CPU server that is false: the gate thread and the device worker threads
+are Python threads of one process, sharing the interpreter lock (GIL) and the
+cores, so a busy worker slows the gate down and the gate slows the worker. The
+gate's done instants then depend on the devices, and the whole run has to be
+simulated event by event: one gate process, the size-B queues applied as
+requests pass the gate, one worker process per device, and one
+:class:`SharedHost` on which every step's host work runs.
+
+:class:`SharedHost` is discriminatory processor sharing with measured rates:
+a thread alone on the host runs its step at full speed (its isolated, measured
+cost); while the gate and a worker are both active, the gate advances at
+``gate_rate`` and each worker at ``worker_rate`` of full speed. Both rates are
+measured by ``hw profile`` as isolated cost ÷ cost while the other step loops
+in a second thread (``HostTerms.from_profile``), so no number comes from the
+run being predicted. A busy period that follows idleness τ runs at the
+measured wake speed v(τ) ≤ 1 (a waking CPU is slower for a while).
+
+Host work per step (all isolated costs from the profile): the gate; per
+batch of b samples, the dispatch (gathering its inputs, ``dispatch`` rows)
+then the expert call; per completing request, collecting its k answers and
+weights (``collect``) then the combine.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Generator
+
+import numpy as np
+import simpy
+
+from sim.config import SimConfig
+from sim.errors import SimConfigError
+from sim.host_terms import HostTerms
+from sim.queues import DRAINED, EXACT, FLUSHED
+from sim.records import RunResult
+from sim.service import ServiceTable, draw_service
+from sim.workload import Workload, streams
+
+__all__ = ["GATE", "SharedHost", "simulate_host"]
+
+GATE = -1  # the gate thread's id on the host; device workers are 0..D-1
+_EPS_S = 1e-15  # remaining work below this is done (float round-off of rate × time)
+
+
+class SharedHost:
+    """One host shared by threads: discriminatory processor sharing (module docstring).
+
+    A thread runs one step at a time: ``yield from host.work(thread, seconds)``
+    returns when ``seconds`` of isolated work are done at the speeds the set of
+    active threads allows. A single pending timeout (the next completion) is
+    kept; a change of the active set re-plans it and older timeouts are ignored.
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        gate_rate: float,
+        worker_rate: float,
+        speed_after_idle: Callable[[float], float] | None = None,
+    ) -> None:
+        self.env = env
+        self.gate_rate = gate_rate
+        self.worker_rate = worker_rate
+        self.speed_after_idle = speed_after_idle
+        self._speed = 1.0  # of the current busy period
+        self._idle_since = 0.0  # when the host last became idle
+        self._left: dict[int, float] = {}  # thread -> remaining isolated work, s
+        self._done: dict[int, simpy.Event] = {}
+        self._since = 0.0
+        self._plan = 0  # version of the pending timeout
+
+    def rate(self, thread: int) -> float:
+        """Speed of ``thread`` now: the busy period's speed alone, times its rate with company."""
+        if len(self._left) <= 1:
+            return self._speed
+        return self._speed * (self.gate_rate if thread == GATE else self.worker_rate)
+
+    def work(self, thread: int, seconds: float) -> Generator[simpy.Event, None, None]:
+        if seconds <= 0:
+            return
+        self._advance()
+        idle_s = self.env.now - self._idle_since
+        if not self._left and self.speed_after_idle is not None and idle_s > 0:
+            # a new busy period; a hand-off at the same instant continues the old one
+            self._speed = self.speed_after_idle(idle_s)
+        self._left[thread] = seconds
+        done = self._done[thread] = self.env.event()
+        self._replan()
+        yield done
+
+    def _advance(self) -> None:
+        """Bring every remaining amount to now, at the rates of the set active since then."""
+        now = self.env.now
+        dt = now - self._since
+        if dt > 0:
+            for t in self._left:
+                self._left[t] -= dt * self.rate(t)
+        self._since = now
+
+    def _replan(self) -> None:
+        self._plan += 1
+        if not self._left:
+            return
+        dt = min(left / self.rate(t) for t, left in self._left.items())
+        ev = self.env.timeout(max(dt, 0.0))
+        ev.callbacks.append(lambda _ev, v=self._plan: self._fire(v))
+
+    def _fire(self, version: int) -> None:
+        if version != self._plan:
+            return
+        self._advance()
+        finished = [t for t, left in self._left.items() if left <= _EPS_S * max(1.0, self.env.now)]
+        if not finished:  # round-off left a sliver: finish the smallest
+            finished = [min(self._left, key=lambda t: self._left[t] / self.rate(t))]
+        for t in sorted(finished):
+            del self._left[t]
+            self._done.pop(t).succeed()
+        if not self._left:
+            self._idle_since = self.env.now
+        self._replan()
+
+
+def simulate_host(
+    config: SimConfig, table: ServiceTable, workload: Workload, host: HostTerms
+) -> RunResult:
+    """Simulate one run with every step's host work on a :class:`SharedHost` (§8).
+
+    Follows §1–§5 otherwise, with one difference of detail: events at exactly
+    the same instant (a flush deadline and a gate-done, two devices' answers)
+    are taken in SimPy's event order, not by the tie rules of §3/§5 — host
+    times are sums of stretched costs, so exact ties do not arise in practice.
+    """
+    n, m, b_max = workload.n_requests, config.n_experts, config.batch_size
+    n_dev = config.n_devices
+    if len(host.dispatch_s) <= b_max:
+        raise SimConfigError(f"host model: dispatch costs cover batches up to {b_max - 1} only")
+    device_of = config.device_of()
+    rng = streams(config.seed)["service"]
+    env = simpy.Environment()
+    cpu = SharedHost(env, host.gate_rate, host.worker_rate, host.speed_after_idle)
+    arrival = workload.arrival_s
+    experts = workload.experts
+    k = workload.k
+    gate_start = np.zeros(n)
+    gate_done = np.zeros(n)
+    completion = np.zeros(n)
+    combine_dur = np.zeros(n)
+    combine_batch = np.full(n, -1, dtype=np.int64)
+    remaining = k.astype(np.int64).tolist()
+
+    queues: list[list[int]] = [[] for _ in range(m)]  # request ids, FIFO
+    generation = [0] * m  # bumps whenever a queue empties: stale flush deadlines see it
+    ready: list[list[tuple[float, int, int]]] = [[] for _ in range(n_dev)]
+    wake: list[simpy.Event | None] = [None] * n_dev
+    b_expert: list[int] = []
+    b_kind: list[int] = []
+    b_formed: list[float] = []
+    b_members: list[list[int]] = []
+    b_service: list[float] = []
+    b_start: list[float] = []
+    b_end: list[float] = []
+    state = {"drained": False}
+
+    def form(e: int, kind: int) -> None:
+        j = len(b_expert)
+        members = queues[e]
+        queues[e] = []
+        generation[e] += 1
+        b_expert.append(e)
+        b_kind.append(kind)
+        b_formed.append(env.now)
+        b_members.append(members)
+        size = np.array([len(members)])
+        b_service.append(float(draw_service(table, np.array([e]), size, config.service, rng)[0]))
+        b_start.append(np.nan)
+        b_end.append(np.nan)
+        d = device_of[e]
+        heapq.heappush(ready[d], (env.now, e, j))
+        ev = wake[d]
+        if ev is not None and not ev.triggered:
+            ev.succeed()
+
+    def flush_at(e: int, gen: int) -> Callable[[simpy.Event], None]:
+        def fire(_ev: simpy.Event) -> None:
+            if generation[e] == gen and queues[e] and not state["drained"]:
+                form(e, FLUSHED)
+
+        return fire
+
+    def gate() -> Generator[simpy.Event, None, None]:
+        for i in range(n):
+            if arrival[i] > env.now:
+                yield env.timeout(arrival[i] - env.now)
+            gate_start[i] = env.now
+            yield from cpu.work(GATE, config.gate_latency_s)
+            gate_done[i] = env.now
+            for e in experts[i, : k[i]].tolist():  # increasing expert index (§3)
+                q = queues[e]
+                q.append(i)
+                if len(q) == b_max:
+                    form(e, EXACT)
+                elif len(q) == 1 and config.max_wait_s is not None:
+                    env.timeout(config.max_wait_s).callbacks.append(flush_at(e, generation[e]))
+        state["drained"] = True
+        for e in range(m):
+            if queues[e]:
+                form(e, DRAINED)
+        for d in range(n_dev):
+            ev = wake[d]
+            if ev is not None and not ev.triggered:
+                ev.succeed()
+
+    def worker(d: int) -> Generator[simpy.Event, None, None]:
+        while True:
+            if not ready[d]:
+                if state["drained"]:
+                    return
+                wake[d] = env.event()
+                yield wake[d]
+                continue
+            j = heapq.heappop(ready[d])[2]
+            members = b_members[j]
+            yield from cpu.work(d, float(host.dispatch_s[len(members)]))
+            b_start[j] = env.now
+            yield from cpu.work(d, b_service[j])
+            b_end[j] = env.now
+            completing = []
+            for r in members:  # every answer is delivered at the batch's end
+                remaining[r] -= 1
+                if remaining[r] == 0:
+                    completing.append(r)
+            for r in completing:  # then the combines, in batch order (§5)
+                t0 = env.now
+                yield from cpu.work(d, host.collect_s + config.combine_latency_s)
+                completion[r] = env.now
+                combine_dur[r] = env.now - t0
+                combine_batch[r] = j
+
+    env.process(gate())
+    for d in range(n_dev):
+        env.process(worker(d))
+    env.run()
+
+    nb = len(b_expert)
+    sizes = np.array([len(x) for x in b_members], dtype=np.int64)
+    item_request = np.array([r for x in b_members for r in x], dtype=np.int64)
+    item_batch = np.repeat(np.arange(nb), sizes)
+    bexp = np.asarray(b_expert, dtype=np.int64)
+    return RunResult(
+        config=config,
+        arrival_s=arrival,
+        gate_start_s=gate_start,
+        gate_done_s=gate_done,
+        enqueue_s=gate_done.copy(),
+        combine_s=combine_dur,
+        completion_s=completion,
+        combine_batch=combine_batch,
+        k=k,
+        batch_expert=bexp,
+        batch_device=np.asarray(device_of, dtype=np.int64)[bexp] if nb else bexp,
+        batch_size=sizes,
+        batch_kind=np.asarray(b_kind, dtype=np.int8),
+        batch_formed_s=np.asarray(b_formed, dtype=float),
+        batch_start_s=np.asarray(b_start, dtype=float),
+        batch_end_s=np.asarray(b_end, dtype=float),
+        item_request=item_request,
+        item_expert=bexp[item_batch] if nb else item_request,
+        item_batch=item_batch,
+    )

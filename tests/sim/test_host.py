@@ -1,0 +1,328 @@
+"""The shared-host model (docs/system-model.md §8): exact timelines, neutrality, the check.
+
+Timelines are worked out by hand from the processor-sharing rule: alone a
+thread runs at the busy period's speed; with company the gate runs at
+``gate_rate`` and a worker at ``worker_rate`` of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import simpy
+from typer.testing import CliRunner
+
+from sim.check import check_run
+from sim.cli import app
+from sim.config import GateSpec, ServiceModel, SimConfig
+from sim.engine import simulate
+from sim.errors import SimConfigError
+from sim.host import GATE, SharedHost, simulate_host
+from sim.host_terms import HostTerms
+from sim.output import records_of, serve_config
+from sim.service import ServiceTable
+from sim.workload import Workload, make_workload
+from traces.profile import profile_from_frame, write_profile
+from traces.serving import write_records
+
+from .conftest import sim_fixture_profile_frame
+
+runner = CliRunner()
+
+
+def _run_jobs(
+    jobs: list[tuple[int, float, float]],
+    gate_rate: float,
+    worker_rate: float,
+    speed: object = None,
+) -> dict[int, float]:
+    """Each (thread, start, work) on one SharedHost; returns thread -> finish time."""
+    env = simpy.Environment()
+    host = SharedHost(env, gate_rate, worker_rate, speed)  # type: ignore[arg-type]
+    done: dict[int, float] = {}
+
+    def job(thread: int, start: float, work: float) -> Generator[simpy.Event, None, None]:
+        yield env.timeout(start)
+        yield from host.work(thread, work)
+        done[thread] = env.now
+
+    for j in jobs:
+        env.process(job(*j))
+    env.run()
+    return done
+
+
+def test_a_thread_alone_runs_at_full_speed() -> None:
+    assert _run_jobs([(GATE, 0.5, 2.0)], 0.1, 0.1) == {GATE: pytest.approx(2.5)}
+
+
+def test_two_threads_share_the_host_at_their_rates() -> None:
+    # Gate 1.0 s of work from 0, worker 0.5 s from 0.2. Alone until 0.2: gate has 0.8 left.
+    # Together the gate runs at 0.5: done at 0.2 + 0.8 / 0.5 = 1.8; by then the worker did
+    # 1.6 * 0.25 = 0.4 of its 0.5, and finishes the last 0.1 alone at 1.9.
+    done = _run_jobs([(GATE, 0.0, 1.0), (0, 0.2, 0.5)], gate_rate=0.5, worker_rate=0.25)
+    assert done[GATE] == pytest.approx(1.8)
+    assert done[0] == pytest.approx(1.9)
+
+
+def test_processor_sharing_of_equal_jobs_finishes_both_at_twice_the_work() -> None:
+    done = _run_jobs([(GATE, 0.0, 0.3), (0, 0.0, 0.3)], gate_rate=0.5, worker_rate=0.5)
+    assert done == {GATE: pytest.approx(0.6), 0: pytest.approx(0.6)}
+
+
+def test_rates_of_one_mean_no_interference() -> None:
+    done = _run_jobs([(GATE, 0.0, 1.0), (0, 0.1, 0.2), (1, 0.2, 0.3)], 1.0, 1.0)
+    assert done == {GATE: pytest.approx(1.0), 0: pytest.approx(0.3), 1: pytest.approx(0.5)}
+
+
+def test_a_busy_period_after_idleness_runs_at_the_wake_speed() -> None:
+    # Idle 1.0 s before the first job: speed 0.5, so 0.2 s of work takes 0.4 s. The worker
+    # joins at the same instant the gate ends (a hand-off): same busy period, same speed.
+    # After 2.0 s idle the next job runs at speed 0.25.
+    def speed(idle_s: float) -> float:
+        return float(np.interp(idle_s, [0.0, 1.0, 2.0], [1.0, 0.5, 0.25]))
+
+    env = simpy.Environment()
+    host = SharedHost(env, 1.0, 1.0, speed)
+    t: dict[str, float] = {}
+
+    def chain() -> Generator[simpy.Event, None, None]:
+        yield env.timeout(1.0)
+        yield from host.work(GATE, 0.2)
+        t["gate"] = env.now
+        yield from host.work(0, 0.1)
+        t["worker"] = env.now
+        yield env.timeout(2.0)
+        yield from host.work(GATE, 0.1)
+        t["late"] = env.now
+
+    env.process(chain())
+    env.run()
+    assert t["gate"] == pytest.approx(1.4)
+    assert t["worker"] == pytest.approx(1.6)
+    assert t["late"] == pytest.approx(3.6 + 0.4)
+
+
+def _one_expert_table(service_s: float) -> ServiceTable:
+    return ServiceTable.constant([[service_s]])
+
+
+def test_full_engine_timeline_with_a_shared_host() -> None:
+    """One expert, k = 1, B = 1; gate and expert 1 ms each; both rates 0.5.
+
+    Request 0: gate 0 -> 1 ms alone; its batch runs 1 -> 2 ms... but request 1 arrives
+    at 1.5 ms: from then the worker (0.5 ms left) and the gate (1 ms) share the host at
+    half speed. The batch ends at 2.5 ms (request 0 completes), the gate has 0.5 ms left
+    and runs it alone: done 3.0 ms; request 1's batch runs 3.0 -> 4.0 ms.
+    """
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=2, max_backlog=None,
+        gate_latency_s=1e-3, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([0.0, 1.5e-3], [[0], [0]])
+    host = HostTerms(np.zeros(2), gate_rate=0.5, worker_rate=0.5)
+    table = _one_expert_table(1e-3)
+    res = simulate_host(cfg, table, work, host)
+    assert res.gate_done_s.tolist() == pytest.approx([1e-3, 3e-3])
+    assert res.batch_start_s.tolist() == pytest.approx([1e-3, 3e-3])
+    assert res.batch_end_s.tolist() == pytest.approx([2.5e-3, 4e-3])
+    assert res.completion_s.tolist() == pytest.approx([2.5e-3, 4e-3])
+    # the ideal model: no sharing, request 1's gate ends at 2.5 ms
+    ideal = simulate(cfg.with_(host=False), table, work)
+    assert ideal.gate_done_s.tolist() == pytest.approx([1e-3, 2.5e-3])
+
+
+def test_dispatch_and_collect_run_on_the_worker_before_the_batch_and_the_combine() -> None:
+    """Host work of a batch: dispatch (batch start is stamped after it), expert; then per
+    completing request: collect + combine (its combine step, as the server stamps it)."""
+    cfg = SimConfig(
+        batch_size=2, n_experts=1, gate=GateSpec(k=1), n_requests=2, max_backlog=None,
+        gate_latency_s=1e-4, combine_latency_s=3e-4, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([0.0, 0.0], [[0], [0]])
+    host = HostTerms(np.array([0.0, 0.0, 2e-4]), collect_s=1e-4)
+    res = simulate_host(cfg, ServiceTable.constant([[1e-3, 1e-3]]), work, host)
+    # gates 0-0.1, 0.1-0.2 ms; batch of 2 formed at 0.2, dispatch to 0.4, expert to 1.4 ms;
+    # combines (collect 0.1 + combine 0.3) one after the other: 1.8 and 2.2 ms
+    assert res.batch_formed_s.tolist() == pytest.approx([2e-4])
+    assert res.batch_start_s.tolist() == pytest.approx([4e-4])
+    assert res.batch_end_s.tolist() == pytest.approx([1.4e-3])
+    assert res.completion_s.tolist() == pytest.approx([1.8e-3, 2.2e-3])
+    assert res.combine_s.tolist() == pytest.approx([4e-4, 4e-4])
+
+
+@pytest.mark.parametrize("max_wait_s", [None, 0.004])
+@pytest.mark.parametrize("b", [1, 4, 16])
+@pytest.mark.parametrize("devices", [1, 2])
+def test_neutral_host_reproduces_the_fast_engine(
+    test_profile_path: Path, b: int, max_wait_s: float | None, devices: int
+) -> None:
+    """No host costs and rates of 1: the host engine is the ideal model, request for request."""
+    from traces.profile import read_profile
+
+    cfg = SimConfig(
+        batch_size=b, rate_rps=3000, n_requests=1500, n_devices=devices, max_backlog=None,
+        gate_latency_s=1e-4, combine_latency_s=5e-5, max_wait_s=max_wait_s, seed=3,
+    )  # fmt: skip
+    table = ServiceTable.from_profile(read_profile(test_profile_path), 8, b)
+    work = make_workload(cfg)
+    fast = simulate(cfg, table, work)
+    slow = simulate_host(cfg, table, work, HostTerms.neutral(b))
+    np.testing.assert_allclose(slow.gate_done_s, fast.gate_done_s, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(slow.completion_s, fast.completion_s, rtol=0, atol=1e-12)
+    assert sorted(slow.batch_size.tolist()) == sorted(fast.batch_size.tolist())
+
+
+# --- profiles with host terms, the switch, and sim check ---------------------------------------
+
+HOST_ROWS = {  # µs: gate alone 200, contended 800 (rate 0.25); worker 50 / 100 (rate 0.5)
+    "gate": 200, "combine": 60, "collect": 10, "gate_alone": 200, "gate_contended": 800,
+    "worker_alone": 50, "worker_contended": 100,
+}  # fmt: skip
+
+
+def host_profile_frame() -> pl.DataFrame:
+    """The test profile plus gate/combine and every host term (dispatch 10 µs + 1 µs/sample)."""
+    base = sim_fixture_profile_frame().with_columns(
+        pl.lit("expert").alias("component"), pl.lit("cpu:test").alias("device")
+    )
+    rows = [(c, 1, v * 1e-6, None) for c, v in HOST_ROWS.items()]
+    rows += [("dispatch", b, (10 + b) * 1e-6, None) for b in (1, 64)]
+    rows += [("wake", 1, v * 1e-6, idle) for idle, v in ((0.0, 400), (1e-3, 500), (1e-2, 800))]
+    steps = pl.DataFrame(
+        [
+            {
+                "expert": -1,
+                "batch_size": b,
+                "latency_s": v,
+                "samples": 1,
+                "component": c,
+                "device": "cpu:test",
+                "idle_s": idle,
+            }
+            for c, b, v, idle in rows
+        ],
+        schema_overrides={"idle_s": pl.Float64},
+    )
+    return pl.concat([base, steps], how="diagonal_relaxed")
+
+
+@pytest.fixture(scope="module")
+def host_profile_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("host") / "TEST-host-profile.parquet"
+    write_profile(host_profile_frame(), path)
+    return path
+
+
+def test_host_terms_read_from_a_profile() -> None:
+    terms = HostTerms.from_profile(profile_from_frame(host_profile_frame()), 64)
+    assert terms is not None
+    assert terms.gate_rate == pytest.approx(0.25) and terms.worker_rate == pytest.approx(0.5)
+    assert terms.dispatch_s[1] == pytest.approx(11e-6) and terms.dispatch_s[64] == pytest.approx(
+        74e-6
+    )
+    assert terms.collect_s == pytest.approx(10e-6)
+    assert terms.wake_speed == pytest.approx((1.0, 0.8, 0.5))
+    assert terms.speed_after_idle(5.5e-3) == pytest.approx(0.65)
+    # a profile without them (the bundled one, older `hw profile`) has none
+    assert HostTerms.from_profile(profile_from_frame(sim_fixture_profile_frame()), 64) is None
+
+
+def test_host_off_changes_nothing(host_profile_path: Path, test_profile_path: Path) -> None:
+    """Host terms in the profile do not leak into the ideal model."""
+    from traces.profile import read_profile
+
+    cfg = SimConfig(batch_size=4, rate_rps=2000, n_requests=2000, gate_latency_s=1e-4, seed=1)
+    work = make_workload(cfg)
+    with_terms = ServiceTable.from_profile(read_profile(host_profile_path), 8, 4)
+    without = ServiceTable.from_profile(read_profile(test_profile_path), 8, 4)
+    assert with_terms.host is not None and without.host is None
+    a, b = simulate(cfg, with_terms, work), simulate(cfg, without, work)
+    assert np.array_equal(a.completion_s, b.completion_s)
+    assert np.array_equal(a.batch_start_s, b.batch_start_s)
+
+
+def test_host_model_needs_the_terms(test_profile_path: Path) -> None:
+    from traces.profile import read_profile
+
+    table = ServiceTable.from_profile(read_profile(test_profile_path), 8, 4)
+    cfg = SimConfig(batch_size=4, n_requests=100, host=True)
+    with pytest.raises(SimConfigError, match="host terms"):
+        simulate(cfg, table, make_workload(cfg))
+    res = runner.invoke(app, ["run", "--profile", str(test_profile_path), "--B", "4", "--host",
+                              "--requests", "100"])  # fmt: skip
+    assert res.exit_code == 2 and "host terms" in res.stderr and "Traceback" not in res.output
+
+
+def test_sim_run_defaults_to_the_host_model_for_a_cpu_profile_with_its_terms(
+    host_profile_path: Path,
+) -> None:
+    args = ["run", "--profile", str(host_profile_path), "--B", "1", "--rate", "3000",
+            "--requests", "2000", "--json"]  # fmt: skip
+    auto = runner.invoke(app, args)
+    on = runner.invoke(app, [*args, "--host"])
+    off = runner.invoke(app, [*args, "--no-host"])
+    assert auto.exit_code == on.exit_code == off.exit_code == 0, auto.output
+    import json
+
+    for key in ("throughput_rps", "latency_p50_s", "latency_p99_s"):
+        assert json.loads(auto.stdout)[key] == json.loads(on.stdout)[key]
+    p50_host = json.loads(on.stdout)["latency_p50_s"]
+    p50_ideal = json.loads(off.stdout)["latency_p50_s"]
+    assert p50_host > p50_ideal  # contention and the wake speed only ever slow the host
+
+
+def _host_run(tmp_path: Path, device: str) -> Path:
+    """A 'measured' run made by the host model itself, stored as `hw serve` stores a run."""
+    from traces.profile import read_profile
+
+    prof = read_profile(tmp_path / "TEST-host-profile.parquet")
+    table = ServiceTable.from_profile(prof, 8, 16)
+    configs = [
+        SimConfig(
+            batch_size=b,
+            n_experts=8,
+            rate_rps=1500.0,
+            n_requests=2000,
+            max_backlog=None,
+            gate_latency_s=200e-6,
+            combine_latency_s=60e-6,
+            seed=5,
+            host=True,
+            warmup=200,
+        )
+        for b in (1, 4, 16)
+    ]
+    work = make_workload(configs[0])
+    records = pl.concat([records_of(simulate(c, table, work)) for c in configs])
+    cfg = serve_config(configs)
+    from dataclasses import replace
+
+    cfg = replace(cfg, device_names=(device,), placement=(0,) * 8)
+    path = tmp_path / f"run-{device.split(':')[0]}.parquet"
+    write_records(path, records, cfg)
+    return path
+
+
+def test_check_applies_the_host_model_to_cpu_runs(tmp_path: Path) -> None:
+    write_profile(host_profile_frame(), tmp_path / "TEST-host-profile.parquet")
+    prof = tmp_path / "TEST-host-profile.parquet"
+    cpu = _host_run(tmp_path, "cpu:test")
+    rows = check_run(cpu, prof, service=ServiceModel.MEDIAN)
+    assert all(r.host and r.within for r in rows), rows
+    assert all(abs(r.error_pct["p50"]) < 1e-6 for r in rows)  # the same model, the same run
+    ideal = check_run(cpu, prof, service=ServiceModel.MEDIAN, host=False)
+    assert not any(r.host for r in ideal)
+    assert ideal[0].simulated["p50"] < rows[0].simulated["p50"]
+    gpu = _host_run(tmp_path, "cuda:test")
+    assert not any(r.host for r in check_run(gpu, prof, service=ServiceModel.MEDIAN))
+    res = runner.invoke(app, ["check", str(cpu), "--profile", str(prof), "--service", "median"])
+    assert res.exit_code == 0, res.output
+    assert "shared-host model" in res.stdout
+    bad = runner.invoke(app, ["check", str(cpu), "--profile", str(prof), "--terms", "replay",
+                              "--host"])  # fmt: skip
+    assert bad.exit_code == 2 and "--terms profile" in bad.stderr
