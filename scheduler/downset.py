@@ -17,6 +17,9 @@ Two reductions keep the search small, both exact:
 
 Truncated by a state or time budget, the search still proves a lower bound: the
 smallest bottleneck left in its queue.
+
+The decision form of the problem ("is there an order within ``limit``?") proves optima
+much faster: :mod:`scheduler.decide`, built on the same :class:`_Model`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from dataclasses import dataclass
 from traces.graph import GraphIndex
 
 __all__ = ["SearchOutcome", "search_min_peak"]
+
+_BIT_CACHE = 200_000
+"""Most ready sets whose node lists a search keeps memoized at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,22 @@ class _Model:
                     mask |= 1 << c
                 for c in cons[b]:
                     self.reads[c].append((mask, size[b]))
+        # A free move must not grow R: a node whose kept outputs outweigh everything it
+        # could ever free is never free, and the closures skip it.
+        self.may_free = 0
+        for v in range(n):
+            if self.kept_out[v] <= sum(s for _, s in self.reads[v]):
+                self.may_free |= 1 << v
+        self.succ_mask = [0] * n
+        for u, v in zip(index.dep_src.tolist(), index.dep_dst.tolist(), strict=True):
+            self.succ_mask[u] |= 1 << v
+        self.preds = index.pred_lists
+        self.start_ready = sum(1 << v for v in range(n) if self.pred_mask[v] == 0)
+        # the backward start: every node done, only pinned buffers resident
+        self.n_full_mask = (1 << n) - 1
+        self.tail_start = sum(1 << v for v in range(n) if self.succ_mask[v] == 0)
+        self.r_full = int(index.buf_size[index.buf_pinned].sum())
+        self._bit_lists: dict[int, list[int]] = {}
 
     def step(self, done: int, resident: int, v: int) -> tuple[int, int]:
         """Memory while ``v`` runs after ``done``, and the resident memory after it."""
@@ -94,6 +116,58 @@ class _Model:
             if mask & ~after == 0:
                 freed += size
         return cost, resident + self.kept_out[v] - freed
+
+    def unstep(self, done: int, resident: int, v: int) -> tuple[int, int]:
+        """The step of ``v`` seen from after it: ``done`` contains ``v`` and has
+        ``resident`` memory; returns the step's memory and the resident memory before it."""
+        freed = 0
+        for mask, size in self.reads[v]:
+            if mask & ~done == 0:
+                freed += size
+        before = resident - self.kept_out[v] + freed
+        rest = done & ~(1 << v)
+        return before + self.run_cost[v] + (self.r0_dead if rest == 0 else 0), before
+
+    def newly_tail(self, rest: int, v: int) -> int:
+        """Predecessors of ``v`` that no node of ``rest`` (``v`` just dropped) depends on."""
+        out = 0
+        for u in self.preds[v]:
+            if self.succ_mask[u] & rest == 0:
+                out |= 1 << u
+        return out
+
+    def bits(self, mask: int) -> list[int]:
+        """:func:`_bits`, memoized: the same ready sets recur across many states."""
+        out = self._bit_lists.get(mask)
+        if out is None:
+            if len(self._bit_lists) > _BIT_CACHE:
+                self._bit_lists.clear()
+            out = self._bit_lists[mask] = _bits(mask)
+        return out
+
+    def close(
+        self, limit: int, done: int, resident: int, ready: int
+    ) -> tuple[int, int, int, list[int]]:
+        """Take free moves (cost <= ``limit``, resident memory not growing) until none is
+        left; ``limit`` must not exceed the peak of any completion that is looked for."""
+        taken: list[int] = []
+        may = self.may_free
+        run = self.run_cost
+        todo = ready & may
+        while todo:
+            fresh = 0
+            for v in self.bits(todo):
+                if resident + run[v] > limit:  # the cheap half of the cost test
+                    continue
+                cost, res2 = self.step(done, resident, v)
+                if cost <= limit and res2 <= resident:
+                    done |= 1 << v
+                    ready = (ready & ~(1 << v)) | self.newly_ready(done, v)
+                    resident = res2
+                    taken.append(v)
+                    fresh = ready & may  # a free move can make others free: look again
+            todo = fresh
+        return done, resident, ready, taken
 
     def newly_ready(self, after: int, v: int) -> int:
         out = 0
@@ -130,36 +204,14 @@ def search_min_peak(
     full = (1 << n) - 1
     if n == 0:
         return SearchOutcome((), 0, 0, True, 0)
-    start_ready = 0
-    for v in range(n):
-        if m.pred_mask[v] == 0:
-            start_ready |= 1 << v
     best: dict[int, int] = {}
     parent: dict[int, tuple[int, tuple[int, ...]]] = {}
     heap: list[tuple[int, int, int, int, int]] = []
     counter = 0
-
-    def close(key: int, done: int, resident: int, ready: int) -> tuple[int, int, int, list[int]]:
-        """Take free moves (cost <= key, resident memory not growing) until none is left."""
-        taken: list[int] = []
-        todo = ready
-        while todo:
-            fresh = 0
-            for v in _bits(todo):
-                cost, res2 = m.step(done, resident, v)
-                if cost <= key and res2 <= resident:
-                    done |= 1 << v
-                    new = m.newly_ready(done, v)
-                    ready = (ready & ~(1 << v)) | new
-                    fresh |= new
-                    resident = res2
-                    taken.append(v)
-                    fresh = ready  # a free move can make others free: look again
-            todo = fresh
-        return done, resident, ready, taken
+    close = m.close
 
     key0 = max(int(lower_bound), 0)
-    d0, r0, ready0, taken0 = close(key0, 0, m.r0, start_ready)
+    d0, r0, ready0, taken0 = close(key0, 0, m.r0, m.start_ready)
     best[d0] = key0
     parent[d0] = (-1, tuple(taken0))
     heap.append((key0, counter, d0, r0, ready0))
@@ -175,7 +227,7 @@ def search_min_peak(
             deadline_s is not None and popped % 256 == 0 and time.perf_counter() > deadline_s
         ):
             return SearchOutcome(None, None, key, False, popped)
-        for v in _bits(ready):
+        for v in m.bits(ready):
             cost, res2 = m.step(done, resident, v)
             k2 = max(key, cost)
             if upper_bound is not None and k2 >= upper_bound:

@@ -57,10 +57,11 @@ def _rich_dag(seed: int, n: int | None = None) -> Graph:
     )
 
 
+@pytest.mark.parametrize("presolve", [True, False])
 @pytest.mark.parametrize("seed", range(60))
-def test_ilp_equals_brute_force_optimum(seed: int) -> None:
+def test_ilp_equals_brute_force_optimum(seed: int, presolve: bool) -> None:
     graph = _rich_dag(seed)
-    result = schedule_ilp(graph)
+    result = schedule_ilp(graph, presolve=presolve)
     check_order(graph.index, np.array([graph.index.position_of[v] for v in result.order]))
     assert result.optimal
     assert result.peak_bytes == brute_force_min_peak(graph)
@@ -74,7 +75,7 @@ def test_ilp_equals_brute_force_optimum(seed: int) -> None:
 @pytest.mark.parametrize("seed", range(12))
 def test_ilp_with_cbc_equals_brute_force_optimum(seed: int) -> None:
     graph = _rich_dag(500 + seed)
-    result = schedule_ilp(graph, solver="cbc")
+    result = schedule_ilp(graph, solver="cbc", presolve=False)
     assert result.details["solver"] == "cbc"
     assert result.optimal
     assert result.peak_bytes == brute_force_min_peak(graph)
@@ -93,7 +94,7 @@ def test_ilp_objective_is_the_replayed_peak_when_the_warm_start_is_poor() -> Non
         )
         if simulate(graph, worst).peak_bytes == opt:
             continue
-        result = schedule_ilp(graph, warm_start=worst)
+        result = schedule_ilp(graph, warm_start=worst, presolve=False)
         assert result.optimal and result.peak_bytes == opt
         assert result.details["objective_bytes"] == opt
         seen += 1
@@ -189,7 +190,7 @@ def test_solver_never_writes_to_stdout() -> None:
     code = (
         "from scheduler.ilp import schedule_ilp\n"
         "from scheduler.synthetic import make\n"
-        "r = schedule_ilp(make('layered', 30, seed=1).to_graph(), time_limit_s=5)\n"
+        "r = schedule_ilp(make('layered', 30, seed=1).to_graph(), time_limit_s=5, presolve=False)\n"
         "print(r.details['variables'] > 0, r.peak_bytes)\n"
     )
     out = subprocess.run(
