@@ -1,9 +1,11 @@
 """Memory benchmarks of issue 3: predicted vs measured peaks, best order vs Inductor, timing.
 
-    .venv/bin/python benchmarks/bench_memory.py [--stages order-fx,order-inductor,timing,step]
+    .venv/bin/python benchmarks/bench_memory.py
+        [--stages order-fx,order-inductor,bounds,timing,step]
 
 Measurements go to ``benchmarks/memory/memstudy.parquet`` (the memstudy/1 table;
-resumable: finished rows are kept) and ``benchmarks/memory/timing.json``; the
+resumable: finished rows are kept), ``benchmarks/memory/bounds.json`` (proven lower
+bounds of the Inductor-level backward graphs) and ``benchmarks/memory/timing.json``; the
 tables are then rebuilt from those files into ``benchmarks/memory/README.md``
 and into the "## Memory: predicted vs measured" section of
 ``benchmarks/README.md`` (only that section is replaced).
@@ -36,6 +38,17 @@ MODELS = {
     "cnn": "cnn",
     "densenet": "densenet",
 }
+# Inductor level only: larger configurations, to look for room below Inductor's own order
+INDUCTOR_EXTRA = [
+    "transformer:blocks=8",
+    "transformer:blocks=4,seq=128",
+    "moe",
+    "densenet:growth=16,layers=8",
+    "cnn:blocks=4",
+]
+BOUNDS = OUT / "bounds.json"
+BOUND_TIME_LIMIT_S = 60.0
+ILP_TIME_LIMIT_S = 300.0
 BATCH = 8
 FX_METHODS = ["given", "lpmf", "bfs", "dfs", "sp", "hybrid", "best"]
 INDUCTOR_METHODS = ["given", "best"]
@@ -45,13 +58,62 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def stage_order(levels: list[str], methods: list[str], kinds: list[str]) -> None:
+def stage_order(
+    levels: list[str], methods: list[str], kinds: list[str], extra: list[str] | None = None
+) -> None:
     from hw.memory.memstudy import run_memstudy
 
     run_memstudy(
-        TABLE, list(MODELS.values()), [BATCH], methods, levels,
+        TABLE, [*MODELS.values(), *(extra or [])], [BATCH], methods, levels,
         kinds=kinds, parts=["order"], time_limit_s=20, progress=_log,
     )  # fmt: skip
+
+
+def stage_bounds() -> None:
+    """Per Inductor-level backward graph: the peak of Inductor's order under graph/1 and a
+    proven lower bound on any order's (the larger of ``best``'s bound, given more time, and
+    :func:`hw.memory.bounds.must_live_lower_bound`); resumable per model."""
+    from hw.memory.bounds import must_live_lower_bound
+    from hw.memory.fx_capture import capture_step
+    from hw.memory.inductor_level import InductorRunner
+    from hw.memory.methods import run_method
+    from hw.memory.models import ModelSpec
+    from scheduler.memory import simulate
+
+    doc = json.loads(BOUNDS.read_text()) if BOUNDS.exists() else {}
+    for model in [*MODELS.values(), *INDUCTOR_EXTRA]:
+        if model in doc:
+            continue
+        _log(f"bounds {model}")
+        spec = ModelSpec(model, BATCH, AcMode.FULL, "float32", 0)
+        runner = InductorRunner(capture_step(spec), "backward")
+        graph = runner.default_graph()
+        best = run_method(graph, "best", time_limit_s=BOUND_TIME_LIMIT_S)
+        must_live = must_live_lower_bound(graph)
+        lower = max(best.lower_bound_bytes or 0, must_live)
+        entry: dict[str, object] = {"method": "best", "time_limit_s": BOUND_TIME_LIMIT_S}
+        if not best.optimal and best.peak_bytes > lower:  # the ILP alone, given longer
+            ilp = run_method(graph, "ilp", time_limit_s=ILP_TIME_LIMIT_S)
+            lower = max(lower, ilp.lower_bound_bytes or 0)
+            if ilp.peak_bytes < best.peak_bytes or ilp.optimal:
+                best = ilp
+                entry = {"method": "ilp", "time_limit_s": ILP_TIME_LIMIT_S}
+        # the order behind the bound, run for real: what the best order found measures
+        measured, applied, same = runner.measure(list(best.order))
+        doc[model] = {
+            "nodes": len(graph),
+            "fx_fingerprint": graph.meta["fx_fingerprint"],
+            "inductor_order_bytes": simulate(graph, graph.node_ids).peak_bytes,
+            "inductor_order_measured_bytes": runner.default_peak_bytes,
+            "best_bytes": best.peak_bytes,
+            "best_measured_bytes": measured if applied and same else None,
+            "best_lower_bound_bytes": best.lower_bound_bytes,
+            "must_live_bytes": must_live,
+            "lower_bound_bytes": lower,
+            "optimal": best.optimal or best.peak_bytes == lower,
+            **entry,
+        }
+        atomic_write_text(BOUNDS, json.dumps(doc, indent=1) + "\n")
 
 
 def stage_step() -> None:
@@ -104,12 +166,47 @@ def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.3f}"
 
 
+def _conclusion(summary: list[tuple[str, float, float | None, bool]]) -> str:
+    """One plain paragraph from the rows ``(model, reduction, room, optimum known)``: the
+    best measured reduction, and how much room the proven bounds leave below Inductor's
+    own order."""
+    if not summary:
+        return ""
+    model, red, _, _ = max(summary, key=lambda r: r[1])
+    text = (
+        f"**Conclusion.** The largest measured reduction below Inductor's own order (either "
+        f"order column) is {100 * red:.1f}% ({model})"
+    )
+    text += "; the 20% aim is not reached." if red < 0.20 else "."
+    tight = [m for m, _, room, _ in summary if room is not None and room <= 0.01]
+    known = [(m, room) for m, _, room, opt in summary if opt and room is not None and room > 0.01]
+    open_ = [(m, room) for m, _, room, opt in summary if not opt and room is not None]
+    open_ = [(m, room) for m, room in open_ if room > 0.01]
+    if tight:
+        text += (
+            f" On {', '.join(tight)} Inductor's order is proven within 1% of the best "
+            "possible graph/1 peak, so no order can reduce it by more."
+        )
+    if known:
+        text += " The optimum is proven and lies " + ", ".join(
+            f"{100 * room:.1f}% below Inductor's order on {m}" for m, room in known
+        )
+        text += " (graph/1 peaks)."
+    if open_:
+        text += " Not closed: " + ", ".join(
+            f"{m} (Inductor's order within {100 * room:.1f}% of the bound)" for m, room in open_
+        )
+        text += "; there the bound is not tight enough to rule out a better order."
+    return text
+
+
 def render() -> str:
     """The section's markdown, built only from the files in benchmarks/memory/."""
     lines = [HEADING, ""]
     lines.append(
         "Built by `benchmarks/bench_memory.py` from `benchmarks/memory/memstudy.parquet` "
-        "(memstudy/1) and `benchmarks/memory/timing.json`; CPU, torch "
+        "(memstudy/1), `benchmarks/memory/bounds.json` and `benchmarks/memory/timing.json`; "
+        "CPU, torch "
         "2.13.0, float32, batch 8, full activation checkpointing for the graphs. "
         "See `docs/memory-capture.md` for what is measured and where prediction and "
         "measurement differ."
@@ -138,9 +235,10 @@ def render() -> str:
         ]
         if level == "inductor":
             lines += [
-                "`predicted` is graph/1 as captured; `with reuse` folds in the buffer reuse "
-                "that the compiled wrapper decided for that order (`# reuse` lines), and is "
-                "the prediction the target applies to.",
+                "`predicted` is graph/1 as captured; `with reuse` folds in what the compiled "
+                "wrapper decided for that order (buffer reuse, aliases, removed buffers and "
+                "the C++ backend's kernel groups, `hw/memory/wrapper_fold.py`), and is the "
+                "prediction the target applies to.",
                 "",
                 "| model | graph | method | predicted MiB | with reuse MiB | measured MiB "
                 "| error (plain) | error (with reuse) | applied | same |",
@@ -179,9 +277,25 @@ def render() -> str:
             "wrapper's reuse folded in, known after compiling, before running) is below "
             "that of Inductor's order, else Inductor's own; the measured peaks are compared.",
             "",
-            "| model | Inductor order, measured MiB | applied | measured MiB | reduction |",
-            "|---|---:|---|---:|---:|",
+            "`graph/1 lower bound` is a proven lower bound on the graph/1 peak of *any* "
+            "order of the same graph (the largest of `best`'s bound after "
+            f"{BOUND_TIME_LIMIT_S:.0f} s, when that is not proven optimal the ILP's after "
+            f"{ILP_TIME_LIMIT_S:.0f} s, and the must-live bound of `hw/memory/bounds.py`: at "
+            "each node, what was made before it and is read after it; from "
+            "`benchmarks/memory/bounds.json`). The order that search found is also run: "
+            "its measured peak is the last column. `Inductor "
+            "order within` is how far Inductor's own order can be from the best possible "
+            "one under graph/1, `1 - bound / Inductor order's graph/1 peak` (0% = proven "
+            "optimal). The compiled wrapper's terms (reuse, kernel groups) are not in the "
+            "bound: they move each order's measured peak by a few percent either way.",
+            "",
+            "| model | Inductor order, measured MiB | applied | measured MiB | reduction "
+            "| Inductor order, graph/1 MiB | graph/1 lower bound MiB | Inductor order within "
+            "| bound search's order, measured MiB (reduction) |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|",
         ]
+        bounds = json.loads(BOUNDS.read_text()) if BOUNDS.exists() else {}
+        summary: list[tuple[str, float, float | None, bool]] = []
         for model in sorted(set(ind["model"])):
             rows = {
                 r["method"]: r for r in ind.filter(pl.col("model") == model).iter_rows(named=True)
@@ -198,11 +312,26 @@ def render() -> str:
             use_best = pred(best) < pred(default)
             chosen = best if use_best else default
             red = 1 - chosen["measured_peak_bytes"] / default["measured_peak_bytes"]
+            b = bounds.get(model, {})
+            lb, own = b.get("lower_bound_bytes"), b.get("inductor_order_bytes")
+            within = "-" if lb is None or not own else f"{100 * (1 - lb / own):.1f}%"
+            if b.get("optimal") and b.get("best_bytes") == own:
+                within = "0% (optimal)"
+            searched = b.get("best_measured_bytes")
+            found, overall = "-", red
+            if searched is not None:
+                gain = 1 - searched / default["measured_peak_bytes"]
+                found = f"{_mib(searched)} ({100 * gain:.1f}%, {b.get('method', 'best')})"
+                overall = max(red, gain)
             lines.append(
                 f"| {model} | {_mib(default['measured_peak_bytes'])} | "
                 f"{'best' if use_best else 'Inductor (best predicted no gain)'} | "
-                f"{_mib(chosen['measured_peak_bytes'])} | {100 * red:.1f}% |"
+                f"{_mib(chosen['measured_peak_bytes'])} | {100 * red:.1f}% | "
+                f"{_mib(own)} | {_mib(lb)} | {within} | {found} |"
             )
+            room = None if lb is None or not own else 1 - lb / own
+            summary.append((model, overall, room, bool(b.get("optimal"))))
+        lines += ["", _conclusion(summary)]
     steps = df.filter(pl.col("study") == "step")
     if steps.height:
         lines += [
@@ -251,7 +380,7 @@ def write_reports() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", default="order-fx,order-inductor,timing,step")
+    parser.add_argument("--stages", default="order-fx,order-inductor,bounds,timing,step")
     parser.add_argument("--render-only", action="store_true")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -261,7 +390,9 @@ def main() -> None:
         if stage == "order-fx":
             stage_order(["fx"], FX_METHODS, ["forward", "backward"])
         elif stage == "order-inductor":
-            stage_order(["inductor"], INDUCTOR_METHODS, ["backward"])
+            stage_order(["inductor"], INDUCTOR_METHODS, ["backward"], INDUCTOR_EXTRA)
+        elif stage == "bounds":
+            stage_bounds()
         elif stage == "timing":
             stage_timing()
         elif stage == "step":

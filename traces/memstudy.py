@@ -5,8 +5,9 @@ training step (eager vs torch.compile, checkpointing on/off, Inductor's
 ``reorder_for_peak_memory`` on/off) and ``"order"`` for one ``sched`` method's
 order of one captured graph (predicted vs measured). ``key`` identifies a row,
 so an interrupted study resumes where it stopped. ``predicted_with_reuse_bytes``
-(Inductor level) is the prediction with the compiled wrapper's buffer reuse
-folded in. Column names live only here.
+(Inductor level) is the prediction with the compiled wrapper's decisions for that
+order folded in (buffer reuse; since Nov 2026 also aliases, removed buffers and
+CPU kernel groups, see docs/memory-capture.md). Column names live only here.
 """
 
 from __future__ import annotations

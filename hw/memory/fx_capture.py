@@ -21,6 +21,7 @@ import torch
 from torch import fx, nn
 
 from hw.memory.errors import CaptureError
+from hw.memory.fx_graph import fill_missing_values
 from hw.memory.models import ModelSpec, build_model
 
 __all__ = [
@@ -88,9 +89,17 @@ def _boxed(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _recording_backend(rec: dict[str, Any]) -> Callable[..., Any]:
     from torch._functorch.aot_autograd import aot_module_simplified
     from torch._functorch.partitioners import min_cut_rematerialization_partition
+    from torch._guards import detect_fake_mode
     from torch._inductor.decomposition import select_decomp_table
+    from torch._inductor.fx_passes.replace_random import replace_random_passes
+    from torch._inductor.virtualized import V
 
     def partition(joint: fx.GraphModule, joint_inputs: Any, **kwargs: Any) -> Any:
+        # Inductor's joint pass for random ops: rand/randn/bernoulli become seeds drawn
+        # once per graph (``inductor_seeds``) and per-op lookups, which is what Inductor
+        # compiles (it refuses a raw ``aten.rand``). Graphs without random ops are untouched.
+        with V.set_fake_mode(detect_fake_mode(joint_inputs)):
+            replace_random_passes(joint)
         rec["joint"] = joint
         return min_cut_rematerialization_partition(joint, joint_inputs, **kwargs)
 
@@ -144,6 +153,8 @@ def capture_step(spec: ModelSpec) -> CapturedStep:
             f"{spec.spec!r} compiled into {len(rec.get('forward', []))} forward graphs; "
             "capture needs exactly one forward/backward pair"
         )
+    fill_missing_values(rec["forward"][0], rec["forward_args"])
+    fill_missing_values(rec["backward"][0], rec["backward_args"])
     return CapturedStep(
         spec=spec,
         forward=rec["forward"][0],

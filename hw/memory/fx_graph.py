@@ -5,16 +5,20 @@ from the op schema's alias annotation, plus ``_unsafe_view``) are not nodes:
 their readers become readers of the base buffer. ``getitem`` of a multi-output
 op is not a node either: each tuple element is a buffer of the producing op.
 In-place ops (a written alias) read their target and are ordered against its
-other readers by edges. Buffer sizes are ``numel * element_size`` of the FakeTensor
-in ``node.meta['val']``. Graph outputs (saved activations in the forward,
-gradients in the backward) are pinned; of the graph inputs, those the caller
-keeps alive anyway are pinned (see :func:`fx_to_graph`).
+other readers by edges; so are the ops that draw from the global random generator
+(dropout's ``rand``, checkpointing's ``run_and_save_rng_state``), in their given
+order, since the generator is state the functional graph does not show. Buffer
+sizes are ``numel * element_size`` of the FakeTensor in ``node.meta['val']``.
+Graph outputs (saved activations in the forward, gradients in the backward) are
+pinned; of the graph inputs, those the caller keeps alive anyway are pinned (see
+:func:`fx_to_graph`).
 """
 
 from __future__ import annotations
 
+import itertools
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,7 +26,21 @@ from torch import fx
 
 from traces.graph import Buffer, Graph, Node
 
-__all__ = ["FxLayout", "fx_layout", "fx_to_graph", "is_view_node", "tensor_bytes"]
+__all__ = [
+    "FILLED_VAL",
+    "FxLayout",
+    "consumes_generator",
+    "fill_missing_values",
+    "fx_layout",
+    "fx_to_graph",
+    "is_view_node",
+    "tensor_bytes",
+]
+
+FILLED_VAL = "deltasim_val"
+"""Node meta key of a value's shape and dtype (meta-device tensors) where the AOT graph
+has no ``val``: the RNG higher-order ops of checkpointing (``run_and_save_rng_state``,
+``run_with_rng_state``) are traced without one."""
 
 
 def tensor_bytes(t: torch.Tensor) -> int:
@@ -63,20 +81,78 @@ def _is_tensor(v: Any) -> bool:
     return isinstance(v, torch.Tensor)
 
 
+def _val(node: fx.Node) -> Any:
+    val = node.meta.get("val")
+    return node.meta.get(FILLED_VAL) if val is None else val
+
+
+def _meta_like(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, device="meta")
+    if isinstance(v, (list, tuple)):
+        return type(v)(_meta_like(x) for x in v)
+    return None
+
+
+def fill_missing_values(gm: fx.GraphModule, args: Sequence[Any]) -> int:
+    """Record (under :data:`FILLED_VAL`) the shape and dtype of every compute node that has
+    no ``val``, by running ``gm`` once on copies of ``args`` with the global RNG state
+    forked (the caller's random stream is untouched). Returns how many were filled."""
+    missing = {n for n in gm.graph.nodes if n.op == "call_function" and n.meta.get("val") is None}
+    if not missing:
+        return 0
+    filled = 0
+
+    class _Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            nonlocal filled
+            out = super().run_node(n)
+            if n in missing:
+                n.meta[FILLED_VAL] = _meta_like(out)
+                filled += 1
+            return out
+
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    copies = [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args]
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        _Recorder(gm).run(*copies)
+    return filled
+
+
+def consumes_generator(node: fx.Node) -> bool:
+    """Whether running ``node`` eagerly draws from (advances) the global random generator:
+    ops tagged ``nondeterministic_seeded`` (``rand``, ``inductor_seeds``), the eager forms of
+    Inductor's random prims, and checkpointing's ``run_and_save_rng_state``
+    (``run_with_rng_state`` restores the state it found, so it advances nothing)."""
+    if node.op != "call_function":
+        return False
+    name = getattr(node.target, "__name__", "")
+    if name == "run_and_save_rng_state" or name.split(".")[0] in _EAGER_DRAWING_PRIMS:
+        return True
+    tags = getattr(node.target, "tags", ())
+    return torch.Tag.nondeterministic_seeded in tags
+
+
+# Inductor's random prims, which the FX graph runs eagerly: their eager forms ignore the
+# seed argument and draw from the global generator (Inductor's compiled kernels do not)
+_EAGER_DRAWING_PRIMS = frozenset({"inductor_random", "inductor_randint"})
+
+
 class FxLayout:
     """How FX values map to graph/1 buffers and nodes (shared by capture and replay)."""
 
     def __init__(self, gm: fx.GraphModule) -> None:
         self.gm = gm
         self.buffer_of: dict[fx.Node, str] = {}  # tensor-valued FX value -> buffer id
-        self.tuple_buffers: dict[fx.Node, list[str]] = {}
+        self.tuple_buffers: dict[fx.Node, list[str]] = {}  # every leaf buffer of a tuple
+        self._elements: dict[fx.Node, list[Any]] = {}  # tuple element -> id or nested list
         self.sizes: dict[str, int] = {}
         self.producer: dict[str, str | None] = {}
         self.compute: list[fx.Node] = []  # graph/1 nodes, in given order
         self.placeholders: list[fx.Node] = []
         self.passthrough: set[fx.Node] = set()  # views and getitems
         for node in gm.graph.nodes:
-            val = node.meta.get("val")
+            val = _val(node)
             if node.op == "placeholder":
                 self.placeholders.append(node)
                 if _is_tensor(val):
@@ -86,9 +162,12 @@ class FxLayout:
             elif node.op == "call_function" and node.target is operator.getitem:
                 self.passthrough.add(node)
                 src, i = node.args[0], node.args[1]
-                elems = self.tuple_buffers.get(src)
-                if elems is not None and isinstance(i, int) and elems[i]:
-                    self.buffer_of[node] = elems[i]
+                elems = self._elements.get(src)  # type: ignore[arg-type]
+                if elems is not None and isinstance(i, int):
+                    if isinstance(elems[i], list):  # a nested tuple (run_and_save_rng_state)
+                        self._set_tuple(node, elems[i])
+                    elif elems[i]:
+                        self.buffer_of[node] = elems[i]
             elif node.op == "get_attr":  # a constant the module owns: not allocated here
                 self.passthrough.add(node)
             elif is_view_node(node):
@@ -96,7 +175,7 @@ class FxLayout:
                 base = node.args[0] if node.args else None
                 bid = self.buffer_of.get(base) if isinstance(base, fx.Node) else None
                 if isinstance(val, (list, tuple)):  # split/unbind: every piece aliases the base
-                    self.tuple_buffers[node] = [bid or ""] * len(val)
+                    self._set_tuple(node, [bid or ""] * len(val))
                 elif bid is not None:
                     self.buffer_of[node] = bid
             else:
@@ -107,16 +186,34 @@ class FxLayout:
                 elif _is_tensor(val):
                     self._new_buffer(node.name, val, node.name, node)
                 elif isinstance(val, (list, tuple)):
-                    ids = []
-                    for i, v in enumerate(val):
-                        if _is_tensor(v):
-                            bid = f"{node.name}.{i}"
-                            self.sizes[bid] = tensor_bytes(v)
-                            self.producer[bid] = node.name
-                            ids.append(bid)
-                        else:
-                            ids.append("")
-                    self.tuple_buffers[node] = ids
+                    self._set_tuple(node, self._tuple_ids(node.name, val, node.name))
+
+    def _tuple_ids(self, prefix: str, val: Any, producer: str) -> list[Any]:
+        """Buffer ids of a (possibly nested) tuple value: ``name.i`` (``name.i.j`` nested)."""
+        ids: list[Any] = []
+        for i, v in enumerate(val):
+            bid = f"{prefix}.{i}"
+            if _is_tensor(v):
+                self.sizes[bid] = tensor_bytes(v)
+                self.producer[bid] = producer
+                ids.append(bid)
+            elif isinstance(v, (list, tuple)):
+                ids.append(self._tuple_ids(bid, v, producer))
+            else:
+                ids.append("")
+        return ids
+
+    def _set_tuple(self, node: fx.Node, elements: list[Any]) -> None:
+        self._elements[node] = elements
+        leaves: list[str] = []
+        stack = list(elements)
+        while stack:
+            e = stack.pop()
+            if isinstance(e, list):
+                stack.extend(e)
+            elif e:
+                leaves.append(e)
+        self.tuple_buffers[node] = sorted(set(leaves))
 
     def _new_buffer(self, bid: str, val: torch.Tensor, producer: str | None, node: fx.Node) -> None:
         self.buffer_of[node] = bid
@@ -192,6 +289,10 @@ def fx_to_graph(
                 else (writer.name, reader)
             )
             edges.add(pair)
+    # the global generator is a hidden state threaded through random ops: keep their given
+    # order, so that every order draws the same random numbers for the same op
+    draws = [n.name for n in lay.compute if consumes_generator(n)]
+    edges.update(itertools.pairwise(draws))
     outputs = lay.output_buffers()
     pinned_inputs = {
         lay.buffer_of[p] for p in lay.placeholders if p in lay.buffer_of and input_pinned(p)

@@ -32,6 +32,7 @@ __all__ = [
     "reordered_module",
     "run_measured",
     "run_timeline",
+    "seeded_rng",
     "single_thread",
     "step_maxima",
 ]
@@ -116,6 +117,16 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@contextlib.contextmanager
+def seeded_rng(device: str, seed: int = 0) -> Iterator[None]:
+    """The global generator(s) seeded with ``seed`` inside, the caller's state restored after:
+    graphs with random ops (dropout) draw the same numbers in every run compared."""
+    devices = [torch.cuda.current_device()] if device == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def run_measured(
     fn: Callable[[list[Any]], Any],
     args: Sequence[Any],
@@ -129,11 +140,13 @@ def run_measured(
     Runs on one CPU thread: Inductor's parallel scatter-adds (embedding backward)
     accumulate in thread-timing order, which would make two runs of one order
     differ in the last bits; the allocations do not depend on the thread count.
+    The measured run starts from a seeded generator, so random ops draw the same
+    numbers in every order's run (their relative order is kept by graph/1 edges).
     """
     with single_thread(), torch.no_grad():
         for _ in range(warmup):
             fn([_clone(a) for a in args])
-        with PeakTracker(device) as tracker:
+        with seeded_rng(device), PeakTracker(device) as tracker:
             box = [_clone(a) for a in args]
             keep = [b for b, p in zip(box, pinned, strict=True) if p]
             result = fn(box)

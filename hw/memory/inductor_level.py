@@ -10,6 +10,10 @@ for these compiles: a cache hit would skip the scheduler (compiled C++ kernels
 are still cached, keyed by their source). After compiling, the order that
 codegen actually used is read back from the scheduler and compared.
 
+What the compiled wrapper does with memory beyond graph/1 (buffer reuse, aliases,
+removed buffers, kernel groups) is read from each compile and folded in by
+:mod:`hw.memory.wrapper_fold`.
+
 Buffers: each scheduler buffer with its allocation size
 (``compute_size_for_scheduler_buffer``); multi-output ops allocate their pieces
 as separate buffers; mutated buffers are renames of the real buffer, their
@@ -18,7 +22,6 @@ readers are the real buffer's readers, and mutations become ordering edges.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +33,13 @@ from hw.memory.errors import VerifyError
 from hw.memory.fx_capture import CapturedStep, ensure_inductor_cache, graph_fingerprint
 from hw.memory.fx_graph import tensor_bytes
 from hw.memory.fx_replay import measure_workspace, outputs_equal, run_measured
+from hw.memory.wrapper_fold import (
+    KERNEL_META_KEY,
+    WrapperPlan,
+    fold_reuse,
+    reuse_pairs,
+    wrapper_plan,
+)
 from traces.graph import Buffer, Graph, Node
 
 __all__ = [
@@ -39,63 +49,6 @@ __all__ = [
     "inductor_graph_of",
     "reuse_pairs",
 ]
-
-_REUSE = re.compile(r"^\s*(\w+) = (?:reinterpret_tensor\()?(\w+)\b.*; del \2\s+# reuse\s*$")
-
-
-def reuse_pairs(source_code: str) -> list[tuple[str, str]]:
-    """``(new, old)`` pairs of the wrapper's ``new = old; del old  # reuse`` lines: the
-    new buffer takes the old one's memory instead of allocating."""
-    return [(m[1], m[2]) for line in source_code.splitlines() if (m := _REUSE.match(line))]
-
-
-def fold_reuse(graph: Graph, pairs: Sequence[tuple[str, str]]) -> Graph:
-    """The graph with Inductor's buffer reuse decided at compile time folded in.
-
-    A reused buffer is one allocation from the old buffer's producer to the new
-    buffer's last reader: the old buffer gains the new one's producer and readers,
-    the new one becomes 0 bytes. This covers both reuse terms: a freed buffer kept
-    in the wrapper's pool until a same-size allocation takes it (real memory above
-    graph/1), and a kernel writing into an input that dies there (below it).
-    """
-    by_id = {b.id: b for b in graph.buffers}
-    owner: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while x in owner:
-            x = owner[x]
-        return x
-
-    extra: dict[str, set[str]] = {}
-    pinned: dict[str, bool] = {}
-    zero: set[str] = set()
-    for new, old in pairs:
-        if new not in by_id or old not in by_id:
-            continue
-        root = find(old)
-        if root == new:
-            continue
-        owner[new] = root
-        nb = by_id[new]
-        add = extra.setdefault(root, set())
-        add.update(nb.consumers)
-        add.update(extra.pop(new, set()))
-        if nb.producer is not None:
-            add.add(nb.producer)
-        pinned[root] = pinned.get(root, by_id[root].pinned) or nb.pinned or pinned.pop(new, False)
-        zero.add(new)
-    buffers = []
-    for b in graph.buffers:
-        if b.id in zero:
-            buffers.append(Buffer(b.id, 0, b.producer, b.consumers, False))
-        elif b.id in extra:
-            cons = [c for c in (*b.consumers, *sorted(extra[b.id])) if c != b.producer]
-            buffers.append(
-                Buffer(b.id, b.size_bytes, b.producer, tuple(dict.fromkeys(cons)), pinned[b.id])
-            )
-        else:
-            buffers.append(b)
-    return Graph(graph.name, graph.nodes, tuple(buffers), graph.edges, graph.meta)
 
 
 def _copy_gm(gm: fx.GraphModule) -> fx.GraphModule:
@@ -132,15 +85,17 @@ def _describe(nodes: list[Any], args: Sequence[Any], placeholders: list[str]) ->
     node_rows = []
     extern_origins: dict[str, list[str]] = {}
     extern_kernels: dict[str, str] = {}
+    kinds: dict[str, str] = {}
     for node in nodes:
         name = node.get_name()
         node_rows.append((name, type(node).__name__))
+        kinds[name] = _kind(node)
         if node.is_extern() and getattr(node, "node", None) is not None:
             extern_origins[name] = sorted(o.name for o in node.node.get_origins())
             kernel = str(getattr(node.node, "python_kernel_name", "") or "")
-            parts = [p for p in kernel.split(".") if p not in ("default", "out", "")]
-            if parts:  # MultiOutput pieces call nothing: no workspace of their own
-                extern_kernels[name] = parts[-1]
+            op = _aten_op_name(kernel)
+            if op:  # MultiOutput pieces call nothing: no workspace of their own
+                extern_kernels[name] = op
         for buf in node.get_outputs():
             bname = buf.get_name()
             if bname in real:  # a mutation: same memory under a new name
@@ -190,7 +145,35 @@ def _describe(nodes: list[Any], args: Sequence[Any], placeholders: list[str]) ->
         "outputs": [root(n) for n in V.graph.get_output_names()],
         "extern_origins": extern_origins,
         "extern_kernels": extern_kernels,
+        "kinds": kinds,
     }
+
+
+def _aten_op_name(kernel: str) -> str:
+    """The aten op a wrapper call runs, as the profiler names it (``aten::<op>``):
+    ``extern_kernels.addmm`` -> ``addmm``; ``aten.randint.low_out`` and
+    ``torch.ops.aten.convolution_backward.default`` -> the name after ``aten`` (the rest
+    is the overload)."""
+    parts = [p for p in kernel.split(".") if p]
+    if "aten" in parts:
+        i = len(parts) - 1 - parts[::-1].index("aten")
+        return parts[i + 1] if i + 1 < len(parts) else ""
+    parts = [p for p in parts if p not in ("default", "out")]
+    return parts[-1] if parts else ""
+
+
+def _kind(node: Any) -> str:
+    """Which code path emits the node: the C++ backend flushes its kernel group before
+    extern and template nodes (see :mod:`hw.memory.wrapper_fold`)."""
+    from torch._inductor.scheduler import NopKernelSchedulerNode
+
+    if node.is_extern():
+        return "extern"
+    if node.is_template():
+        return "template"
+    if isinstance(node, NopKernelSchedulerNode):
+        return "nop"
+    return "generated"
 
 
 def compile_inductor(
@@ -204,7 +187,8 @@ def compile_inductor(
     """Compile ``gm`` with Inductor; impose ``order`` (scheduler node names) when given.
 
     Returns the boxed compiled callable and a record with ``final_order`` (what
-    codegen used) and ``described`` (graph/1 pieces of the scheduler state).
+    codegen used), ``described`` (graph/1 pieces of the scheduler state) and
+    ``removed_buffers`` (scheduler buffers codegen never allocated).
     """
     from torch._inductor import config
     from torch._inductor.compile_fx import compile_fx_inner
@@ -216,6 +200,7 @@ def compile_inductor(
 
     def last_pass(nodes: list[Any]) -> list[Any]:
         rec["scheduler"] = V.graph.scheduler
+        rec["graph_lowering"] = V.graph
         if order is not None:
             by_name = {n.get_name(): n for n in nodes}
             if set(order) != set(by_name) or len(order) != len(by_name):
@@ -238,6 +223,7 @@ def compile_inductor(
             f"order names are not this compile's scheduler nodes, e.g. {rec['mismatch']}"
         )
     rec["final_order"] = [n.get_name() for n in rec["scheduler"].nodes]
+    rec["removed_buffers"] = sorted(rec.pop("graph_lowering").removed_buffers)
     del rec["scheduler"]
     return compiled, rec
 
@@ -323,7 +309,7 @@ def _to_graph(
             else max((ws.get(o, 0) for o in origins.get(n, [])), default=0)
             if n in described.get("extern_kernels", {})
             else 0,
-            {},
+            {KERNEL_META_KEY: described["kinds"][n]} if "kinds" in described else {},
         )
         for n, op in described["nodes"]
     ]
@@ -367,11 +353,17 @@ class InductorRunner:
         rule = input_pinned_rule(kind)
         self.pinned = [rule(p) for p in self.gm.graph.find_nodes(op="placeholder")]
         compiled, rec = compile_inductor(self.gm, self.args, kind)
-        self.default_reuse_pairs = reuse_pairs(getattr(compiled, "source_code", "") or "")
+        source = getattr(compiled, "source_code", "") or ""
+        self.default_reuse_pairs = reuse_pairs(source)
         self.last_reuse_pairs: list[tuple[str, str]] = []
         self.spec = step.spec
         self.described = rec["described"]
         self.default_order = rec["final_order"]
+        self.default_plan = wrapper_plan(
+            source, self.default_order, self.described["kinds"], self.device,
+            rec["removed_buffers"],
+        )  # fmt: skip
+        self.last_plan: WrapperPlan | None = None
         if self.device == "cpu":
             self.described["extern_workspace"] = extern_workspace(
                 compiled, self.args, self.default_order, self.described["extern_kernels"]
@@ -396,7 +388,12 @@ class InductorRunner:
     def measure(self, order: Sequence[str]) -> tuple[int, bool, bool]:
         """``(measured_peak_bytes, order_applied, matches_default_result)``."""
         compiled, rec = compile_inductor(self.gm, self.args, self.kind, order)
-        self.last_reuse_pairs = reuse_pairs(getattr(compiled, "source_code", "") or "")
+        source = getattr(compiled, "source_code", "") or ""
+        self.last_reuse_pairs = reuse_pairs(source)
+        self.last_plan = wrapper_plan(
+            source, rec["final_order"], self.described["kinds"], self.device,
+            rec["removed_buffers"],
+        )  # fmt: skip
         result, peak = run_measured(compiled, self.args, self.pinned, self.device)
         applied = rec["final_order"] == list(order)
         return peak.peak_bytes, applied, outputs_equal(result, self.reference)

@@ -142,11 +142,11 @@ def _order_rows(
                     graph = runner.default_graph()
                     key = f"{prefix}|{level}|{kind}|inductor-default"
                     if key not in table.done:
-                        from hw.memory.inductor_level import fold_reuse
+                        from hw.memory.wrapper_fold import fold_compiled
                         from scheduler.memory import simulate
 
                         predicted = simulate(graph, graph.node_ids).peak_bytes
-                        folded = fold_reuse(graph, runner.default_reuse_pairs)
+                        folded = fold_compiled(graph, runner.default_plan)
                         with_reuse = simulate(folded, graph.node_ids).peak_bytes
                         table.add(
                             MemstudyRow(

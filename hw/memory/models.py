@@ -98,13 +98,22 @@ class _Blocks(nn.Module):
         return x
 
 
+def _dropout(p: float) -> nn.Module:
+    """Dropout when ``p > 0``; else nothing at all, so that graphs captured without the
+    option keep their fingerprints."""
+    if not 0.0 <= p < 1.0:
+        raise ModelSpecError(f"dropout must be in [0, 1), got {p}")
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 class _MlpBlock(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.drop = _dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc2(torch.relu(self.fc1(x)))
+        return x + self.drop(self.fc2(torch.relu(self.fc1(x))))
 
 
 class _Attention(nn.Module):
@@ -124,22 +133,32 @@ class _Attention(nn.Module):
 
 
 class _GptBlock(nn.Module):
-    def __init__(self, dim: int, heads: int) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = _Attention(dim, heads)
         self.fc1, self.fc2 = nn.Linear(dim, 4 * dim), nn.Linear(4 * dim, dim)
+        self.drop1, self.drop2 = _dropout(dropout), _dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
-        return x + self.fc2(nn.functional.gelu(self.fc1(self.ln2(x))))
+        x = x + self.drop1(self.attn(self.ln1(x)))
+        return x + self.drop2(self.fc2(nn.functional.gelu(self.fc1(self.ln2(x)))))
 
 
 class _Gpt(nn.Module):
-    def __init__(self, vocab: int, dim: int, heads: int, blocks: int, seq: int, ac: AcMode) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        dim: int,
+        heads: int,
+        blocks: int,
+        seq: int,
+        ac: AcMode,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(seq, dim)
-        self.body = _Blocks([_GptBlock(dim, heads) for _ in range(blocks)], ac)
+        self.body = _Blocks([_GptBlock(dim, heads, dropout) for _ in range(blocks)], ac)
         self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab, bias=False)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -194,8 +213,15 @@ class _DenseNet(nn.Module):
         return self.head(torch.cat(feats, dim=1).mean(dim=(2, 3)))
 
 
-def _mlp(batch: int, ac: AcMode, dim: int = 64, hidden: int = 256, blocks: int = 3) -> Any:
-    model = _Blocks([_MlpBlock(dim, hidden) for _ in range(blocks)], ac)
+def _mlp(
+    batch: int,
+    ac: AcMode,
+    dim: int = 64,
+    hidden: int = 256,
+    blocks: int = 3,
+    dropout: float = 0.0,
+) -> Any:
+    model = _Blocks([_MlpBlock(dim, hidden, dropout) for _ in range(blocks)], ac)
     return model, (torch.randn(batch, dim),)
 
 
@@ -207,8 +233,9 @@ def _transformer(
     heads: int = 4,
     seq: int = 32,
     vocab: int = 128,
+    dropout: float = 0.0,
 ) -> Any:
-    model = _Gpt(vocab, dim, heads, blocks, seq, ac)
+    model = _Gpt(vocab, dim, heads, blocks, seq, ac, dropout)
     return model, (torch.randint(0, vocab, (batch, seq)),)
 
 

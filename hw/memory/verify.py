@@ -47,7 +47,12 @@ class StepTimeline:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """Predicted vs measured peak of one order, and whether it was honoured and exact."""
+    """Predicted vs measured peak of one order, and whether it was honoured and exact.
+
+    ``predicted_with_reuse_bytes`` (Inductor level): the prediction with what the compiled
+    wrapper does for this order folded in: buffer reuse, aliases and (CPU) kernel groups
+    (:mod:`hw.memory.wrapper_fold`); ``predicted_peak_bytes`` is plain graph/1.
+    """
 
     graph: str
     level: str
@@ -177,12 +182,13 @@ def verify_order(
             marked_peak,
         )
     with_reuse = None
-    pairs = getattr(runner, "last_reuse_pairs", None)
-    if level == "inductor" and pairs is not None:
-        from hw.memory.inductor_level import fold_reuse
+    plan = getattr(runner, "last_plan", None)
+    if level == "inductor" and plan is not None:
+        from hw.memory.wrapper_fold import fold_compiled
 
         try:
-            with_reuse = simulate(fold_reuse(graph, pairs), order_indices(graph, order)).peak_bytes
+            folded = fold_compiled(graph, plan)
+            with_reuse = simulate(folded, order_indices(graph, order)).peak_bytes
         except OrderError:
             with_reuse = None
     return VerifyResult(

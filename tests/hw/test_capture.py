@@ -154,6 +154,8 @@ def test_factory_that_raises_is_reported_clearly(tmp_path: Path) -> None:
         ("nofile.py:make", "does not exist"),
         ("mlp:blocks", "not key=value"),
         ("mlp:nonsense=3", "TypeError"),
+        ("mlp:dropout=1.5", r"dropout must be in \[0, 1\)"),
+        ("transformer:dropout=-0.1", "dropout must be in"),
     ],
 )
 def test_bad_model_specs_are_refused(spec: str, message: str) -> None:
