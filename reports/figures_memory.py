@@ -145,7 +145,11 @@ def predicted_vs_measured(memstudy: pl.DataFrame) -> Chart:
         "mode",
         "graph",
         "method",
-        "predicted_peak_bytes",
+        # Inductor level: graph/1 with the compiled wrapper's decisions folded in, when known
+        pl.coalesce("predicted_with_reuse_bytes", "predicted_peak_bytes").alias(
+            "predicted_peak_bytes"
+        ),
+        pl.col("predicted_peak_bytes").alias("graph_predicted_peak_bytes"),
         "measured_peak_bytes",
         "order_applied",
     )

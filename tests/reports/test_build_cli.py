@@ -84,6 +84,10 @@ def test_writeup_answers_every_question_from_the_files(small_run: Path, tmp_path
     assert "3 of 4 (point, metric) pairs are within tolerance" in text
     assert "more experts per sample help" in text  # 0.74-0.05 > 0.62+0.05
     assert "report.html#moe-accuracy-k" in text
+    # predicted vs measured: the Inductor row is judged on the prediction with the wrapper's
+    # reuse folded in (exact here), the plain graph/1 error (25 %) is shown beside it
+    assert "| inductor | 1 | 0.000 | 0.000 | 25.000 | 1 |" in text
+    assert "fx level worst 0.05 %; inductor level worst 0.00 %" in text
 
 
 def test_demo_covers_every_tool_in_order(tmp_path: Path) -> None:

@@ -162,10 +162,15 @@ def test_order_peaks_against_the_bound(inp: Inputs) -> None:
 
 def test_predicted_vs_measured_has_identity_line(inp: Inputs) -> None:
     chart = predicted_vs_measured(inp.memstudy)
-    ident, pts = chart.figure.data
+    ident, pts, inductor = chart.figure.data
     assert list(ident.x) == list(ident.y)
     assert list(pts.x) == pytest.approx([3.0, 2.0])
     assert list(pts.y) == pytest.approx([3.0, 2.0 + 1024 / MIB])
+    # Inductor level: the prediction with the compiled wrapper's reuse folded in (3 MiB), not
+    # graph/1 as captured (4 MiB); the plain one stays in the data table
+    assert inductor.name == "inductor level"
+    assert list(inductor.x) == pytest.approx([3.0]) and list(inductor.y) == pytest.approx([3.0])
+    assert chart.data["graph_predicted_peak_bytes"].to_list()[-1] == 4 << 20
     assert chart.figure.layout.xaxis.title.text == "predicted peak (MiB)"
 
 
