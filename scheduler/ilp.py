@@ -37,13 +37,9 @@ the integer program. ``details["proof"]`` says which of these proved the result.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import sys
 import time
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -51,8 +47,8 @@ from typing import Any
 import numpy as np
 import pulp
 
-from scheduler.errors import SolverUnavailableError
 from scheduler.memory import check_order, order_indices, simulate
+from scheduler.milp_solvers import pick_solver, quiet_stdout, run_cbc, run_highs
 from scheduler.result import ScheduleResult, finish_result
 from scheduler.subproblem import ancestor_masks, structural_lower_bound, topological_order
 from traces.errors import OrderError
@@ -65,8 +61,6 @@ MAX_MODEL_VARIABLES = 400_000
 
 MAX_MODEL_NODES = 5_000
 """Above this many nodes the model is not even sized (its windows need n^2/8-byte masks)."""
-
-_THREADS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,53 +78,6 @@ class IlpOutcome:
     n_constraints: int
     build_s: float
     solve_s: float
-
-
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Send file descriptor 1 to /dev/null: HiGHS prints a banner from C++ on first use,
-    which would corrupt ``--json`` output."""
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no descriptor 1 at all: nothing to protect
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _highs_available() -> bool:
-    return bool(pulp.HiGHS().available())
-
-
-def _cbc_available() -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return bool(pulp.PULP_CBC_CMD(msg=False).available())
-
-
-def _pick_solver(solver: str | None) -> str:
-    name = (solver or "").lower()
-    if name in ("", "highs"):
-        if _highs_available():
-            return "highs"
-        if name == "highs":
-            raise SolverUnavailableError("HiGHS was asked for but highspy is not installed")
-    if name in ("", "cbc"):
-        if _cbc_available():
-            return "cbc"
-        raise SolverUnavailableError("no MILP solver: install highspy, or PuLP's bundled CBC")
-    raise SolverUnavailableError(f"unknown solver {solver!r}; choose highs or cbc")
 
 
 class _Model:
@@ -324,7 +271,7 @@ def solve_index(
     Never returns an order worse than ``incumbent``; ``bound_bytes`` is proven.
     """
     t0 = time.perf_counter()
-    name = _pick_solver(solver)
+    name = pick_solver(solver)
     incumbent = np.asarray(incumbent, dtype=np.int64)
     check_order(index, incumbent)
     peak0 = simulate(index, incumbent, validate=False).peak_bytes
@@ -370,8 +317,8 @@ def solve_index(
         n_constraints=model.prob.numConstraints(),
         build_s=build_s,
     )
-    with _quiet_stdout():
-        run = _run_highs if name == "highs" else _run_cbc
+    with quiet_stdout():
+        run = run_highs if name == "highs" else run_cbc
         status, objective, bound, infeasible = run(model.prob, remaining)
     if infeasible:
         return outcome(incumbent, peak0, peak0, "incumbent proven optimal", **sizes)
@@ -414,65 +361,6 @@ class _Windows:
         return cls(topo, anc, [a.bit_count() for a in anc], [n - 1 - d.bit_count() for d in desc])
 
 
-class _DeadlineHiGHS(pulp.HiGHS):  # type: ignore[misc,valid-type]
-    """PuLP's highspy interface with the time limit set just before ``run()``, so the
-    time PuLP spends handing the model to HiGHS (seconds on a loaded box) counts."""
-
-    def __init__(self, deadline_s: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._deadline_s = deadline_s
-
-    def callSolver(self, lp: pulp.LpProblem) -> None:
-        left = max(0.05, self._deadline_s - time.perf_counter())
-        lp.solverModel.setOptionValue("time_limit", float(left))
-        lp.solverModel.run()
-
-
-def _run_highs(
-    prob: pulp.LpProblem, limit_s: float
-) -> tuple[str, float | None, float | None, bool]:
-    """Solve with HiGHS; (status, objective or None, proven bound or None, infeasible)."""
-    import highspy
-
-    solver = _DeadlineHiGHS(
-        time.perf_counter() + limit_s, msg=False, threads=_THREADS, gapRel=0.0, gapAbs=0.999
-    )
-    prob.solve(solver)
-    h = prob.solverModel
-    status = h.getModelStatus()
-    text = h.modelStatusToString(status)
-    if status == highspy.HighsModelStatus.kInfeasible:
-        return text, None, None, True
-    info = h.getInfo()
-    objective = float(info.objective_function_value) if info.primal_solution_status >= 2 else None
-    if status == highspy.HighsModelStatus.kOptimal and objective is not None:
-        return "optimal", objective, objective, False
-    bound = float(info.mip_dual_bound)
-    return text, objective, bound if math.isfinite(bound) else None, False
-
-
-def _run_cbc(prob: pulp.LpProblem, limit_s: float) -> tuple[str, float | None, float | None, bool]:
-    """Solve with CBC; PuLP does not expose CBC's bound, so only optimality is reported."""
-    with warnings.catch_warnings():  # PuLP 3.3 deprecates the bundled CBC for 4.0
-        warnings.simplefilter("ignore", DeprecationWarning)
-        solver = pulp.PULP_CBC_CMD(
-            msg=False, timeLimit=limit_s, threads=_THREADS, gapRel=0.0, gapAbs=0.999
-        )
-    prob.solve(solver)
-    if prob.status == pulp.LpStatusInfeasible:
-        return "infeasible", None, None, True
-    objective = pulp.value(prob.objective)
-    status = pulp.LpStatus.get(prob.status, "unknown")
-    if objective is None or prob.sol_status not in (
-        pulp.LpSolutionOptimal,
-        pulp.LpSolutionIntegerFeasible,
-    ):
-        return status, None, None, False
-    if prob.sol_status == pulp.LpSolutionOptimal:
-        return "optimal", float(objective), float(objective), False
-    return status, float(objective), None, False
-
-
 def _warm_order(graph: Graph, warm_start: Sequence[str] | None) -> tuple[np.ndarray, str, int]:
     """The warm-start order: the one passed, else the best cheap candidate
     (:func:`scheduler.candidates.candidate_orders`: given, lpmf, bfs, dfs, sp); with its
@@ -513,7 +401,7 @@ def schedule_ilp(
     (('b', 'c', 'a', 'd'), 11, True)
     """
     t0 = time.perf_counter()
-    name = _pick_solver(solver)
+    name = pick_solver(solver)
     warm, warm_name, warm_bound = _warm_order(graph, warm_start)
     if presolve:
         return _schedule_presolved(graph, warm, warm_name, warm_bound, t0, time_limit_s, name)
