@@ -187,6 +187,29 @@ def profile_cmd(
     _print_profile(result, out, json_)
 
 
+def _host_terms_line(frame: Any) -> str:
+    """The shared-host terms (docs/system-model.md §8) in one line, medians at batch size 1;
+    empty when this profile did not measure them (GPU, or ``host_terms=False``)."""
+    import polars as pl
+
+    at1 = frame.filter(pl.col("batch_size") == 1)
+    if "idle_s" in at1.columns:
+        at1 = at1.filter(pl.col("idle_s").is_null() | (pl.col("idle_s") == 0))
+    names = ["dispatch", "collect", "gate_alone", "gate_contended"]
+    names += ["worker_alone", "worker_contended"]
+    med = {
+        c: float(at1.filter(pl.col("component") == c)["latency_s"].median() or 0.0) * 1e6
+        for c in names
+    }
+    if not all(med.values()):
+        return ""
+    return (
+        f"host terms (µs, b=1): dispatch {med['dispatch']:.1f}, collect {med['collect']:.1f}, "
+        f"gate alone/contended {med['gate_alone']:.0f}/{med['gate_contended']:.0f}, "
+        f"worker alone/contended {med['worker_alone']:.0f}/{med['worker_contended']:.0f}"
+    )
+
+
 def _print_profile(result: Any, out: Path, json_: bool) -> None:
     import polars as pl
 
@@ -220,6 +243,9 @@ def _print_profile(result: Any, out: Path, json_: bool) -> None:
         vals = dict(zip(row["component"].to_list(), row["latency_s"].to_list(), strict=True))
         table.add_row(str(b), *(f"{vals[c] * 1e6:.1f}" if c in vals else "" for c in comps))
     out_console.print(table)
+    host = _host_terms_line(frame)
+    if host:
+        out_console.print(host)
     if var is not None:
         out_console.print(
             f"run-to-run variation of medians: median {var['median_rel']:.1%}, "

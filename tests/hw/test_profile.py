@@ -215,6 +215,9 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     assert meta["config"]["min_calls"] == 3 and meta["device"].startswith("cpu")
     again = runner.invoke(app, ["profile", "--out", str(out), *ARGS])
     assert "exists" in _error_line(again)
+    shown = runner.invoke(app, ["profile", "--out", str(out), *ARGS, "--force"])
+    assert shown.exit_code == 0, shown.output
+    assert "host terms (µs, b=1): dispatch" in " ".join(shown.stdout.split())
 
 
 @pytest.mark.parametrize(
