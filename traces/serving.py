@@ -25,7 +25,7 @@ non-null except ``rate_rps`` (null when arrivals come from a trace).
 | ``batch_size`` | int | samples in that batch |
 | ``batch_kind`` | str | ``exact`` (B waited), ``flush`` (max_wait) or ``drain`` (end of run) |
 | ``batch_formed_s`` | float | the batch left the queue (joined its device's ready list) |
-| ``batch_start_s``, ``batch_end_s`` | float | the expert call on the device |
+| ``batch_start_s``, ``batch_end_s`` | float | the expert call (end: answers delivered) |
 | ``combine_batch`` | int | the batch after which this request's combine ran (its last answer) |
 | ``combine_start_s`` | float | start of the combine step (request-level, repeated per slot) |
 | ``complete_s`` | float | completion = end of the combine step |

@@ -276,9 +276,12 @@ class QueuedServer:
         out = served.expert(b.expert, inp)
         if stream is not None:
             stream.synchronize()
-        b.end_s = self._now()
         completing = []
         with self._lock:
+            # The end is stamped under the lock that delivers the answers, so that of two
+            # batches ending together on different devices the later stamp is the one that
+            # delivered last (and runs the combine), as the records and the model assume.
+            b.end_s = self._now()
             for j, (i, slot) in enumerate(b.members):
                 self._outs[i][slot] = out[j]
                 self._remaining[i] -= 1
