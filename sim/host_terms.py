@@ -12,18 +12,9 @@ import numpy as np
 import polars as pl
 
 from sim.errors import SimConfigError
-from traces.profile import LatencyProfile
+from traces.profile import HOST_COMPONENTS, LatencyProfile
 
 __all__ = ["HOST_COMPONENTS", "HostTerms"]
-
-HOST_COMPONENTS = (
-    "dispatch",
-    "collect",
-    "gate_alone",
-    "gate_contended",
-    "worker_alone",
-    "worker_contended",
-)
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,6 +27,7 @@ from traces.errors import FormatError
 
 __all__ = [
     "COMPONENTS",
+    "HOST_COMPONENTS",
     "OPTIONAL_COLUMNS",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
@@ -55,18 +56,15 @@ OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
 }
 # dispatch, collect, gate_/worker_ alone/contended: host-side costs of the CPU server
 # (docs/system-model.md §8), measured by hw profile, used by sim's shared-host model.
-COMPONENTS = (
-    "expert",
-    "gate",
-    "combine",
+HOST_COMPONENTS = (
     "dispatch",
     "collect",
     "gate_alone",
     "gate_contended",
     "worker_alone",
     "worker_contended",
-    "wake",
 )
+COMPONENTS = ("expert", "gate", "combine", *HOST_COMPONENTS, "wake")
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 

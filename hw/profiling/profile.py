@@ -215,26 +215,27 @@ def run_profile(
     finally:
         torch.set_num_threads(old_threads)
     label = device_label(device)
+
+    def row(comp: str, e: int, b: int, st: LatencyStats, idle_s: float | None) -> dict:
+        return {
+            "expert": e,
+            "batch_size": b,
+            "latency_s": st.median_s,
+            "latency_p10_s": st.p10_s,
+            "latency_p90_s": st.p90_s,
+            "device": label,
+            "dtype": cfg.dtype,
+            "samples": st.samples,
+            "component": comp,
+            "idle_s": idle_s,
+        }
+
     rows = []
     rel: list[tuple[float, str]] = []
     for key in calls:
         comp, e, b = key
         pooled = [s for p in passes for s in p[key]]
-        st = LatencyStats.from_samples(pooled)
-        rows.append(
-            {
-                "expert": e,
-                "batch_size": b,
-                "latency_s": st.median_s,
-                "latency_p10_s": st.p10_s,
-                "latency_p90_s": st.p90_s,
-                "device": label,
-                "dtype": cfg.dtype,
-                "samples": st.samples,
-                "component": comp,
-                "idle_s": None,
-            }
-        )
+        rows.append(row(comp, e, b, LatencyStats.from_samples(pooled), None))
         if len(passes) > 1:
             meds = [LatencyStats.from_samples(p[key]).median_s for p in passes]
             name = f"{comp} {e} b={b}" if comp == "expert" else f"{comp} b={b}"
@@ -246,21 +247,7 @@ def run_profile(
         variation = Variation(
             float(np.median(vals)), float(np.percentile(vals, 90)), worst[0], worst[1]
         )
-    for comp, idle, st in host:
-        rows.append(
-            {
-                "expert": -1,
-                "batch_size": 1,
-                "latency_s": st.median_s,
-                "latency_p10_s": st.p10_s,
-                "latency_p90_s": st.p90_s,
-                "device": label,
-                "dtype": cfg.dtype,
-                "samples": st.samples,
-                "component": comp,
-                "idle_s": idle,
-            }
-        )
+    rows += [row(comp, -1, 1, st, idle) for comp, idle, st in host]
     frame = pl.DataFrame(rows, schema_overrides={"idle_s": pl.Float64})
     profile_from_frame(frame, source="measured profile")  # holds to the contract
     return ProfileResult(frame, variation, label, time.perf_counter() - t0, cfg)
