@@ -72,13 +72,14 @@ def stage_order(
 def stage_bounds() -> None:
     """Per Inductor-level backward graph: the peak of Inductor's order under graph/1 and a
     proven lower bound on any order's (the larger of ``best``'s bound, given more time, and
-    :func:`hw.memory.bounds.must_live_lower_bound`); resumable per model."""
-    from hw.memory.bounds import must_live_lower_bound
+    :func:`scheduler.subproblem.structural_lower_bound`, what must be live at each node; kept
+    as ``must_live_bytes``); resumable per model."""
     from hw.memory.fx_capture import capture_step
     from hw.memory.inductor_level import InductorRunner
     from hw.memory.methods import run_method
     from hw.memory.models import ModelSpec
     from scheduler.memory import simulate
+    from scheduler.subproblem import structural_lower_bound
 
     doc = json.loads(BOUNDS.read_text()) if BOUNDS.exists() else {}
     for model in [*MODELS.values(), *INDUCTOR_EXTRA]:
@@ -89,7 +90,7 @@ def stage_bounds() -> None:
         runner = InductorRunner(capture_step(spec), "backward")
         graph = runner.default_graph()
         best = run_method(graph, "best", time_limit_s=BOUND_TIME_LIMIT_S)
-        must_live = must_live_lower_bound(graph)
+        must_live = structural_lower_bound(graph.index)
         lower = max(best.lower_bound_bytes or 0, must_live)
         entry: dict[str, object] = {"method": "best", "time_limit_s": BOUND_TIME_LIMIT_S}
         if not best.optimal and best.peak_bytes > lower:  # the ILP alone, given longer
@@ -280,8 +281,9 @@ def render() -> str:
             "`graph/1 lower bound` is a proven lower bound on the graph/1 peak of *any* "
             "order of the same graph (the largest of `best`'s bound after "
             f"{BOUND_TIME_LIMIT_S:.0f} s, when that is not proven optimal the ILP's after "
-            f"{ILP_TIME_LIMIT_S:.0f} s, and the must-live bound of `hw/memory/bounds.py`: at "
-            "each node, what was made before it and is read after it; from "
+            f"{ILP_TIME_LIMIT_S:.0f} s, and the must-live bound of "
+            "`scheduler.subproblem.structural_lower_bound`: at each node, what was made "
+            "before it and is read after it; from "
             "`benchmarks/memory/bounds.json`). The order that search found is also run: "
             "its measured peak is the last column. `Inductor "
             "order within` is how far Inductor's own order can be from the best possible "

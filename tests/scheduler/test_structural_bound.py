@@ -1,5 +1,5 @@
-"""The must-live lower bound: never above the exact optimum, never below the per-node bound,
-and strictly better than it on a skip connection."""
+"""The structural (must-live) lower bound: never above the exact optimum, never below the
+per-node bound, and strictly better than it on a skip connection."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from hw.memory.bounds import must_live_lower_bound
 from scheduler.memory import trivial_lower_bound
+from scheduler.subproblem import structural_lower_bound
 from tests.scheduler.brute import brute_force_min_peak, random_dag
 from traces.graph import Buffer, Graph, Node
 
@@ -17,7 +17,7 @@ from traces.graph import Buffer, Graph, Node
 def test_bound_is_below_the_exact_optimum_and_above_the_trivial_bound(seed: int) -> None:
     rng = random.Random(seed)
     graph = random_dag(rng, rng.randint(1, 10))
-    bound = must_live_lower_bound(graph)
+    bound = structural_lower_bound(graph.index)
     assert trivial_lower_bound(graph) <= bound <= brute_force_min_peak(graph)
 
 
@@ -34,4 +34,4 @@ def test_skip_connection_is_counted_where_every_order_holds_it() -> None:
     ]
     g = Graph.build("skip", nodes, buffers)
     assert trivial_lower_bound(g) == 1010
-    assert must_live_lower_bound(g) == brute_force_min_peak(g) == 1020
+    assert structural_lower_bound(g.index) == brute_force_min_peak(g) == 1020
