@@ -48,10 +48,11 @@ import numpy as np
 import pulp
 
 from scheduler.memory import check_order, order_indices, simulate
-from scheduler.milp_solvers import pick_solver, quiet_stdout, run_cbc, run_highs
+from scheduler.milp_solvers import pick_solver, run_cbc, run_highs
 from scheduler.result import ScheduleResult, finish_result
 from scheduler.subproblem import ancestor_masks, structural_lower_bound, topological_order
 from traces.errors import OrderError
+from traces.fds import silenced_fd
 from traces.graph import Graph, GraphIndex
 
 __all__ = ["MAX_MODEL_NODES", "MAX_MODEL_VARIABLES", "IlpOutcome", "schedule_ilp", "solve_index"]
@@ -317,7 +318,7 @@ def solve_index(
         n_constraints=model.prob.numConstraints(),
         build_s=build_s,
     )
-    with quiet_stdout():
+    with silenced_fd(1):  # HiGHS prints a banner from C++ on first use
         run = run_highs if name == "highs" else run_cbc
         status, objective, bound, infeasible = run(model.prob, remaining)
     if infeasible:

@@ -1,48 +1,21 @@
 """The MILP solvers behind ``scheduler.ilp``: HiGHS through highspy (default) and PuLP's
-bundled CBC (fallback), each with a wall-clock deadline, a quiet stdout and the proven
+bundled CBC (fallback), each with a wall-clock deadline and the proven
 bound when the solver exposes one. Kept apart from the model so the model reads alone."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import sys
 import time
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import pulp
 
 from scheduler.errors import SolverUnavailableError
 
-__all__ = ["pick_solver", "quiet_stdout", "run_cbc", "run_highs"]
+__all__ = ["pick_solver", "run_cbc", "run_highs"]
 
 _THREADS = 2
-
-
-@contextlib.contextmanager
-def quiet_stdout() -> Iterator[None]:
-    """Send file descriptor 1 to /dev/null: HiGHS prints a banner from C++ on first use,
-    which would corrupt ``--json`` output."""
-    with contextlib.suppress(Exception):
-        sys.stdout.flush()
-    try:
-        saved = os.dup(1)
-    except OSError:  # no descriptor 1 at all: nothing to protect
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _highs_available() -> bool:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+from traces.fds import silenced_fd
 
 __all__ = ["MemoryPeak", "PeakTracker", "replay_allocations", "track_peak"]
 
@@ -90,20 +90,8 @@ def _allocation_events(prof: torch.profiler.profile, device: str) -> list[tuple[
 def _quiet_profiler() -> Iterator[None]:
     """Silence the profiler's start/stop chatter on fd 2 (it is not our output)."""
     logging.getLogger("torch.profiler").setLevel(logging.ERROR)
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
+    with silenced_fd(2):
         yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 class PeakTracker:
