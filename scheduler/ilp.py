@@ -41,12 +41,12 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import reduce
 from typing import Any
 
 import numpy as np
 import pulp
 
+from scheduler.decide import gcd_step
 from scheduler.memory import check_order, order_indices, simulate
 from scheduler.milp_solvers import pick_solver, run_cbc, run_highs
 from scheduler.result import ScheduleResult, finish_result
@@ -254,11 +254,6 @@ def _is(item: pulp.LpVariable | int, value: int) -> bool:
     return isinstance(item, int) and item == value
 
 
-def _gcd_scale(index: GraphIndex) -> int:
-    values = [int(x) for x in index.buf_size.tolist() + index.workspace.tolist() if x]
-    return reduce(math.gcd, values, 0) or 1
-
-
 def solve_index(
     index: GraphIndex,
     incumbent: np.ndarray,
@@ -277,7 +272,7 @@ def solve_index(
     check_order(index, incumbent)
     peak0 = simulate(index, incumbent, validate=False).peak_bytes
     lower = max(int(lower_bound_bytes), structural_lower_bound(index))
-    scale = _gcd_scale(index)
+    scale = gcd_step(index)
     n = index.n_nodes
 
     def outcome(order: np.ndarray, peak: int, bound: int, status: str, **kw: Any) -> IlpOutcome:

@@ -11,8 +11,9 @@ import networkx as nx
 import numpy as np
 import pytest
 
+from scheduler.decide import gcd_step
 from scheduler.errors import SolverUnavailableError
-from scheduler.ilp import _gcd_scale, _Model, _Windows, schedule_ilp, solve_index
+from scheduler.ilp import _Model, _Windows, schedule_ilp, solve_index
 from scheduler.memory import check_order, simulate, trivial_lower_bound
 from scheduler.strategies import schedule
 from scheduler.synthetic import make
@@ -106,7 +107,7 @@ def test_model_memory_rows_equal_the_simulated_timeline(seed: int) -> None:
     """At the 0/1 point of any order every constraint holds and row t is memory at t."""
     graph = _rich_dag(2000 + seed)
     index = graph.index
-    scale = _gcd_scale(index)
+    scale = gcd_step(index)
     model = _Model(index, _Windows.of(index), scale, 0, 10**12)
     rng = random.Random(seed)
     for _ in range(3):
@@ -140,7 +141,7 @@ def test_sizes_are_divided_by_their_gcd_exactly() -> None:
             Buffer("w", 2 * kib, None, ("a", "c"), pinned=True),
         ],
     )
-    assert _gcd_scale(graph.index) == kib
+    assert gcd_step(graph.index) == kib
     result = schedule_ilp(graph, warm_start=["a", "b", "c", "d"])
     assert result.optimal and result.peak_bytes == brute_force_min_peak(graph)
 
