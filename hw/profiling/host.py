@@ -66,15 +66,10 @@ class HostTiming:
 def dispatch_call(
     served: ServedModel, expert: int, b: int, pool: torch.Tensor
 ) -> Callable[[], Any]:
-    """The server's gather of ``b`` inputs for ``expert`` (as ``QueuedServer._run_batch``)."""
+    """The server's gather of ``b`` inputs for ``expert`` (``ServedModel.gather``)."""
     dev = served.devices[served.placement[expert]]
     rows = list(range(b))
-
-    def call() -> torch.Tensor:
-        idx = torch.tensor(rows, device=pool.device)
-        return pool.index_select(0, idx).to(dev)
-
-    return call
+    return lambda: served.gather(pool, rows, dev)
 
 
 def collect_call(served: ServedModel, k: int, gen: torch.Generator) -> Callable[[], Any]:
@@ -82,12 +77,7 @@ def collect_call(served: ServedModel, k: int, gen: torch.Generator) -> Callable[
     dev = served.devices[0]
     outs = [torch.randn(served.d_model, generator=gen).to(dev, served.dtype) for _ in range(k)]
     weights = [1.0 / k] * k
-
-    def call() -> tuple[torch.Tensor, torch.Tensor]:
-        stacked = torch.stack([o.to(dev) for o in outs])
-        return stacked, torch.tensor(weights, device=dev, dtype=served.dtype)
-
-    return call
+    return lambda: served.collect(outs, weights, dev)
 
 
 def worker_step(served: ServedModel, pool: torch.Tensor) -> Callable[[], Any]:

@@ -185,6 +185,20 @@ class ServedModel:
         """Expert ``expert`` on a batch ``h [b, d]`` (already on its device)."""
         return self.experts[expert](h)
 
+    def gather(self, h: Tensor, rows: list[int], device: torch.device) -> Tensor:
+        """A batch's inputs: rows ``rows`` of the gate outputs ``h``, moved to ``device``.
+        The server's dispatch step, also what ``hw profile`` times as ``dispatch``."""
+        idx = torch.tensor(rows, device=h.device)
+        return h.index_select(0, idx).to(device)
+
+    def collect(
+        self, answers: Sequence[Tensor], weights: Sequence[float], device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """One request's k answers stacked and its gate weights as a tensor, on ``device``:
+        what the server does before the combine, and what ``hw profile`` times as ``collect``."""
+        outs = torch.stack([o.to(device) for o in answers])
+        return outs, torch.tensor(weights, device=device, dtype=self.dtype)
+
     @torch.inference_mode()
     def combine(self, outs: Tensor, weights: Tensor, device: int = 0) -> Tensor:
         """Gate-weighted sum of ``outs [b, k, d]`` then the head, on device ``device``."""

@@ -270,8 +270,7 @@ class QueuedServer:
         self, b: _Batch, dev: torch.device, d: int, stream: torch.cuda.Stream | None
     ) -> None:
         served = self.served
-        idx = torch.tensor([i for i, _ in b.members], device=self._h.device)
-        inp = self._h.index_select(0, idx).to(dev)
+        inp = served.gather(self._h, [i for i, _ in b.members], dev)
         b.start_s = self._now()
         out = served.expert(b.expert, inp)
         if stream is not None:
@@ -289,8 +288,8 @@ class QueuedServer:
                     completing.append(i)
         for i in completing:  # combine on this device, right after the batch, in batch order
             self._combine_start[i] = self._now()
-            outs = torch.stack([o.to(dev) for o in self._outs[i] if o is not None])
-            w = torch.tensor(self._weights[i], device=dev, dtype=served.dtype)
+            answers = [o for o in self._outs[i] if o is not None]
+            outs, w = served.collect(answers, self._weights[i], dev)
             served.combine(outs[None], w[None], device=d)
             if stream is not None:
                 stream.synchronize()
