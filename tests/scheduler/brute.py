@@ -9,9 +9,11 @@ from __future__ import annotations
 import random
 from functools import cache
 
+import networkx as nx
+
 from traces.graph import Buffer, Graph, Node
 
-__all__ = ["brute_force_min_peak", "random_dag", "recount_peak"]
+__all__ = ["brute_force_min_peak", "random_dag", "random_topological_order", "recount_peak"]
 
 
 def random_dag(
@@ -148,3 +150,24 @@ def brute_force_min_peak(graph: Graph) -> int:
         return out
 
     return best(0)
+
+
+def random_topological_order(graph: Graph, rng: random.Random) -> list[str]:
+    """A uniformly drawn ready node at every step (networkx only, not scheduler code)."""
+    g = nx.DiGraph()
+    g.add_nodes_from(graph.node_ids)
+    idx = graph.index
+    g.add_edges_from(
+        (idx.node_ids[a], idx.node_ids[b]) for a, b in zip(idx.dep_src, idx.dep_dst, strict=True)
+    )
+    indeg = dict(g.in_degree())
+    ready = [v for v, d in indeg.items() if d == 0]
+    order: list[str] = []
+    while ready:
+        v = ready.pop(rng.randrange(len(ready)))
+        order.append(v)
+        for w in g.successors(v):
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                ready.append(w)
+    return order

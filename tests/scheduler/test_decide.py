@@ -14,8 +14,13 @@ from scheduler.memory import check_order, simulate, trivial_lower_bound
 from scheduler.presolve import presolve
 from scheduler.subproblem import cut_segments, structural_lower_bound, topological_order
 from scheduler.synthetic import make
-from tests.scheduler.brute import brute_force_min_peak, random_dag, recount_peak
-from tests.scheduler.test_ilp import _random_topo_order, _rich_dag
+from tests.scheduler.brute import (
+    brute_force_min_peak,
+    random_dag,
+    random_topological_order,
+    recount_peak,
+)
+from tests.scheduler.test_ilp import _rich_dag
 from traces.graph import Buffer, Graph, Node
 
 DIRECTIONS = ("forward", "backward", "both")
@@ -48,7 +53,7 @@ def test_backward_steps_replay_the_simulated_timeline(seed: int) -> None:
     graph = _rich_dag(7500 + seed)
     index = graph.index
     m = _Model(index)
-    order = _indices(graph, _random_topo_order(graph, random.Random(seed)))
+    order = _indices(graph, random_topological_order(graph, random.Random(seed)))
     timeline = simulate(index, order).timeline_bytes.tolist()
     done, resident = (1 << index.n_nodes) - 1, m.r_full
     back = []
@@ -65,7 +70,7 @@ def test_descent_from_a_poor_order_reaches_the_optimum_and_proves_it(seed: int) 
     graph = _rich_dag(8000 + seed)
     rng = random.Random(seed)
     worst = max(
-        (_random_topo_order(graph, rng) for _ in range(10)),
+        (random_topological_order(graph, rng) for _ in range(10)),
         key=lambda o: simulate(graph, o).peak_bytes,
         default=[],
     )
@@ -157,7 +162,7 @@ def test_presolve_on_segmented_graphs_equals_brute_force(seed: int) -> None:
     graph = _chain_of_blobs(seed)
     index = graph.index
     assert len(cut_segments(index)) >= 2
-    start = np.array(_indices(graph, _random_topo_order(graph, random.Random(seed))))
+    start = np.array(_indices(graph, random_topological_order(graph, random.Random(seed))))
     pre = presolve(index, start, deadline_s=float("inf"))
     order = pre.order
     check_order(index, order)
@@ -173,7 +178,7 @@ def test_ilp_says_truthfully_what_proved_it(seed: int) -> None:
     graph = _rich_dag(8800 + seed, n=random.Random(seed).randint(4, 10))
     rng = random.Random(seed)
     worst = max(
-        (_random_topo_order(graph, rng) for _ in range(10)),
+        (random_topological_order(graph, rng) for _ in range(10)),
         key=lambda o: simulate(graph, o).peak_bytes,
     )
     result = schedule_ilp(graph, warm_start=worst)
@@ -252,7 +257,7 @@ def test_ilp_finishes_segments_the_search_leaves_open(
     graph = _chain_of_blobs(100 + seed)
     rng = random.Random(seed)
     worst = max(
-        (_random_topo_order(graph, rng) for _ in range(10)),
+        (random_topological_order(graph, rng) for _ in range(10)),
         key=lambda o: simulate(graph, o).peak_bytes,
     )
     result = schedule_ilp(graph, warm_start=worst)

@@ -16,8 +16,8 @@ from scheduler.subproblem import (
     topological_order,
 )
 from scheduler.synthetic import make
-from tests.scheduler.brute import brute_force_min_peak, random_dag
-from tests.scheduler.test_ilp import _random_topo_order, _rich_dag
+from tests.scheduler.brute import brute_force_min_peak, random_dag, random_topological_order
+from tests.scheduler.test_ilp import _rich_dag
 from traces.graph import Buffer, Graph, Node
 
 
@@ -51,7 +51,7 @@ def test_window_memory_plus_offset_is_the_full_timeline(seed: int) -> None:
     graph = _rich_dag(4000 + seed)
     index = graph.index
     rng = random.Random(seed)
-    order = np.array([index.position_of[v] for v in _random_topo_order(graph, rng)])
+    order = np.array([index.position_of[v] for v in random_topological_order(graph, rng)])
     prof = simulate(index, order)
     n = len(order)
     for _ in range(4):
@@ -89,7 +89,7 @@ def test_segments_are_contiguous_in_every_topological_order() -> None:
         rng = random.Random(n)
         for _ in range(5):
             pos = graph.index.position_of
-            order = [pos[v] for v in _random_topo_order(graph, rng)]
+            order = [pos[v] for v in random_topological_order(graph, rng)]
             expect = [v for s in segments for v in sorted(s, key=order.index)]
             assert sorted(order[: len(segments[0])]) == sorted(segments[0])
             assert [order.index(v) for v in expect] == list(range(len(order)))

@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import networkx as nx
 import numpy as np
 import pytest
 
@@ -17,31 +16,16 @@ from scheduler.ilp import _Model, _Windows, schedule_ilp, solve_index
 from scheduler.memory import check_order, simulate, trivial_lower_bound
 from scheduler.strategies import schedule
 from scheduler.synthetic import make
-from tests.scheduler.brute import brute_force_min_peak, random_dag, recount_peak
+from tests.scheduler.brute import (
+    brute_force_min_peak,
+    random_dag,
+    random_topological_order,
+    recount_peak,
+)
 from traces.errors import OrderError
 from traces.graph import Buffer, Graph, Node
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _random_topo_order(graph: Graph, rng: random.Random) -> list[str]:
-    g = nx.DiGraph()
-    g.add_nodes_from(graph.node_ids)
-    idx = graph.index
-    g.add_edges_from(
-        (idx.node_ids[a], idx.node_ids[b]) for a, b in zip(idx.dep_src, idx.dep_dst, strict=True)
-    )
-    indeg = dict(g.in_degree())
-    ready = [v for v, d in indeg.items() if d == 0]
-    order: list[str] = []
-    while ready:
-        v = ready.pop(rng.randrange(len(ready)))
-        order.append(v)
-        for w in g.successors(v):
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                ready.append(w)
-    return order
 
 
 def _rich_dag(seed: int, n: int | None = None) -> Graph:
@@ -90,7 +74,7 @@ def test_ilp_objective_is_the_replayed_peak_when_the_warm_start_is_poor() -> Non
         opt = brute_force_min_peak(graph)
         rng = random.Random(seed)
         worst = max(
-            (_random_topo_order(graph, rng) for _ in range(30)),
+            (random_topological_order(graph, rng) for _ in range(30)),
             key=lambda o: simulate(graph, o).peak_bytes,
         )
         if simulate(graph, worst).peak_bytes == opt:
@@ -111,7 +95,7 @@ def test_model_memory_rows_equal_the_simulated_timeline(seed: int) -> None:
     model = _Model(index, _Windows.of(index), scale, 0, 10**12)
     rng = random.Random(seed)
     for _ in range(3):
-        order = np.array([index.position_of[v] for v in _random_topo_order(graph, rng)])
+        order = np.array([index.position_of[v] for v in random_topological_order(graph, rng)])
         pos = check_order(index, order)
         prof = simulate(index, order)
         values = model.values_of(index, pos, prof.peak_bytes // scale)

@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import random
 
-import networkx as nx
 import numpy as np
 import pytest
 
 from scheduler.memory import check_order, order_indices, simulate, trivial_lower_bound
-from tests.scheduler.brute import brute_force_min_peak, random_dag, recount_peak
+from tests.scheduler.brute import (
+    brute_force_min_peak,
+    random_dag,
+    random_topological_order,
+    recount_peak,
+)
 from traces.errors import OrderError
 from traces.graph import Buffer, Graph, Node
-
-
-def _random_topo_order(graph: Graph, rng: random.Random) -> list[str]:
-    g = nx.DiGraph()
-    g.add_nodes_from(graph.node_ids)
-    idx = graph.index
-    g.add_edges_from(
-        (idx.node_ids[a], idx.node_ids[b]) for a, b in zip(idx.dep_src, idx.dep_dst, strict=True)
-    )
-    order: list[str] = []
-    indeg = dict(g.in_degree())
-    ready = [v for v, d in indeg.items() if d == 0]
-    while ready:
-        v = ready.pop(rng.randrange(len(ready)))
-        order.append(v)
-        for w in g.successors(v):
-            indeg[w] -= 1
-            if indeg[w] == 0:
-                ready.append(w)
-    return order
 
 
 @pytest.mark.parametrize("seed", range(60))
@@ -39,7 +23,7 @@ def test_simulated_peak_equals_naive_recount(seed: int) -> None:
     rng = random.Random(seed)
     graph = random_dag(rng, rng.randint(1, 12))
     for _ in range(5):
-        order = _random_topo_order(graph, rng)
+        order = random_topological_order(graph, rng)
         assert simulate(graph, order).peak_bytes == recount_peak(graph, order)
 
 
