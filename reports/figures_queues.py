@@ -149,11 +149,19 @@ def tradeoff_curve(points: pl.DataFrame) -> Chart:
     )
 
 
+def _per_position(
+    points: pl.DataFrame, column: str, value: str, position: str, first: int
+) -> pl.DataFrame:
+    """A per-point list column (one entry per expert, per batch size, ...) as long rows:
+    ``value`` with its ``position`` in the list (counted from ``first``) per run and B."""
+    long = points.select("run", "series", "B", column).explode(column)
+    long = long.with_columns((pl.int_range(pl.len()).over(["run", "B"]) + first).alias(position))
+    return long.rename({column: value})
+
+
 def expert_utilization(points: pl.DataFrame) -> Chart:
     """Busy fraction of each expert at each B, per run."""
-    long = points.select("run", "series", "B", "expert_util").explode("expert_util")
-    long = long.with_columns(pl.int_range(pl.len()).over(["run", "B"]).alias("expert"))
-    long = long.rename({"expert_util": "utilization"})
+    long = _per_position(points, "expert_util", "utilization", "expert", first=0)
     fig = go.Figure()
     for (run, b), d in long.group_by(["run", "B"], maintain_order=True):
         fig.add_trace(
@@ -181,9 +189,8 @@ def expert_utilization(points: pl.DataFrame) -> Chart:
 
 def batch_histograms(points: pl.DataFrame) -> Chart:
     """How many batches of each size ran, per run and B."""
-    long = points.select("run", "series", "B", "batch_hist").explode("batch_hist")
-    long = long.with_columns((pl.int_range(pl.len()).over(["run", "B"]) + 1).alias("batch_size"))
-    long = long.rename({"batch_hist": "batches"}).filter(pl.col("batches").is_not_null())
+    long = _per_position(points, "batch_hist", "batches", "batch_size", first=1)
+    long = long.filter(pl.col("batches").is_not_null())
     fig = go.Figure()
     for (run, b), d in long.group_by(["run", "B"], maintain_order=True):
         fig.add_trace(
