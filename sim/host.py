@@ -16,8 +16,16 @@ cost); while the gate and a worker are both active, the gate advances at
 ``gate_rate`` and each worker at ``worker_rate`` of full speed. Both rates are
 measured by ``hw profile`` as isolated cost ÷ cost while the other step loops
 in a second thread (``HostTerms.from_profile``), so no number comes from the
-run being predicted. A busy period that follows idleness τ runs at the
-measured wake speed v(τ) ≤ 1 (a waking CPU is slower for a while).
+run being predicted.
+
+The host's speed depends on how busy it is: measured isolated costs are those
+of a host kept busy, and a host busy a fraction u of the time runs its steps
+at the measured duty speed v(u) ≤ 1 (caches and clock of a CPU that keeps
+going idle). The run's own duty depends on that speed (slower steps keep the
+host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s by
+bisection, simulating the run once per step. Every arrival that finds the
+gate waiting, and every batch that finds its worker waiting, first pays the
+measured hand-off time of waking that thread.
 
 Host work per step (all isolated costs from the profile): the gate; per
 batch of b samples, the dispatch (gathering its inputs, ``dispatch`` rows)
@@ -57,25 +65,20 @@ class SharedHost:
     """
 
     def __init__(
-        self,
-        env: simpy.Environment,
-        gate_rate: float,
-        worker_rate: float,
-        speed_after_idle: Callable[[float], float] | None = None,
+        self, env: simpy.Environment, gate_rate: float, worker_rate: float, speed: float = 1.0
     ) -> None:
         self.env = env
         self.gate_rate = gate_rate
         self.worker_rate = worker_rate
-        self.speed_after_idle = speed_after_idle
-        self._speed = 1.0  # of the current busy period
-        self._idle_since = 0.0  # when the host last became idle
+        self._speed = speed
+        self.busy_s = 0.0  # time with at least one thread at work
         self._left: dict[int, float] = {}  # thread -> remaining isolated work, s
         self._done: dict[int, simpy.Event] = {}
         self._since = 0.0
         self._plan = 0  # version of the pending timeout
 
     def rate(self, thread: int) -> float:
-        """Speed of ``thread`` now: the busy period's speed alone, times its rate with company."""
+        """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
         if len(self._left) <= 1:
             return self._speed
         return self._speed * (self.gate_rate if thread == GATE else self.worker_rate)
@@ -84,10 +87,6 @@ class SharedHost:
         if seconds <= 0:
             return
         self._advance()
-        idle_s = self.env.now - self._idle_since
-        if not self._left and self.speed_after_idle is not None and idle_s > 0:
-            # a new busy period; a hand-off at the same instant continues the old one
-            self._speed = self.speed_after_idle(idle_s)
         self._left[thread] = seconds
         done = self._done[thread] = self.env.event()
         self._replan()
@@ -97,7 +96,8 @@ class SharedHost:
         """Bring every remaining amount to now, at the rates of the set active since then."""
         now = self.env.now
         dt = now - self._since
-        if dt > 0:
+        if dt > 0 and self._left:
+            self.busy_s += dt
             for t in self._left:
                 self._left[t] -= dt * self.rate(t)
         self._since = now
@@ -120,15 +120,45 @@ class SharedHost:
         for t in sorted(finished):
             del self._left[t]
             self._done.pop(t).succeed()
-        if not self._left:
-            self._idle_since = self.env.now
         self._replan()
+
+
+SPEED_TOLERANCE = 2e-3  # bisection stops when the speed is known to this much
 
 
 def simulate_host(
     config: SimConfig, table: ServiceTable, workload: Workload, host: HostTerms
 ) -> RunResult:
-    """Simulate one run with every step's host work on a :class:`SharedHost` (§8).
+    """Simulate one run with every step's host work on a :class:`SharedHost` (§8), at the
+    host speed s that the run's own duty gives: v(u(s)) = s (module docstring).
+
+    u(s) falls as s rises and v rises with u, so v(u(s)) - s falls and the
+    root is bracketed by [min v, 1]; a run whose duty at full speed already
+    earns full speed (or a profile without a duty curve) runs at 1.
+    """
+    if not host.duty:
+        return _simulate_at(config, table, workload, host, 1.0)[0]
+    lo, hi = min(host.duty_speed), 1.0
+    result, duty = _simulate_at(config, table, workload, host, hi)
+    if host.speed_at_duty(duty) >= hi:
+        return result
+    low = _simulate_at(config, table, workload, host, lo)
+    if host.speed_at_duty(low[1]) <= lo:
+        return low[0]
+    while hi - lo > SPEED_TOLERANCE:
+        mid = 0.5 * (lo + hi)
+        result, duty = _simulate_at(config, table, workload, host, mid)
+        if host.speed_at_duty(duty) >= mid:
+            lo = mid
+        else:
+            hi = mid
+    return _simulate_at(config, table, workload, host, 0.5 * (lo + hi))[0]
+
+
+def _simulate_at(
+    config: SimConfig, table: ServiceTable, workload: Workload, host: HostTerms, speed: float
+) -> tuple[RunResult, float]:
+    """One run with the host at ``speed``; returns it and the host's duty (busy ÷ span).
 
     Follows §1–§5 otherwise, with one difference of detail: events at exactly
     the same instant (a flush deadline and a gate-done, two devices' answers)
@@ -142,7 +172,7 @@ def simulate_host(
     device_of = config.device_of()
     rng = streams(config.seed)["service"]
     env = simpy.Environment()
-    cpu = SharedHost(env, host.gate_rate, host.worker_rate, host.speed_after_idle)
+    cpu = SharedHost(env, host.gate_rate, host.worker_rate, speed)
     arrival = workload.arrival_s
     experts = workload.experts
     k = workload.k
@@ -193,12 +223,15 @@ def simulate_host(
         return fire
 
     def gate() -> Generator[simpy.Event, None, None]:
+        free_since = 0.0  # when the gate last finished a request
         for i in range(n):
-            if arrival[i] > env.now:
-                yield env.timeout(arrival[i] - env.now)
+            if arrival[i] > env.now:  # the gate waits on its inbox: the arrival must wake it
+                waited = arrival[i] - free_since
+                yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
             gate_start[i] = env.now
             yield from cpu.work(GATE, config.gate_latency_s)
             gate_done[i] = env.now
+            free_since = env.now
             for e in experts[i, : k[i]].tolist():  # increasing expert index (§3)
                 q = queues[e]
                 q.append(i)
@@ -220,8 +253,13 @@ def simulate_host(
             if not ready[d]:
                 if state["drained"]:
                     return
+                since = env.now
                 wake[d] = env.event()
                 yield wake[d]
+                if ready[d]:  # woken by a batch: the notified thread takes a while to run
+                    handoff = host.worker_handoff(env.now - since)
+                    if handoff > 0:
+                        yield env.timeout(handoff)
                 continue
             j = heapq.heappop(ready[d])[2]
             members = b_members[j]
@@ -251,6 +289,8 @@ def simulate_host(
     item_request = np.array([r for x in b_members for r in x], dtype=np.int64)
     item_batch = np.repeat(np.arange(nb), sizes)
     bexp = np.asarray(b_expert, dtype=np.int64)
+    span = env.now - float(arrival[0]) if n else 0.0
+    duty = cpu.busy_s / span if span > 0 else 0.0
     return RunResult(
         config=config,
         arrival_s=arrival,
@@ -271,4 +311,4 @@ def simulate_host(
         item_request=item_request,
         item_expert=bexp[item_batch] if nb else item_request,
         item_batch=item_batch,
-    )
+    ), duty

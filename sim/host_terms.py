@@ -24,23 +24,43 @@ class HostTerms:
     ``dispatch_s[b]``: host work of gathering a batch of b inputs (index 0 unused);
     ``collect_s``: gathering one request's answers before its combine;
     ``gate_rate``, ``worker_rate``: speed (0, 1] of the gate / a worker while
-    the other is active (1 = no interference); ``wake_speed[i]``: speed of the
-    host in a busy period that starts after ``wake_idle_s[i]`` of idleness
-    (interpolated; empty = always 1).
+    the other is active (1 = no interference); ``duty_speed[i]``: speed of the
+    host while it is busy a fraction ``duty[i]`` of the time (increasing duty,
+    interpolated, held flat outside; empty = always 1);
+    ``handoff_gate_s[i]`` / ``handoff_worker_s[i]``: wall time from handing a
+    waiting thread work (an arrival put in the gate's inbox, a batch notified
+    to an idle device worker) to that thread running, after it waited
+    ``handoff_idle_s[i]`` (interpolated; empty = 0).
     """
 
     dispatch_s: np.ndarray
     collect_s: float = 0.0
     gate_rate: float = 1.0
     worker_rate: float = 1.0
-    wake_idle_s: tuple[float, ...] = ()
-    wake_speed: tuple[float, ...] = ()
+    duty: tuple[float, ...] = ()
+    duty_speed: tuple[float, ...] = ()
+    handoff_idle_s: tuple[float, ...] = ()
+    handoff_gate_s: tuple[float, ...] = ()
+    handoff_worker_s: tuple[float, ...] = ()
 
-    def speed_after_idle(self, idle_s: float) -> float:
-        """Speed (0, 1] of the host in a busy period that follows ``idle_s`` of idleness."""
-        if not self.wake_idle_s:
+    def speed_at_duty(self, duty: float) -> float:
+        """Speed (0, 1] of a host busy ``duty`` of the time, relative to a host always busy."""
+        if not self.duty:
             return 1.0
-        return float(np.interp(idle_s, self.wake_idle_s, self.wake_speed))
+        return float(np.interp(duty, self.duty, self.duty_speed))
+
+    def gate_handoff(self, waited_s: float) -> float:
+        """Seconds from an arrival to the gate running it, the gate having waited ``waited_s``."""
+        return self._handoff(self.handoff_gate_s, waited_s)
+
+    def worker_handoff(self, waited_s: float) -> float:
+        """Seconds from a batch's forming to its idle worker running, after ``waited_s``."""
+        return self._handoff(self.handoff_worker_s, waited_s)
+
+    def _handoff(self, curve: tuple[float, ...], waited_s: float) -> float:
+        if not curve:
+            return 0.0
+        return float(np.interp(waited_s, self.handoff_idle_s, curve))
 
     def __post_init__(self) -> None:
         for name in ("gate_rate", "worker_rate"):
@@ -49,10 +69,16 @@ class HostTerms:
                 raise SimConfigError(f"host model: {name} must be in (0, 1], got {v}")
         if not self.collect_s >= 0 or (np.asarray(self.dispatch_s)[1:] < 0).any():
             raise SimConfigError("host model: dispatch and collect costs must be >= 0")
-        if len(self.wake_idle_s) != len(self.wake_speed) or any(
-            not 0.0 < x <= 1.0 for x in self.wake_speed
+        if (
+            len(self.duty) != len(self.duty_speed)
+            or any(not 0.0 < x <= 1.0 for x in self.duty_speed)
+            or any(not 0.0 <= u <= 1.0 for u in self.duty)
+            or list(self.duty) != sorted(self.duty)
         ):
-            raise SimConfigError("host model: one wake speed in (0, 1] per idle time")
+            raise SimConfigError("host model: one speed in (0, 1] per duty, duties increasing")
+        for curve in (self.handoff_gate_s, self.handoff_worker_s):
+            if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
+                raise SimConfigError("host model: one hand-off time >= 0 per idle time")
 
     @classmethod
     def neutral(cls, max_batch: int) -> HostTerms:
@@ -65,8 +91,20 @@ class HostTerms:
 
         The rates are ``gate_alone / gate_contended`` and ``worker_alone /
         worker_contended``: each pair measured in alternation by ``hw profile``
-        (``hw.profiling.host``), capped at 1. The speed after idle τ is the
-        ``wake`` chain at idle 0 ÷ the chain after τ (capped at 1; none measured: 1).
+        (``hw.profiling.host``), capped at 1. Each ``duty`` row is one request's
+        chain (gate, k = ``batch_size`` worker steps, collect, combine) measured
+        in a steady phase of mean idle gap ``idle_s`` between chains: its duty
+        is chain ÷ (chain + idle), its speed the sum of the same steps' isolated
+        costs ÷ this chain (capped at 1). Even back to back the chain costs more
+        than its steps timed one kind at a time (each step finds the others'
+        code and data in the caches), and the host model runs isolated costs.
+        The speeds are made non-decreasing in duty (pool-adjacent-violators):
+        a busier host is never slower, and a non-monotone measured curve is the
+        noise of the shared machine. Older profiles' ``wake`` rows
+        (one call after one sleep) are not read: the host's speed follows its
+        duty over the last tens of milliseconds, not the last gap (system-model §8).
+        The hand-off curves are the ``handoff_gate`` / ``handoff_worker`` rows
+        (profiles older than them have none: no hand-off time).
         """
         got = {c: profile.component_latency_s(c) for c in HOST_COMPONENTS}
         if any(v is None for v in got.values()):
@@ -74,21 +112,61 @@ class HostTerms:
         dispatch = np.zeros(max_batch + 1)
         dispatch[1:] = [profile.component_latency_s("dispatch", b) for b in range(1, max_batch + 1)]
         v: dict[str, float] = {c: float(x) for c, x in got.items() if x is not None}
-        idle: tuple[float, ...] = ()
-        speed: tuple[float, ...] = ()
         comps = profile.components
-        if comps is not None and "idle_s" in comps.columns:
-            wake = comps.filter(pl.col("component") == "wake").sort("idle_s")
-            at0 = wake.filter(pl.col("idle_s") == 0)
-            if at0.height and wake.height > 1:
-                base = float(at0["latency_s"][0])
-                idle = tuple(float(x) for x in wake["idle_s"])
-                speed = tuple(min(1.0, base / float(x)) for x in wake["latency_s"])
+        duty: tuple[float, ...] = ()
+        speed: tuple[float, ...] = ()
+        phases = _idle_curve(comps, "duty")
+        combine = profile.component_latency_s("combine", 1)
+        if phases is not None and len(phases[0]) > 1 and combine is not None:
+            assert comps is not None
+            k = int(comps.filter(pl.col("component") == "duty")["batch_size"][0])
+            steps = v["gate_alone"] + k * v["worker_alone"] + v["collect"] + float(combine)
+            pairs = sorted(
+                (chain / (chain + idle), min(1.0, steps / chain))
+                for idle, chain in zip(*phases, strict=True)
+            )
+            duty = tuple(u for u, _ in pairs)
+            speed = tuple(float(x) for x in _non_decreasing([v for _, v in pairs]))
+        gate_h, worker_h = _idle_curve(comps, "handoff_gate"), _idle_curve(comps, "handoff_worker")
+        if (gate_h is None) != (worker_h is None) or (
+            gate_h and worker_h and gate_h[0] != worker_h[0]
+        ):
+            raise SimConfigError(
+                f"{profile.source}: handoff_gate and handoff_worker rows must come together, "
+                "at the same idle times"
+            )
+        handoff_idle = () if gate_h is None else gate_h[0]
         return cls(
             dispatch_s=dispatch,
             collect_s=v["collect"],
             gate_rate=min(1.0, v["gate_alone"] / v["gate_contended"]),
             worker_rate=min(1.0, v["worker_alone"] / v["worker_contended"]),
-            wake_idle_s=idle,
-            wake_speed=speed,
+            duty=duty,
+            duty_speed=speed,
+            handoff_idle_s=handoff_idle,
+            handoff_gate_s=() if gate_h is None else gate_h[1],
+            handoff_worker_s=() if worker_h is None else worker_h[1],
         )
+
+
+def _non_decreasing(values: list[float]) -> np.ndarray:
+    """The least-squares non-decreasing fit to ``values`` (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for x in values:
+        blocks.append([x, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
+            blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+    return np.repeat([m for m, _ in blocks], [int(n) for _, n in blocks])
+
+
+def _idle_curve(
+    comps: pl.DataFrame | None, component: str
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(idle times, latencies) of a profile's ``component`` rows, by idle time; None if absent."""
+    if comps is None or "idle_s" not in comps.columns:
+        return None
+    rows = comps.filter(pl.col("component") == component).sort("idle_s")
+    if rows.height == 0:
+        return None
+    return tuple(float(x) for x in rows["idle_s"]), tuple(float(x) for x in rows["latency_s"])

@@ -28,6 +28,7 @@ from traces.errors import FormatError
 __all__ = [
     "COMPONENTS",
     "HOST_COMPONENTS",
+    "IDLE_COMPONENTS",
     "OPTIONAL_COLUMNS",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
@@ -52,7 +53,7 @@ OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
     "dtype": pl.Utf8(),
     "samples": pl.Int64(),
     "component": pl.Utf8(),
-    "idle_s": pl.Float64(),  # steps file only: idle time before a ``wake`` row's call
+    "idle_s": pl.Float64(),  # steps file only: idle time before an IDLE_COMPONENTS row's call
 }
 # dispatch, collect, gate_/worker_ alone/contended: host-side costs of the CPU server
 # (docs/system-model.md §8), measured by hw profile, used by sim's shared-host model.
@@ -64,7 +65,11 @@ HOST_COMPONENTS = (
     "worker_alone",
     "worker_contended",
 )
-COMPONENTS = ("expert", "gate", "combine", *HOST_COMPONENTS, "wake")
+# curves over an idle time ``idle_s``: the host's chain at a duty (mean idle gap between
+# chains), the hand-off to a gate / device worker thread that waited that long (optional:
+# older profiles lack them); ``wake``: older profiles' chain after one sleep, no longer read
+IDLE_COMPONENTS = ("duty", "handoff_gate", "handoff_worker")
+COMPONENTS = ("expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, "wake")
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 

@@ -15,29 +15,48 @@ simulator's shared-host model.
   the server's GIL switch interval. Alone ÷ contended is the speed of each
   thread when both run (the host model's rates): the cost of two Python
   threads sharing one interpreter lock, measured without a server.
-- ``wake`` (one row per idle time ``idle_s``): one request's whole host chain
-  at B = 1 (gate, k worker steps, collect, combine) called after the process
-  slept ``idle_s``. Chain at idle 0 ÷ chain after ``idle_s`` is the speed of a
-  host that wakes from that much idleness (a CPU leaving an idle state runs
-  slower for a while: caches, frequency, the hypervisor's scheduling).
+- ``duty`` (one row per mean idle gap ``idle_s``): one request's whole host
+  chain at B = 1 (gate, k worker steps, collect, combine), called in a steady
+  phase with exponential idle gaps of that mean between calls, like Poisson
+  arrivals; the row's ``idle_s`` is the gap actually measured (sleep
+  overshoots). A CPU that keeps going idle runs slower (caches, clock,
+  the hypervisor): on this box the same chain took about twice as long at
+  a 10% duty as back to back, and how busy the last tens of milliseconds were
+  mattered more than the last gap alone. Chain ÷ (chain + idle) is the
+  phase's duty; the busiest phase's chain ÷ this chain its speed.
+- ``handoff_gate`` / ``handoff_worker`` (one row per idle time): wall time
+  from handing work to a thread blocked on it to that thread running, after
+  it waited ``idle_s``: a ``SimpleQueue.put`` to a thread in ``get`` (the
+  gate's inbox) and a ``Condition.notify`` to a thread in ``wait`` (an idle
+  device worker). The server pays one of these on every arrival that finds
+  the gate idle and on every batch that finds its worker idle.
+
+Every level of a curve is visited in a seeded random order (hand-offs: one
+call per visit; duty: phases, each visited ``duty_visits`` times, the first
+half of each phase discarded while the machine settles), so that every level
+sees the same drifting machine: visiting them in one block each made the
+curve depend on what the box did during each block.
 """
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from hw.profiling.model import ServedModel
 from hw.timing import LatencyStats, measure_samples
 
 __all__ = [
-    "WAKE_IDLE_S",
+    "IDLE_S",
     "HostTiming",
     "collect_call",
     "contended_samples",
@@ -46,8 +65,7 @@ __all__ = [
     "worker_step",
 ]
 
-WAKE_IDLE_S = (0.0, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
-WAKE_MIN_CALLS = 60  # per idle time: one call per sleep, so the count, not the time, bounds it
+IDLE_S = (0.0, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)  # idle levels of the curves
 
 
 @dataclass(frozen=True)
@@ -60,7 +78,10 @@ class HostTiming:
     max_time_s: float = 5.0
     rounds: int = 4
     switch_interval_s: float = 1e-5
-    wake_idle_s: tuple[float, ...] = WAKE_IDLE_S
+    idle_s: tuple[float, ...] = IDLE_S
+    idle_calls: int = 100  # hand-offs, per idle time: one call per sleep
+    duty_phase_s: float = 0.6  # duty curve: length of one phase ...
+    duty_visits: int = 2  # ... and visits of each level
 
 
 def dispatch_call(
@@ -132,24 +153,116 @@ def contended_samples(
         sys.setswitchinterval(old)
 
 
-def _after_idle(call: Callable[[], Any], idle_s: float, n: int) -> list[float]:
-    """``n`` timings of ``call``, each right after sleeping ``idle_s`` (0: back to back)."""
-    out = []
-    for _ in range(n):
-        if idle_s > 0:
-            time.sleep(idle_s)
-        t0 = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - t0)
-    return out
+@contextmanager
+def _queue_handoff() -> Iterator[Callable[[], float]]:
+    """A thread blocked in ``SimpleQueue.get`` (the gate's inbox); the call puts a stamp and
+    returns the seconds until that thread ran."""
+    inbox: queue.SimpleQueue[float | None] = queue.SimpleQueue()
+    reply: queue.SimpleQueue[float] = queue.SimpleQueue()
+
+    def waiter() -> None:
+        while (t0 := inbox.get()) is not None:
+            reply.put(time.perf_counter() - t0)
+
+    thread = threading.Thread(target=waiter, name="handoff-queue", daemon=True)
+    thread.start()
+    try:
+        yield lambda: (inbox.put(time.perf_counter()), reply.get())[1]
+    finally:
+        inbox.put(None)
+        thread.join()
+
+
+@contextmanager
+def _notify_handoff() -> Iterator[Callable[[], float]]:
+    """A thread in ``Condition.wait`` (an idle device worker); the call notifies it and
+    returns the seconds until it ran."""
+    cond = threading.Condition(threading.Lock())
+    box: list[float | None] = []
+    reply: queue.SimpleQueue[float] = queue.SimpleQueue()
+
+    def waiter() -> None:
+        with cond:
+            while True:
+                while not box:
+                    cond.wait()
+                if (t0 := box.pop()) is None:
+                    return
+                reply.put(time.perf_counter() - t0)
+
+    thread = threading.Thread(target=waiter, name="handoff-notify", daemon=True)
+    thread.start()
+
+    def hand() -> float:
+        with cond:
+            box.append(time.perf_counter())
+            cond.notify()
+        return reply.get()
+
+    try:
+        yield hand
+    finally:
+        with cond:
+            box.append(None)
+            cond.notify()
+        thread.join()
+
+
+def duty_curve(
+    call: Callable[[], Any], mean_idle_s: tuple[float, ...], phase_s: float, visits: int, seed: int
+) -> list[tuple[float, list[float]]]:
+    """(measured mean idle gap, latencies of ``call``) per level of ``mean_idle_s``: each
+    visit a phase of ``phase_s`` seconds of calls separated by exponential idle gaps of
+    that mean (0: back to back), of which the second half is kept (module docstring)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(np.repeat(np.arange(len(mean_idle_s)), visits)).tolist()
+    kept: list[list[float]] = [[] for _ in mean_idle_s]
+    gaps: list[list[float]] = [[] for _ in mean_idle_s]
+    for level in order:
+        mean = mean_idle_s[level]
+        start = time.perf_counter()
+        end = prev_end = start
+        while end - start < phase_s:
+            if mean > 0:
+                time.sleep(float(rng.exponential(mean)))
+            t0 = time.perf_counter()
+            call()
+            end = time.perf_counter()
+            if t0 - start >= phase_s / 2:
+                kept[level].append(end - t0)
+                gaps[level].append(t0 - prev_end)
+            prev_end = end
+    return [(float(np.mean(g)), k) for g, k in zip(gaps, kept, strict=True)]
+
+
+def idle_curves(
+    calls: dict[str, Callable[[], float]],
+    idle_s: tuple[float, ...],
+    n_per_idle: int,
+    seed: int,
+) -> dict[tuple[str, float], list[float]]:
+    """For each named call and idle time, ``n_per_idle`` results of the call made right after
+    sleeping that long (0: back to back). Every (call, idle) visit is shuffled into one
+    seeded random order (module docstring); each call returns the seconds it measured."""
+    visits = [(name, idle) for name in calls for idle in idle_s for _ in range(n_per_idle)]
+    order = np.random.default_rng(seed).permutation(len(visits))
+    found: dict[tuple[str, float], list[float]] = {(n, i): [] for n in calls for i in idle_s}
+    for j in order.tolist():
+        name, idle = visits[j]
+        if idle > 0:
+            time.sleep(idle)
+        found[(name, idle)].append(calls[name]())
+    return found
 
 
 def measure_host(
     served: ServedModel, timing: HostTiming, gen: torch.Generator
-) -> list[tuple[str, float | None, LatencyStats]]:
-    """(component, idle_s, stats) of every host term except ``dispatch`` (module docstring).
+) -> list[tuple[str, int, float | None, LatencyStats]]:
+    """(component, batch_size, idle_s, stats) of every host term except ``dispatch`` (module
+    docstring). Rows are at batch size 1, except that a ``duty`` row's ``batch_size`` is the
+    chain's k (its worker steps), which the simulator needs to price the chain's steps.
 
-    CPU only: the wake and contention effects are those of the host's cores.
+    CPU only: the duty, hand-off and contention effects are those of the host's cores.
     """
     device = served.devices[0]
     k = min(served.cfg.k, served.n_experts)
@@ -194,12 +307,24 @@ def measure_host(
                         **per_round,
                     )
                     found.setdefault((name, None), []).extend(got)
-                for _ in range(warm):
-                    chain()
-                for idle in timing.wake_idle_s:
-                    calls = -(-max(timing.min_calls, WAKE_MIN_CALLS) // timing.rounds)
-                    got = _after_idle(chain, idle, calls)
-                    found.setdefault(("wake", idle), []).extend(got)
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+            for _ in range(5):
+                chain()
+            phases = duty_curve(chain, timing.idle_s, timing.duty_phase_s, timing.duty_visits, seed)
+            found.update({("duty", gap): got for gap, got in phases})
+            with _queue_handoff() as to_gate, _notify_handoff() as to_worker:
+                for _ in range(5):
+                    to_gate(), to_worker()
+                curves = idle_curves(
+                    {"handoff_gate": to_gate, "handoff_worker": to_worker},
+                    timing.idle_s,
+                    timing.idle_calls,
+                    seed=seed,
+                )
+            found.update(curves)
     finally:
         sys.setswitchinterval(old)
-    return [(c, idle, LatencyStats.from_samples(s)) for (c, idle), s in found.items()]
+    return [
+        (c, k if c == "duty" else 1, idle, LatencyStats.from_samples(s))
+        for (c, idle), s in found.items()
+    ]

@@ -50,8 +50,10 @@ class ProfileConfig:
 
     ``host_terms`` (CPU, with the gate and combine): also measure the host-side
     costs of the CPU server (``hw.profiling.host``: dispatch per batch size,
-    collect, the GIL contention pairs, the wake curve) for the simulator's
-    shared-host model, with the server's GIL switch interval ``gil_switch_s``.
+    collect, the GIL contention pairs, the duty and hand-off curves) for the simulator's
+    shared-host model, with the server's GIL switch interval ``gil_switch_s``,
+    ``idle_calls`` calls per idle time for its hand-off curves and phases of
+    ``duty_phase_s`` seconds for its duty curve.
     """
 
     model: dict[str, Any] = field(default_factory=dict)
@@ -70,6 +72,8 @@ class ProfileConfig:
     gate_and_combine: bool = True
     host_terms: bool = True
     gil_switch_s: float = 1e-5
+    idle_calls: int = 100
+    duty_phase_s: float = 0.6
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -84,6 +88,11 @@ class ProfileConfig:
             raise ProfilingError(f"threads must be >= 1, got {self.threads}")
         if not self.gil_switch_s > 0:
             raise ProfilingError(f"GIL switch interval must be > 0, got {self.gil_switch_s}")
+        if self.idle_calls < 1 or not self.duty_phase_s > 0:
+            raise ProfilingError(
+                f"need idle_calls >= 1 and duty_phase_s > 0, got {self.idle_calls}, "
+                f"{self.duty_phase_s}"
+            )
         object.__setattr__(self, "batch_sizes", tuple(sorted(set(self.batch_sizes))))
 
 
@@ -210,6 +219,8 @@ def run_profile(
                 max_time_s=cfg.max_time_s,
                 rounds=cfg.rounds,
                 switch_interval_s=cfg.gil_switch_s,
+                idle_calls=cfg.idle_calls,
+                duty_phase_s=cfg.duty_phase_s,
             )
             host = measure_host(served, timing, torch.Generator().manual_seed(cfg.seed + 1))
     finally:
@@ -247,7 +258,7 @@ def run_profile(
         variation = Variation(
             float(np.median(vals)), float(np.percentile(vals, 90)), worst[0], worst[1]
         )
-    rows += [row(comp, -1, 1, st, idle) for comp, idle, st in host]
+    rows += [row(comp, -1, b, st, idle) for comp, b, idle, st in host]
     frame = pl.DataFrame(rows, schema_overrides={"idle_s": pl.Float64})
     profile_from_frame(frame, source="measured profile")  # holds to the contract
     return ProfileResult(frame, variation, label, time.perf_counter() - t0, cfg)

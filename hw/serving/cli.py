@@ -113,6 +113,12 @@ def profile_cmd(
     min_calls: Annotated[int, typer.Option(help="At least this many timed calls.")] = 20,
     min_time_s: Annotated[float, typer.Option(help="... and at least this many seconds.")] = 0.1,
     repeats: Annotated[int, typer.Option(help="Full passes; >= 2 reports the variation.")] = 2,
+    idle_calls: Annotated[
+        int, typer.Option(help="CPU host terms: calls per idle time of the hand-off curves.")
+    ] = 100,
+    duty_phase_s: Annotated[
+        float, typer.Option(help="CPU host terms: seconds per phase of the duty curve.")
+    ] = 0.6,
     rounds: Annotated[
         int, typer.Option(help="Round-robin visits of every point within a pass.")
     ] = 4,
@@ -139,8 +145,11 @@ def profile_cmd(
     from traces.profile import write_profile
 
     _check_out(out, (".parquet", ".csv"), force)
-    if warmup < 0 or min_calls < 1 or min_time_s < 0:
-        raise DeltasimError("need --warmup >= 0, --min-calls >= 1 and --min-time-s >= 0")
+    if warmup < 0 or min_calls < 1 or min_time_s < 0 or idle_calls < 1 or not duty_phase_s > 0:
+        raise DeltasimError(
+            "need --warmup >= 0, --min-calls >= 1, --min-time-s >= 0, --idle-calls >= 1 "
+            "and --duty-phase-s > 0"
+        )
     cfg = ProfileConfig(
         model=_model_spec(checkpoint, experts, d_model, expert_hidden, model_seed),
         batch_sizes=tuple(_ints(batch_sizes, "--batch-sizes")),
@@ -154,6 +163,8 @@ def profile_cmd(
         rounds=rounds,
         threads=threads,
         seed=seed,
+        idle_calls=idle_calls,
+        duty_phase_s=duty_phase_s,
     )
     job = None
     if slurm is not None:

@@ -25,7 +25,7 @@ from traces.profile import read_profile, write_profile
 
 runner = CliRunner()
 TINY = {"n_experts": 2, "d_model": 8, "expert_hidden": 8, "seed": 0}
-FAST = dict(warmup=1, min_calls=3, min_time_s=0.0, repeats=2)
+FAST = dict(warmup=1, min_calls=3, min_time_s=0.0, repeats=2, idle_calls=3, duty_phase_s=0.04)
 
 
 def _error_line(result: Any) -> str:
@@ -132,8 +132,9 @@ def test_profile_of_a_tiny_expert_is_positive_complete_and_valid(tmp_path: Path)
 
 def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path) -> None:
     """The CPU server's host-side costs (docs/system-model.md §8) land in the steps file, one
-    row each, and the simulator reads them back into rates and a wake curve it can use."""
-    from hw.profiling.host import WAKE_IDLE_S
+    row each (the duty and hand-off curves one row per idle level), and the simulator reads
+    them back into rates and curves it can use."""
+    from hw.profiling.host import IDLE_S
     from sim.host_terms import HOST_COMPONENTS, HostTerms
 
     res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4), **FAST))
@@ -141,9 +142,19 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert f.filter(f["component"] == "dispatch")["batch_size"].to_list() == [1, 4]
     for comp in HOST_COMPONENTS[1:]:
         assert f.filter(f["component"] == comp).height == 1, comp
-    wake = f.filter(f["component"] == "wake").sort("idle_s")
-    assert wake["idle_s"].to_list() == list(WAKE_IDLE_S)
-    assert f.filter(f["component"] != "wake")["idle_s"].null_count() == f.height - wake.height
+    curves = f.filter(f["idle_s"].is_not_null())
+    assert set(curves["component"].to_list()) == {"duty", "handoff_gate", "handoff_worker"}
+    for comp in ("handoff_gate", "handoff_worker"):
+        got = curves.filter(curves["component"] == comp).sort("idle_s")
+        assert got["idle_s"].to_list() == list(IDLE_S) and (got["latency_s"] > 0).all()
+    duty = curves.filter(curves["component"] == "duty").sort("idle_s")
+    assert duty.height == len(IDLE_S)
+    from hw.profiling.model import model_from_spec
+
+    k = min(model_from_spec(TINY).cfg.k, TINY["n_experts"])
+    assert duty["batch_size"].to_list() == [k] * len(IDLE_S)  # the chain's worker steps
+    # the measured mean gap: back to back ~0, else at least most of the requested mean
+    assert duty["idle_s"][0] < 1e-3 and duty["idle_s"][-1] > 0.5 * IDLE_S[-1]
     path = tmp_path / "p.parquet"
     write_profile(f, path)
     import polars as pl
@@ -153,16 +164,16 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert terms is not None
     assert 0 < terms.gate_rate <= 1 and 0 < terms.worker_rate <= 1
     assert terms.dispatch_s[4] > 0 and terms.collect_s > 0
-    assert terms.wake_idle_s == WAKE_IDLE_S and terms.wake_speed[0] == 1.0
-    assert all(0 < v <= 1 for v in terms.wake_speed)
-    # Measured with a real sleep before each call: the wake row at 10 ms took >= its own call.
-    assert wake["latency_s"][-1] > 0
+    assert len(terms.duty) == len(IDLE_S) and terms.duty[-1] > 0.5  # back to back: busy
+    assert all(0 < v <= 1 for v in terms.duty_speed)
+    assert list(terms.duty_speed) == sorted(terms.duty_speed)
+    assert terms.handoff_idle_s == IDLE_S and terms.gate_handoff(0.0) > 0
 
 
 def test_host_terms_are_skipped_when_asked_or_without_gate() -> None:
     for kw in ({"host_terms": False}, {"gate_and_combine": False}):
         f = run_profile(ProfileConfig(model=TINY, batch_sizes=(1,), **kw, **FAST)).frame
-        assert not set(f["component"].to_list()) & {"dispatch", "wake", "gate_contended"}
+        assert not set(f["component"].to_list()) & {"dispatch", "duty", "gate_contended"}
 
 
 def test_profile_is_monotone_ish_in_batch_size() -> None:
@@ -197,7 +208,8 @@ def test_unknown_expert_in_profile_is_an_error() -> None:
 # --- CLI ---------------------------------------------------------------------------------------
 
 ARGS = ["--experts", "2", "--d-model", "8", "--expert-hidden", "8", "--batch-sizes", "1,2",
-        "--min-calls", "3", "--min-time-s", "0", "--warmup", "1"]  # fmt: skip
+        "--min-calls", "3", "--min-time-s", "0", "--warmup", "1", "--idle-calls", "3",
+        "--duty-phase-s", "0.04"]  # fmt: skip
 
 
 def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
@@ -205,10 +217,10 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     result = runner.invoke(app, ["profile", "--out", str(out), *ARGS, "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    from hw.profiling.host import WAKE_IDLE_S
+    from hw.profiling.host import IDLE_S
 
-    # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms; the wake curve
-    assert doc["rows"] == 8 + 2 + 5 + len(WAKE_IDLE_S)
+    # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms; 3 idle curves
+    assert doc["rows"] == 8 + 2 + 5 + 3 * len(IDLE_S)
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
@@ -229,6 +241,7 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
         (["--device", "tpu"], "device"),
         (["--checkpoint", "/nonexistent/m.pt"], "no such checkpoint"),
         (["--warmup", "-1"], "--warmup"),
+        (["--duty-phase-s", "0"], "--duty-phase-s"),
     ],
 )
 def test_cli_bad_arguments_are_one_line_and_write_nothing(

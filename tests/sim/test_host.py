@@ -38,11 +38,11 @@ def _run_jobs(
     jobs: list[tuple[int, float, float]],
     gate_rate: float,
     worker_rate: float,
-    speed: object = None,
+    speed: float = 1.0,
 ) -> dict[int, float]:
     """Each (thread, start, work) on one SharedHost; returns thread -> finish time."""
     env = simpy.Environment()
-    host = SharedHost(env, gate_rate, worker_rate, speed)  # type: ignore[arg-type]
+    host = SharedHost(env, gate_rate, worker_rate, speed)
     done: dict[int, float] = {}
 
     def job(thread: int, start: float, work: float) -> Generator[simpy.Event, None, None]:
@@ -79,32 +79,27 @@ def test_rates_of_one_mean_no_interference() -> None:
     assert done == {GATE: pytest.approx(1.0), 0: pytest.approx(0.3), 1: pytest.approx(0.5)}
 
 
-def test_a_busy_period_after_idleness_runs_at_the_wake_speed() -> None:
-    # Idle 1.0 s before the first job: speed 0.5, so 0.2 s of work takes 0.4 s. The worker
-    # joins at the same instant the gate ends (a hand-off): same busy period, same speed.
-    # After 2.0 s idle the next job runs at speed 0.25.
-    def speed(idle_s: float) -> float:
-        return float(np.interp(idle_s, [0.0, 1.0, 2.0], [1.0, 0.5, 0.25]))
-
+def test_a_slower_host_stretches_every_step_and_counts_its_busy_time() -> None:
+    # speed 0.5: the gate's 1.0 s takes 2.0 s; the worker joins at 1.0 s and shares the host
+    # at rate 0.5 (0.25 absolute) until the gate ends at 2.5 s, then runs alone at 0.5.
     env = simpy.Environment()
-    host = SharedHost(env, 1.0, 1.0, speed)
-    t: dict[str, float] = {}
+    host = SharedHost(env, 0.5, 0.5, speed=0.5)
+    done: dict[int, float] = {}
 
-    def chain() -> Generator[simpy.Event, None, None]:
-        yield env.timeout(1.0)
-        yield from host.work(GATE, 0.2)
-        t["gate"] = env.now
-        yield from host.work(0, 0.1)
-        t["worker"] = env.now
-        yield env.timeout(2.0)
-        yield from host.work(GATE, 0.1)
-        t["late"] = env.now
+    def job(thread: int, start: float, work: float) -> Generator[simpy.Event, None, None]:
+        yield env.timeout(start)
+        yield from host.work(thread, work)
+        done[thread] = env.now
 
-    env.process(chain())
+    env.process(job(GATE, 0.0, 1.0))
+    env.process(job(0, 1.0, 0.5))
+    env.process(job(1, 5.0, 0.25))  # after an idle gap of 1.0 s
     env.run()
-    assert t["gate"] == pytest.approx(1.4)
-    assert t["worker"] == pytest.approx(1.6)
-    assert t["late"] == pytest.approx(3.6 + 0.4)
+    # 0-1: gate alone at 0.5 (0.5 done); 1-?: both at 0.25 each: gate's 0.5 left takes 2.0 s,
+    # worker gets 0.5 done by 3.0: both end at 3.0 s.
+    assert done[GATE] == pytest.approx(3.0) and done[0] == pytest.approx(3.0)
+    assert done[1] == pytest.approx(5.5)
+    assert host.busy_s == pytest.approx(3.0 + 0.5)
 
 
 def _one_expert_table(service_s: float) -> ServiceTable:
@@ -155,6 +150,63 @@ def test_dispatch_and_collect_run_on_the_worker_before_the_batch_and_the_combine
     assert res.combine_s.tolist() == pytest.approx([4e-4, 4e-4])
 
 
+def test_arrivals_and_batches_that_find_their_thread_waiting_pay_its_hand_off() -> None:
+    """Gate hand-off 10 µs after no wait rising to 30 µs after 1 ms (20 µs after 0.5 ms);
+    worker hand-off a flat 50 µs. Requests 0 and 1 arrive together at 0.5 ms: request 0 wakes
+    the gate (+20 µs), request 1 is already queued in the inbox and pays nothing."""
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=3, max_backlog=None,
+        gate_latency_s=1e-4, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([5e-4, 5e-4, 2e-3], [[0], [0], [0]])
+    host = HostTerms(
+        np.zeros(2),
+        handoff_idle_s=(0.0, 1e-3),
+        handoff_gate_s=(10e-6, 30e-6),
+        handoff_worker_s=(50e-6, 50e-6),
+    )
+    res = simulate_host(cfg, ServiceTable.constant([[2e-4]]), work, host)
+    # gate: 0.52-0.62, 0.62-0.72 ms; request 2 at 2.0 ms after the gate idled 1.28 ms: +30 µs
+    assert res.gate_start_s.tolist() == pytest.approx([5.2e-4, 6.2e-4, 2.03e-3])
+    # worker: woken by batch 0 at 0.62 (+50 µs) -> 0.67-0.87; batch 1 (formed 0.72) was
+    # waiting, no hand-off: 0.87-1.07; batch 2 formed 2.13, worker idle again: 2.18-2.38
+    assert res.batch_start_s.tolist() == pytest.approx([6.7e-4, 8.7e-4, 2.18e-3])
+    assert res.completion_s.tolist() == pytest.approx([8.7e-4, 1.07e-3, 2.38e-3])
+
+
+def test_host_speed_is_the_fixed_point_of_the_measured_duty_curve() -> None:
+    """Periodic arrivals every T, k = 1, B = 1, one device: at speed s each request keeps
+    the host busy (g + e) / s with no overlap, so the duty over the run's span is known in
+    closed form. With v(u) = 0.2 + 0.8 u the engine's speed must solve v(u(s)) = s, found
+    here independently by bisection on the closed form; latencies are then (g + e) / s."""
+    g, e, period, n = 1e-4, 1.5e-4, 1e-3, 400
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=n, max_backlog=None,
+        gate_latency_s=g, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([i * period for i in range(n)], [[0]] * n)
+    host = HostTerms(np.zeros(2), duty=(0.0, 1.0), duty_speed=(0.2, 1.0))
+
+    def duty(s: float) -> float:
+        busy = (g + e) / s
+        return n * busy / ((n - 1) * period + busy)
+
+    lo, hi = 0.2, 1.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if 0.2 + 0.8 * duty(mid) >= mid else (lo, mid)
+    s = 0.5 * (lo + hi)
+    assert 0.5 < s < 0.6  # about (0.2 + sqrt(0.84)) / 2 = 0.558 for a long run
+    res = simulate_host(cfg, ServiceTable.constant([[e]]), work, host)
+    latency = res.completion_s - np.asarray(work.arrival_s)
+    np.testing.assert_allclose(latency, (g + e) / s, rtol=5e-3)
+    # a busy run earns full speed: all arrive at once, the gate runs them back to back
+    # while the worker, the slower, follows in parallel (rates 1): busy all along, duty 1
+    busy = Workload.from_lists([0.0] * n, [[0]] * n)
+    res = simulate_host(cfg, ServiceTable.constant([[e]]), busy, host)
+    assert res.completion_s[-1] == pytest.approx(g + n * e, rel=1e-9)
+
+
 @pytest.mark.parametrize("max_wait_s", [None, 0.004])
 @pytest.mark.parametrize("b", [1, 4, 16])
 @pytest.mark.parametrize("devices", [1, 2])
@@ -185,6 +237,16 @@ HOST_ROWS = {  # µs: gate alone 200, contended 800 (rate 0.25); worker 50 / 100
 }  # fmt: skip
 
 
+DUTY_ROWS = (  # (mean idle µs, chain µs): duty = chain / (chain + idle), speed = 370 / chain
+    (0, 370.0),  # duty 1.0, speed 1.0
+    (370, 462.5),  # duty 0.5556, speed 0.8
+    (1480, 740.0),  # duty 0.3333, speed 0.5
+    (3330, 925.0),  # duty 0.2174, speed 0.4
+    (8880, 616.7),  # duty 0.0649, speed 0.6 (noise: pooled with 0.4 and 0.5 to 0.5)
+)
+HANDOFF_ROWS = ((0.0, 30, 40), (1e-3, 40, 50), (1e-2, 80, 90))  # idle s, gate µs, worker µs
+
+
 def host_profile_frame() -> pl.DataFrame:
     """The test profile plus gate/combine and every host term (dispatch 10 µs + 1 µs/sample)."""
     base = sim_fixture_profile_frame().with_columns(
@@ -192,7 +254,10 @@ def host_profile_frame() -> pl.DataFrame:
     )
     rows = [(c, 1, v * 1e-6, None) for c, v in HOST_ROWS.items()]
     rows += [("dispatch", b, (10 + b) * 1e-6, None) for b in (1, 64)]
-    rows += [("wake", 1, v * 1e-6, idle) for idle, v in ((0.0, 400), (1e-3, 500), (1e-2, 800))]
+    # duty rows (k = 2 worker steps): chain = steps / speed; steps = 200 + 2*50 + 10 + 60 = 370
+    rows += [("duty", 2, c * 1e-6, i * 1e-6) for i, c in DUTY_ROWS]
+    rows += [("handoff_gate", 1, g * 1e-6, i) for i, g, _ in HANDOFF_ROWS]
+    rows += [("handoff_worker", 1, w * 1e-6, i) for i, _, w in HANDOFF_ROWS]
     steps = pl.DataFrame(
         [
             {
@@ -226,8 +291,17 @@ def test_host_terms_read_from_a_profile() -> None:
         74e-6
     )
     assert terms.collect_s == pytest.approx(10e-6)
-    assert terms.wake_speed == pytest.approx((1.0, 0.8, 0.5))
-    assert terms.speed_after_idle(5.5e-3) == pytest.approx(0.65)
+    duties = sorted(c / (c + i) for i, c in DUTY_ROWS)
+    assert terms.duty == pytest.approx(duties) and duties[2] == pytest.approx(1 / 3)
+    # speeds in duty order 0.6, 0.4, 0.5, 0.8, 1.0 -> non-decreasing: 0.5, 0.5, 0.5, 0.8, 1.0
+    assert terms.duty_speed == pytest.approx((0.5, 0.5, 0.5, 0.8, 1.0), abs=1e-3)
+    assert terms.speed_at_duty(0.0) == pytest.approx(0.5, abs=1e-3)
+    assert terms.speed_at_duty(0.5 * (1 / 3 + 5 / 9)) == pytest.approx(0.65, abs=1e-3)
+    with pytest.raises(SimConfigError, match="handoff_gate and handoff_worker"):
+        no_worker = host_profile_frame().filter(pl.col("component") != "handoff_worker")
+        HostTerms.from_profile(profile_from_frame(no_worker), 64)
+    assert terms.gate_handoff(5e-4) == pytest.approx(35e-6)
+    assert terms.worker_handoff(0.1) == pytest.approx(90e-6)  # flat past the last point
     # a profile without them (the bundled one, older `hw profile`) has none
     assert HostTerms.from_profile(profile_from_frame(sim_fixture_profile_frame()), 64) is None
 
