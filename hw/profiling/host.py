@@ -80,8 +80,8 @@ class HostTiming:
     switch_interval_s: float = 1e-5
     idle_s: tuple[float, ...] = IDLE_S
     idle_calls: int = 100  # hand-offs, per idle time: one call per sleep
-    duty_phase_s: float = 0.6  # duty curve: length of one phase ...
-    duty_visits: int = 2  # ... and visits of each level
+    duty_phase_s: float = 0.5  # duty curve: length of one phase ...
+    duty_visits: int = 3  # ... and visits of each level
 
 
 def dispatch_call(

@@ -73,7 +73,7 @@ class ProfileConfig:
     host_terms: bool = True
     gil_switch_s: float = 1e-5
     idle_calls: int = 100
-    duty_phase_s: float = 0.6
+    duty_phase_s: float = 0.5
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):

@@ -118,7 +118,7 @@ def profile_cmd(
     ] = 100,
     duty_phase_s: Annotated[
         float, typer.Option(help="CPU host terms: seconds per phase of the duty curve.")
-    ] = 0.6,
+    ] = 0.5,
     rounds: Annotated[
         int, typer.Option(help="Round-robin visits of every point within a pass.")
     ] = 4,
