@@ -18,7 +18,12 @@ Figures, each printed in a rich table:
 * with ``--fidelity RUN.parquet`` (repeatable; measured ``hw serve`` runs):
   ``sim check`` per B in its modes (``profile`` — with the shared-host model for a
   CPU run when the profile has its terms, then also the ideal model —, ``sampled``,
-  ``replay``), printed as the Markdown table of ``benchmarks/README.md``.
+  ``replay``), printed as the Markdown table of ``benchmarks/README.md``;
+* with ``--repeated A.parquet,B.parquet,C.parquet`` (repeatable; runs of the same
+  command): per B, the measured mean and spread over the runs, the default
+  prediction's mean, the error of the means, and in how many runs the point is
+  within tolerance. On a shared box the real server's p50/p99 at small B vary
+  from run to run by more than the tolerance; this shows how much.
 
 The profile is ``--profile``, else the bundled CPU profile when it exists, else
 a synthetic linear one (said so in the output).
@@ -53,7 +58,7 @@ from traces.atomic import atomic_write_text
 from traces.cli_support import cli_errors
 from traces.profile import read_profile, write_profile
 
-__all__ = ["fidelity_markdown", "main", "speed"]
+__all__ = ["fidelity_markdown", "main", "repeated_markdown", "speed"]
 
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False)
@@ -133,6 +138,42 @@ def fidelity_markdown(runs: list[Path], profile: Path | None) -> str:
     return "\n".join(lines)
 
 
+def repeated_markdown(group: list[Path], profile: Path | None) -> str:
+    """Per B over runs of one command: measured mean and spread ((max - min) / mean), the
+    default prediction's mean, the error of the means, runs within tolerance."""
+    from sim.check import DEFAULT_TOLERANCE, METRICS, check_run, parse_tolerance
+
+    tol = parse_tolerance(DEFAULT_TOLERANCE)
+    per_run = [{r.B: r for r in check_run(run, profile)} for run in group]
+    b_values = sorted(set.intersection(*(set(rows) for rows in per_run)))
+    head = " | ".join(f"{k} meas (spread) | {k} sim | {k} err" for k in METRICS)
+    lines = [
+        f"| runs | B | {head} | runs ok | mean ok |",
+        "|---|---:|" + "---:|---:|---:|" * len(METRICS) + ":-:|:-:|",
+    ]
+    scale = {"throughput": 1.0, "p50": 1e3, "p99": 1e3}
+    for b in b_values:
+        rows = [r[b] for r in per_run]
+        cells, ok = [], True
+        for k in METRICS:
+            meas = np.array([r.measured[k] for r in rows])
+            sim = np.array([r.simulated[k] for r in rows])
+            err = 100.0 * (sim.mean() - meas.mean()) / meas.mean()
+            spread = 100.0 * (meas.max() - meas.min()) / meas.mean()
+            ok = ok and abs(err) <= tol[k]
+            cells.append(
+                f"{meas.mean() * scale[k]:.2f} ({spread:.0f}%) | {sim.mean() * scale[k]:.2f} | "
+                f"{err:+.1f}%"
+            )
+        within = sum(r.within for r in rows)
+        over = " (overloaded)" if any(r.overloaded for r in rows) else ""
+        lines.append(
+            f"| {group[0].stem} ×{len(group)} | {b} | {' | '.join(cells)} | "
+            f"{within}/{len(rows)} | {'yes' if ok else 'no'}{over} |"
+        )
+    return "\n".join(lines)
+
+
 def _extra_modes(run: Path, profile: Path | None) -> list[tuple[Any, bool | None]]:
     """After the default prediction: the ideal model too when the default was the host
     model, then ``sampled`` and ``replay``."""
@@ -157,6 +198,10 @@ def main(
     fidelity: Annotated[
         list[Path] | None, typer.Option(help="Measured hw serve runs to check (repeatable).")
     ] = None,
+    repeated: Annotated[
+        list[str] | None,
+        typer.Option(help="Comma-separated runs of one command, judged together (repeatable)."),
+    ] = None,
     speed_: Annotated[bool, typer.Option("--speed/--no-speed", help="Run the speed part.")] = True,
 ) -> None:
     tmp = tempfile.TemporaryDirectory()
@@ -168,6 +213,8 @@ def main(
     console.print(f"profile: {profile}")
     if fidelity:
         print(fidelity_markdown(list(fidelity), profile))
+    for group in repeated or []:
+        print(repeated_markdown([Path(p) for p in group.split(",") if p], profile))
     if not speed_:
         return
     if hasattr(os, "sched_setaffinity"):

@@ -199,7 +199,7 @@ def test_host_speed_is_the_fixed_point_of_the_measured_duty_curve() -> None:
     assert 0.5 < s < 0.6  # about (0.2 + sqrt(0.84)) / 2 = 0.558 for a long run
     res = simulate_host(cfg, ServiceTable.constant([[e]]), work, host)
     latency = res.completion_s - np.asarray(work.arrival_s)
-    np.testing.assert_allclose(latency, (g + e) / s, rtol=5e-3)
+    np.testing.assert_allclose(latency, (g + e) / s, rtol=1e-2)  # s known to 4e-3 of ~0.56
     # a busy run earns full speed: all arrive at once, the gate runs them back to back
     # while the worker, the slower, follows in parallel (rates 1): busy all along, duty 1
     busy = Workload.from_lists([0.0] * n, [[0]] * n)
