@@ -94,10 +94,12 @@ class HostTerms:
         (``hw.profiling.host``), capped at 1. Each ``duty`` row is one request's
         chain (gate, k = ``batch_size`` worker steps, collect, combine) measured
         in a steady phase of mean idle gap ``idle_s`` between chains: its duty
-        is chain ÷ (chain + idle), its speed the sum of the same steps' isolated
-        costs ÷ this chain (capped at 1). Even back to back the chain costs more
-        than its steps timed one kind at a time (each step finds the others'
-        code and data in the caches), and the host model runs isolated costs.
+        is chain ÷ (chain + idle), its speed the sum of the same steps' costs
+        as the model runs them (the ``gate`` and ``combine`` rows, ``dispatch``
+        and the first expert at batch size 1, ``collect``) ÷ this chain (capped
+        at 1), so the curve also absorbs the noise of those isolated timings.
+        Even back to back the chain costs more than its steps timed one kind at
+        a time (each step finds the others' code and data in the caches).
         The speeds are made non-decreasing in duty (pool-adjacent-violators):
         a busier host is never slower, and a non-monotone measured curve is the
         noise of the shared machine. Older profiles' ``wake`` rows
@@ -116,11 +118,12 @@ class HostTerms:
         duty: tuple[float, ...] = ()
         speed: tuple[float, ...] = ()
         phases = _idle_curve(comps, "duty")
-        combine = profile.component_latency_s("combine", 1)
-        if phases is not None and len(phases[0]) > 1 and combine is not None:
+        gate, combine = (profile.component_latency_s(c, 1) for c in ("gate", "combine"))
+        if phases is not None and len(phases[0]) > 1 and gate is not None and combine is not None:
             assert comps is not None
             k = int(comps.filter(pl.col("component") == "duty")["batch_size"][0])
-            steps = v["gate_alone"] + k * v["worker_alone"] + v["collect"] + float(combine)
+            worker = float(dispatch[1]) + profile.latency_s(min(profile.experts), 1)
+            steps = float(gate) + k * worker + v["collect"] + float(combine)
             pairs = sorted(
                 (chain / (chain + idle), min(1.0, steps / chain))
                 for idle, chain in zip(*phases, strict=True)

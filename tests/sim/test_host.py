@@ -237,12 +237,12 @@ HOST_ROWS = {  # µs: gate alone 200, contended 800 (rate 0.25); worker 50 / 100
 }  # fmt: skip
 
 
-DUTY_ROWS = (  # (mean idle µs, chain µs): duty = chain / (chain + idle), speed = 370 / chain
-    (0, 370.0),  # duty 1.0, speed 1.0
-    (370, 462.5),  # duty 0.5556, speed 0.8
-    (1480, 740.0),  # duty 0.3333, speed 0.5
-    (3330, 925.0),  # duty 0.2174, speed 0.4
-    (8880, 616.7),  # duty 0.0649, speed 0.6 (noise: pooled with 0.4 and 0.5 to 0.5)
+DUTY_ROWS = (  # (mean idle µs, chain µs): duty = chain / (chain + idle), speed = 404 / chain
+    (0, 404.0),  # speed 1.0
+    (404, 505.0),  # speed 0.8, duty 5/9
+    (1616, 808.0),  # speed 0.5, duty 1/3
+    (3636, 1010.0),  # speed 0.4
+    (9696, 673.33),  # speed 0.6 at the lowest duty (noise: pooled with 0.4 and 0.5 to 0.5)
 )
 HANDOFF_ROWS = ((0.0, 30, 40), (1e-3, 40, 50), (1e-2, 80, 90))  # idle s, gate µs, worker µs
 
@@ -254,7 +254,8 @@ def host_profile_frame() -> pl.DataFrame:
     )
     rows = [(c, 1, v * 1e-6, None) for c, v in HOST_ROWS.items()]
     rows += [("dispatch", b, (10 + b) * 1e-6, None) for b in (1, 64)]
-    # duty rows (k = 2 worker steps): chain = steps / speed; steps = 200 + 2*50 + 10 + 60 = 370
+    # duty rows (k = 2 worker steps): chain = steps / speed, with the steps as the model runs
+    # them: gate 200 + 2 * (dispatch 11 + expert 0 at b=1 56) + collect 10 + combine 60 = 404
     rows += [("duty", 2, c * 1e-6, i * 1e-6) for i, c in DUTY_ROWS]
     rows += [("handoff_gate", 1, g * 1e-6, i) for i, g, _ in HANDOFF_ROWS]
     rows += [("handoff_worker", 1, w * 1e-6, i) for i, _, w in HANDOFF_ROWS]
