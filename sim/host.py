@@ -230,7 +230,7 @@ def _simulate_at(
                 waited = arrival[i] - free_since
                 yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
             gate_start[i] = env.now
-            yield from cpu.work(GATE, config.gate_latency_s)
+            yield from cpu.work(GATE, config.gate_latency_s + host.gate_overhead_s)
             gate_done[i] = env.now
             free_since = env.now
             for e in experts[i, : k[i]].tolist():  # increasing expert index (§3)
@@ -264,7 +264,7 @@ def _simulate_at(
                 continue
             j = heapq.heappop(ready[d])[2]
             members = b_members[j]
-            yield from cpu.work(d, float(host.dispatch_s[len(members)]))
+            yield from cpu.work(d, float(host.dispatch_s[len(members)]) + host.batch_overhead_s)
             b_start[j] = env.now
             yield from cpu.work(d, b_service[j])
             b_end[j] = env.now
@@ -275,7 +275,8 @@ def _simulate_at(
                     completing.append(r)
             for r in completing:  # then the combines, in batch order (§5)
                 t0 = env.now
-                yield from cpu.work(d, host.collect_s + config.combine_latency_s)
+                combine_s = host.collect_s + config.combine_latency_s + host.completion_overhead_s
+                yield from cpu.work(d, combine_s)
                 completion[r] = env.now
                 combine_dur[r] = env.now - t0
                 combine_batch[r] = j

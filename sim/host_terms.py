@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from sim.errors import SimConfigError
-from traces.profile import HOST_COMPONENTS, LatencyProfile
+from traces.profile import HOST_COMPONENTS, LOOP_COMPONENTS, LatencyProfile
 
 __all__ = ["HOST_COMPONENTS", "HostTerms"]
 
@@ -30,7 +30,10 @@ class HostTerms:
     ``handoff_gate_s[i]`` / ``handoff_worker_s[i]``: wall time from handing a
     waiting thread work (an arrival put in the gate's inbox, a batch notified
     to an idle device worker) to that thread running, after it waited
-    ``handoff_idle_s[i]`` (interpolated; empty = 0).
+    ``handoff_idle_s[i]`` (interpolated; empty = 0); ``gate_overhead_s``,
+    ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
+    around the gate call (per request), around a batch's gather and expert
+    (per batch) and around a request's collect and combine (per completion).
     """
 
     dispatch_s: np.ndarray
@@ -42,6 +45,9 @@ class HostTerms:
     handoff_idle_s: tuple[float, ...] = ()
     handoff_gate_s: tuple[float, ...] = ()
     handoff_worker_s: tuple[float, ...] = ()
+    gate_overhead_s: float = 0.0
+    batch_overhead_s: float = 0.0
+    completion_overhead_s: float = 0.0
 
     def speed_at_duty(self, duty: float) -> float:
         """Speed (0, 1] of a host busy ``duty`` of the time, relative to a host always busy."""
@@ -76,6 +82,8 @@ class HostTerms:
             or list(self.duty) != sorted(self.duty)
         ):
             raise SimConfigError("host model: one speed in (0, 1] per duty, duties increasing")
+        if min(self.gate_overhead_s, self.batch_overhead_s, self.completion_overhead_s) < 0:
+            raise SimConfigError("host model: loop overheads must be >= 0")
         for curve in (self.handoff_gate_s, self.handoff_worker_s):
             if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one hand-off time >= 0 per idle time")
@@ -106,7 +114,9 @@ class HostTerms:
         (one call after one sleep) are not read: the host's speed follows its
         duty over the last tens of milliseconds, not the last gap (system-model §8).
         The hand-off curves are the ``handoff_gate`` / ``handoff_worker`` rows
-        (profiles older than them have none: no hand-off time).
+        (profiles older than them have none: no hand-off time). The overheads
+        are the ``gate_overhead``, ``batch_overhead`` and ``completion_overhead``
+        rows (``hw.profiling.server_loops``; none measured: 0).
         """
         got = {c: profile.component_latency_s(c) for c in HOST_COMPONENTS}
         if any(v is None for v in got.values()):
@@ -139,6 +149,7 @@ class HostTerms:
                 "at the same idle times"
             )
         handoff_idle = () if gate_h is None else gate_h[0]
+        over = {c: profile.component_latency_s(c) for c in LOOP_COMPONENTS}
         return cls(
             dispatch_s=dispatch,
             collect_s=v["collect"],
@@ -149,6 +160,9 @@ class HostTerms:
             handoff_idle_s=handoff_idle,
             handoff_gate_s=() if gate_h is None else gate_h[1],
             handoff_worker_s=() if worker_h is None else worker_h[1],
+            gate_overhead_s=float(over["gate_overhead"] or 0.0),
+            batch_overhead_s=float(over["batch_overhead"] or 0.0),
+            completion_overhead_s=float(over["completion_overhead"] or 0.0),
         )
 
 

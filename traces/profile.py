@@ -29,6 +29,7 @@ __all__ = [
     "COMPONENTS",
     "HOST_COMPONENTS",
     "IDLE_COMPONENTS",
+    "LOOP_COMPONENTS",
     "OPTIONAL_COLUMNS",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
@@ -69,7 +70,12 @@ HOST_COMPONENTS = (
 # chains), the hand-off to a gate / device worker thread that waited that long (optional:
 # older profiles lack them); ``wake``: older profiles' chain after one sleep, no longer read
 IDLE_COMPONENTS = ("duty", "handoff_gate", "handoff_worker")
-COMPONENTS = ("expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, "wake")
+# the real server's own Python around the gate call (per request), a batch (per batch) and
+# a completion (per request): hw.profiling.server_loops; optional, older profiles lack them
+LOOP_COMPONENTS = ("gate_overhead", "batch_overhead", "completion_overhead")
+COMPONENTS = (
+    "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS, "wake"
+)  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from hw.profiling.model import ServedModel
+from hw.profiling.server_loops import server_loop_overheads
 from hw.timing import LatencyStats, measure_samples
 
 __all__ = [
@@ -259,8 +260,9 @@ def measure_host(
     served: ServedModel, timing: HostTiming, gen: torch.Generator
 ) -> list[tuple[str, int, float | None, LatencyStats]]:
     """(component, batch_size, idle_s, stats) of every host term except ``dispatch`` (module
-    docstring). Rows are at batch size 1, except that a ``duty`` row's ``batch_size`` is the
-    chain's k (its worker steps), which the simulator needs to price the chain's steps.
+    docstring, and :mod:`hw.profiling.server_loops` for the server's own loops). Rows are at
+    batch size 1, except that a ``duty`` row carries the k of its chain (its worker steps)
+    as ``batch_size``, which the simulator needs to price the chain's steps.
 
     CPU only: the duty, hand-off and contention effects are those of the host's cores.
     """
@@ -322,6 +324,8 @@ def measure_host(
                     seed=seed,
                 )
             found.update(curves)
+            loops = server_loop_overheads(served, max(3, timing.idle_calls // 5))
+            found.update({(name, None): got for name, got in loops.items()})
     finally:
         sys.setswitchinterval(old)
     return [

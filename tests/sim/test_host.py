@@ -150,6 +150,30 @@ def test_dispatch_and_collect_run_on_the_worker_before_the_batch_and_the_combine
     assert res.combine_s.tolist() == pytest.approx([4e-4, 4e-4])
 
 
+def test_the_servers_loop_overheads_lengthen_the_gate_dispatch_and_combine_jobs() -> None:
+    """Gate 100 + 30 µs overhead; batch dispatch 20 + 10 µs; expert 200 µs; collect 5 +
+    combine 50 + completion overhead 15 µs: one request completes at 430 µs."""
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=1, max_backlog=None,
+        gate_latency_s=1e-4, combine_latency_s=5e-5, warmup=0, host=True,
+    )  # fmt: skip
+    host = HostTerms(
+        np.array([0.0, 2e-5]),
+        collect_s=5e-6,
+        gate_overhead_s=3e-5,
+        batch_overhead_s=1e-5,
+        completion_overhead_s=1.5e-5,
+    )
+    res = simulate_host(
+        cfg, ServiceTable.constant([[2e-4]]), Workload.from_lists([0.0], [[0]]), host
+    )
+    assert res.gate_done_s.tolist() == pytest.approx([1.3e-4])
+    assert res.batch_start_s.tolist() == pytest.approx([1.6e-4])
+    assert res.completion_s.tolist() == pytest.approx([4.3e-4])
+    with pytest.raises(SimConfigError, match="overheads"):
+        HostTerms(np.zeros(2), batch_overhead_s=-1e-6)
+
+
 def test_arrivals_and_batches_that_find_their_thread_waiting_pay_its_hand_off() -> None:
     """Gate hand-off 10 µs after no wait rising to 30 µs after 1 ms (20 µs after 0.5 ms);
     worker hand-off a flat 50 µs. Requests 0 and 1 arrive together at 0.5 ms: request 0 wakes

@@ -1,0 +1,130 @@
+"""The real server's own gate and worker loops, timed as units (``docs/system-model.md`` §8).
+
+The host model prices each step by its isolated call (``gate``, ``dispatch``,
+expert, ``collect``, ``combine``), but the server's threads run more Python
+than those calls: stamping, the queues and ready lists under the lock, the
+heap of ready batches, delivering answers, counting completions. That work
+holds the interpreter lock, so besides its own time it slows the other
+thread. Here :class:`~hw.serving.server.QueuedServer`'s own ``_gate_loop`` and
+``_worker_loop`` run in this thread on synthetic requests (B = 1, every
+request routed to the same k experts of device 0), back to back:
+
+- ``gate_overhead``: per request, the gate thread's whole loop (take from the
+  inbox, gate, store, enqueue and form k batches under the lock) minus the
+  bare gate call;
+- ``batch_overhead``: per batch of one sample whose answer completes no
+  request, the worker loop (lock, heap pop, gather, expert, delivery) minus
+  the bare gather and expert;
+- ``completion_overhead``: per request, the worker loop over its k batches,
+  the last completing it, minus k such batches and the bare collect and
+  combine.
+
+Each overhead is a difference of a loop and its bare calls timed in the same
+round, one after the other, so that the machine's drift (±20% between
+timings a few seconds apart on this box) cancels; the row is the median over
+rounds, floored at 0. The simulator adds them to the gate, dispatch and
+combine jobs (``sim.host_terms.HostTerms.from_profile``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from hw.profiling.errors import ProfilingError
+from hw.profiling.model import ServedModel
+from hw.serving.plan import Workload
+from hw.serving.server import QueuedServer
+
+__all__ = ["LOOP_REQUESTS", "server_loop_overheads"]
+
+LOOP_REQUESTS = 32  # requests per timed round: one sample = one round's time / its units
+
+
+def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[float]]:
+    """``rounds`` paired samples of each overhead (module docstring), after one untimed round."""
+    dev = served.devices[0]
+    on_first = [e for e in range(served.n_experts) if served.placement[e] == 0]
+    k = min(served.cfg.k, len(on_first))
+    if k < 1:
+        raise ProfilingError("no expert is placed on device 0: cannot time the server's loops")
+    n = LOOP_REQUESTS
+    experts = on_first[:k]
+    wl = Workload(np.zeros(n), [list(experts)] * n, [[1.0 / k] * k] * n)
+    x = served.inputs(n)
+    h = torch.zeros(n, served.d_model, device=dev, dtype=served.dtype)
+    answers = [torch.zeros(served.d_model, device=dev, dtype=served.dtype)] * k
+    weights = [1.0 / k] * k
+    out: dict[str, list[float]] = {
+        "gate_overhead": [],
+        "batch_overhead": [],
+        "completion_overhead": [],
+    }
+
+    def bare_gate() -> None:
+        for i in range(n):
+            served.gate(x[i : i + 1])
+
+    def bare_batches() -> None:
+        for i in range(n):
+            for e in experts:
+                served.expert(e, served.gather(h, [i], dev))
+
+    def bare_completions() -> None:
+        for _ in range(n):
+            outs, w = served.collect(answers, weights, dev)
+            served.combine(outs[None], w[None])
+
+    with torch.inference_mode():
+        for r in range(rounds + 1):
+            t: dict[str, float] = {}
+            for completing in (True, False):
+                server = QueuedServer(served, 1)
+                t["gate_loop"] = _gate_round(server, wl, x)
+                if not completing:  # answers delivered but no request ever completes
+                    server._remaining[:] = k + 1
+                t0 = time.perf_counter()
+                server._worker_loop(0)
+                t["worker_request" if completing else "worker_batch"] = time.perf_counter() - t0
+                _raise_failure(server)
+                if server._completed != (n if completing else 0):
+                    raise ProfilingError("server loop timing: unexpected completions")
+            for name, call in (
+                ("gate", bare_gate),
+                ("batches", bare_batches),
+                ("completions", bare_completions),
+            ):
+                t0 = time.perf_counter()
+                call()
+                t[name] = time.perf_counter() - t0
+            if r == 0:
+                continue  # warm-up round
+            per_batch = (t["worker_batch"] - t["batches"]) / (n * k)
+            out["gate_overhead"].append((t["gate_loop"] - t["gate"]) / n)
+            out["batch_overhead"].append(per_batch)
+            out["completion_overhead"].append(
+                (t["worker_request"] - t["worker_batch"] - t["completions"]) / n
+            )
+    return out
+
+
+def _gate_round(server: QueuedServer, wl: Workload, x: torch.Tensor) -> float:
+    """Run the gate loop over every request of ``wl`` (the inbox filled up front); seconds."""
+    server._reset(wl, x)
+    server._t0 = time.perf_counter()
+    for i in range(wl.n):
+        server._arrival[i] = 0.0
+        server._inbox.put(i)
+    server._inbox.put(None)
+    t0 = time.perf_counter()
+    server._gate_loop()
+    took = time.perf_counter() - t0
+    _raise_failure(server)
+    return took
+
+
+def _raise_failure(server: QueuedServer) -> None:
+    if server._error is not None:
+        raise ProfilingError(f"server loop timing failed: {server._error!r}") from server._error
