@@ -22,8 +22,8 @@ The host's speed depends on how busy it is: measured isolated costs are those
 of a host kept busy, and a host busy a fraction u of the time runs its steps
 at the measured duty speed v(u) ≤ 1 (caches and clock of a CPU that keeps
 going idle). The run's own duty depends on that speed (slower steps keep the
-host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s by
-bisection, simulating the run once per step. Every arrival that finds the
+host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s,
+simulating the run once per step. Every arrival that finds the
 gate waiting, and every batch that finds its worker waiting, first pays the
 measured hand-off time of waking that thread.
 
@@ -123,8 +123,9 @@ class SharedHost:
         self._replan()
 
 
-SPEED_TOLERANCE = 4e-3  # bisection stops when the speed is known to this much (a 0.4-0.8%
-# error in host costs, well inside the 5% a prediction is judged by)
+SPEED_TOLERANCE = 4e-3  # the speed's fixed point is solved to this much (a 0.4-0.8% error
+# in host costs, well inside the 5% a prediction is judged by)
+MAX_SPEED_STEPS = 12
 
 
 def simulate_host(
@@ -133,27 +134,45 @@ def simulate_host(
     """Simulate one run with every step's host work on a :class:`SharedHost` (§8), at the
     host speed s that the run's own duty gives: v(u(s)) = s (module docstring).
 
-    u(s) falls as s rises and v rises with u, so v(u(s)) - s falls and the
-    root is bracketed by [min v, 1]; a run whose duty at full speed already
-    earns full speed (or a profile without a duty curve) runs at 1.
+    u(s) falls as s rises and v rises with u, so g(s) = v(u(s)) - s falls and
+    its root lies in [min v, 1]; a run whose duty at full speed already earns
+    full speed (or a profile without a duty curve) runs at 1. Each step
+    simulates the run once; the next speed is the root of the local model
+    u(s') = u(s) · s / s' (the busy time of fixed work scales as 1/speed),
+    kept inside the bracket the signs of g have narrowed (bisection when it
+    falls outside), so two to four runs usually suffice.
     """
     if not host.duty:
         return _simulate_at(config, table, workload, host, 1.0)[0]
     lo, hi = min(host.duty_speed), 1.0
-    result, duty = _simulate_at(config, table, workload, host, hi)
-    if host.speed_at_duty(duty) >= hi:
-        return result
-    result, duty = _simulate_at(config, table, workload, host, lo)
-    if host.speed_at_duty(duty) <= lo:
-        return result
-    while hi - lo > SPEED_TOLERANCE:
-        mid = 0.5 * (lo + hi)
-        result, duty = _simulate_at(config, table, workload, host, mid)
-        if host.speed_at_duty(duty) >= mid:
-            lo = mid
+    speed = hi
+    for _ in range(MAX_SPEED_STEPS):
+        result, duty = _simulate_at(config, table, workload, host, speed)
+        gap = host.speed_at_duty(duty) - speed
+        if abs(gap) <= SPEED_TOLERANCE or (speed == hi == 1.0 and gap >= 0):
+            return result
+        if gap > 0:
+            lo = speed
         else:
-            hi = mid
-    return result  # at a speed within SPEED_TOLERANCE of the root
+            hi = speed
+        if hi - lo <= SPEED_TOLERANCE:
+            return result
+        guess = _local_root(host, duty * speed, lo, hi)
+        speed = guess if lo < guess < hi else 0.5 * (lo + hi)
+    return result
+
+
+def _local_root(host: HostTerms, busy_times_speed: float, lo: float, hi: float) -> float:
+    """The s in [lo, hi] with v(min(1, c / s)) = s, c = duty × speed of the last run
+    (the local model of the docstring above), by bisection on the cheap curve."""
+    a, b = lo, hi
+    for _ in range(40):
+        mid = 0.5 * (a + b)
+        if host.speed_at_duty(min(1.0, busy_times_speed / mid)) >= mid:
+            a = mid
+        else:
+            b = mid
+    return 0.5 * (a + b)
 
 
 def _simulate_at(
