@@ -92,6 +92,17 @@ class SharedHost:
         self._replan()
         yield done
 
+    def delay_active(self, gate_s: float, worker_s: float) -> None:
+        """Add to each thread now at work the work it would do in ``gate_s`` / ``worker_s`` of
+        wall time at its current rate: the interpreter lock taken from it by another
+        thread's wake-up (measured as wall time, so priced at the rate when it lands)."""
+        if not self._left or (gate_s <= 0 and worker_s <= 0):
+            return
+        self._advance()
+        for t in self._left:
+            self._left[t] += (gate_s if t == GATE else worker_s) * self.rate(t)
+        self._replan()
+
     def _advance(self) -> None:
         """Bring every remaining amount to now, at the rates of the set active since then."""
         now = self.env.now
@@ -300,6 +311,15 @@ def _simulate_at(
                 combine_dur[r] = env.now - t0
                 combine_batch[r] = j
 
+    def generator() -> Generator[simpy.Event, None, None]:
+        """The load generator's wake-ups: each costs the threads at work its penalty."""
+        for t in arrival.tolist():
+            if t > env.now:
+                yield env.timeout(t - env.now)
+            cpu.delay_active(host.arrival_penalty_gate_s, host.arrival_penalty_worker_s)
+
+    if host.arrival_penalty_gate_s > 0 or host.arrival_penalty_worker_s > 0:
+        env.process(generator())
     env.process(gate())
     for d in range(n_dev):
         env.process(worker(d))

@@ -48,6 +48,8 @@ class HostTerms:
     gate_overhead_s: float = 0.0
     batch_overhead_s: float = 0.0
     completion_overhead_s: float = 0.0
+    arrival_penalty_gate_s: float = 0.0
+    arrival_penalty_worker_s: float = 0.0
 
     def speed_at_duty(self, duty: float) -> float:
         """Speed (0, 1] of a host busy ``duty`` of the time, relative to a host always busy."""
@@ -82,7 +84,16 @@ class HostTerms:
             or list(self.duty) != sorted(self.duty)
         ):
             raise SimConfigError("host model: one speed in (0, 1] per duty, duties increasing")
-        if min(self.gate_overhead_s, self.batch_overhead_s, self.completion_overhead_s) < 0:
+        if (
+            min(
+                self.gate_overhead_s,
+                self.batch_overhead_s,
+                self.completion_overhead_s,
+                self.arrival_penalty_gate_s,
+                self.arrival_penalty_worker_s,
+            )
+            < 0
+        ):
             raise SimConfigError("host model: loop overheads must be >= 0")
         for curve in (self.handoff_gate_s, self.handoff_worker_s):
             if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
@@ -163,6 +174,8 @@ class HostTerms:
             gate_overhead_s=float(over["gate_overhead"] or 0.0),
             batch_overhead_s=float(over["batch_overhead"] or 0.0),
             completion_overhead_s=float(over["completion_overhead"] or 0.0),
+            arrival_penalty_gate_s=float(over["arrival_penalty_gate"] or 0.0),
+            arrival_penalty_worker_s=float(over["arrival_penalty_worker"] or 0.0),
         )
 
 

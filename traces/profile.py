@@ -72,7 +72,13 @@ HOST_COMPONENTS = (
 IDLE_COMPONENTS = ("duty", "handoff_gate", "handoff_worker")
 # the real server's own Python around the gate call (per request), a batch (per batch) and
 # a completion (per request): hw.profiling.server_loops; optional, older profiles lack them
-LOOP_COMPONENTS = ("gate_overhead", "batch_overhead", "completion_overhead")
+LOOP_COMPONENTS = (
+    "gate_overhead",
+    "batch_overhead",
+    "completion_overhead",
+    "arrival_penalty_gate",
+    "arrival_penalty_worker",
+)
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS, "wake"
 )  # fmt: skip

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from hw.profiling.model import ServedModel
-from hw.profiling.server_loops import server_loop_overheads
+from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
 from hw.timing import LatencyStats, measure_samples
 
 __all__ = [
@@ -325,6 +325,7 @@ def measure_host(
                 )
             found.update(curves)
             loops = server_loop_overheads(served, max(3, timing.idle_calls // 5))
+            loops |= arrival_penalties(served, max(3, timing.idle_calls // 3), seed)
             found.update({(name, None): got for name, got in loops.items()})
     finally:
         sys.setswitchinterval(old)

@@ -19,6 +19,15 @@ request routed to the same k experts of device 0), back to back:
   the last completing it, minus k such batches and the bare collect and
   combine.
 
+- ``arrival_penalty_gate`` / ``arrival_penalty_worker``: wall time each
+  arrival costs the gate loop / the worker loop while it runs: the loop timed
+  while a load-generator thread (exponential sleeps at ``PENALTY_RATE_RPS``,
+  then a ``SimpleQueue.put``, as ``QueuedServer.run`` does) wakes up, minus
+  the loop alone in the same round, divided by the arrivals during it. Each
+  wake-up takes the interpreter lock from the loop, and winning it back
+  costs far more than the generator's own few microseconds (150–250 µs per
+  arrival on this box).
+
 Each overhead is a difference of a loop and its bare calls timed in the same
 round, one after the other, so that the machine's drift (±20% between
 timings a few seconds apart on this box) cancels; the row is the median over
@@ -28,7 +37,11 @@ combine jobs (``sim.host_terms.HostTerms.from_profile``).
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -38,9 +51,11 @@ from hw.profiling.model import ServedModel
 from hw.serving.plan import Workload
 from hw.serving.server import QueuedServer
 
-__all__ = ["LOOP_REQUESTS", "server_loop_overheads"]
+__all__ = ["LOOP_REQUESTS", "PENALTY_RATE_RPS", "arrival_penalties", "server_loop_overheads"]
 
 LOOP_REQUESTS = 32  # requests per timed round: one sample = one round's time / its units
+PENALTY_RATE_RPS = 1000.0  # the generator's arrival rate while the penalties are measured
+PENALTY_BLOCKS = 4  # loop rounds per penalty sample (about 40 arrivals)
 
 
 def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[float]]:
@@ -108,6 +123,78 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
                 (t["worker_request"] - t["worker_batch"] - t["completions"]) / n
             )
     return out
+
+
+def arrival_penalties(served: ServedModel, rounds: int, seed: int) -> dict[str, list[float]]:
+    """``rounds`` paired samples of the per-arrival penalty of each loop (module docstring)."""
+    on_first = [e for e in range(served.n_experts) if served.placement[e] == 0]
+    k = min(served.cfg.k, len(on_first))
+    if k < 1:
+        raise ProfilingError("no expert is placed on device 0: cannot time the server's loops")
+    n = LOOP_REQUESTS
+    wl = Workload(np.zeros(n), [on_first[:k]] * n, [[1.0 / k] * k] * n)
+    x = served.inputs(n)
+
+    def gate_loops() -> None:
+        for _ in range(PENALTY_BLOCKS):
+            _gate_round(QueuedServer(served, 1), wl, x)
+
+    def worker_loops() -> None:
+        for _ in range(PENALTY_BLOCKS):
+            server = QueuedServer(served, 1)
+            _gate_round(server, wl, x)
+            server._worker_loop(0)
+            _raise_failure(server)
+
+    out: dict[str, list[float]] = {"arrival_penalty_gate": [], "arrival_penalty_worker": []}
+    rng = np.random.default_rng(seed)
+    with torch.inference_mode():
+        gate_loops(), worker_loops()  # warm-up
+        for _ in range(rounds):
+            for name, loops in (("arrival_penalty_gate", gate_loops),
+                                ("arrival_penalty_worker", worker_loops)):  # fmt: skip
+                t0 = time.perf_counter()
+                loops()
+                alone = time.perf_counter() - t0
+                with _generator(rng) as count:
+                    t0 = time.perf_counter()
+                    before = count[0]
+                    loops()
+                    loaded = time.perf_counter() - t0
+                    arrivals = count[0] - before
+                out[name].append((loaded - alone) / max(arrivals, 1))
+    return out
+
+
+@contextmanager
+def _generator(rng: np.random.Generator) -> Iterator[list[int]]:
+    """A thread that sleeps exponential gaps at PENALTY_RATE_RPS and puts into a queue,
+    like the server's load generator; yields its running count of arrivals."""
+    stop = threading.Event()
+    count = [0]
+    gaps = rng.exponential(1.0 / PENALTY_RATE_RPS, size=100_000).tolist()
+
+    def run() -> None:
+        inbox: queue.SimpleQueue[int] = queue.SimpleQueue()
+        next_at = time.perf_counter()
+        for gap in gaps:
+            if stop.is_set():
+                return
+            next_at += gap
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            inbox.put(count[0])
+            count[0] += 1
+
+    thread = threading.Thread(target=run, name="penalty-generator", daemon=True)
+    thread.start()
+    time.sleep(0.005)
+    try:
+        yield count
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _gate_round(server: QueuedServer, wl: Workload, x: torch.Tensor) -> float:

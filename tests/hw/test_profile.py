@@ -168,9 +168,12 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert all(0 < v <= 1 for v in terms.duty_speed)
     assert list(terms.duty_speed) == sorted(terms.duty_speed)
     assert terms.handoff_idle_s == IDLE_S and terms.gate_handoff(0.0) > 0
-    for comp in ("gate_overhead", "batch_overhead", "completion_overhead"):
-        assert f.filter(f["component"] == comp).height == 1, comp  # the server's own loops
+    from traces.profile import LOOP_COMPONENTS
+
+    for comp in LOOP_COMPONENTS:  # the server's own loops and the generator's penalties
+        assert f.filter(f["component"] == comp).height == 1, comp
     assert min(terms.gate_overhead_s, terms.batch_overhead_s, terms.completion_overhead_s) > 0
+    assert min(terms.arrival_penalty_gate_s, terms.arrival_penalty_worker_s) > 0
 
 
 def test_host_terms_are_skipped_when_asked_or_without_gate() -> None:
@@ -223,8 +226,8 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     from hw.profiling.host import IDLE_S
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms; 3 idle curves;
-    # 3 server-loop overheads
-    assert doc["rows"] == 8 + 2 + 5 + 3 * len(IDLE_S) + 3
+    # 3 server-loop overheads, 2 arrival penalties
+    assert doc["rows"] == 8 + 2 + 5 + 3 * len(IDLE_S) + 5
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())

@@ -174,6 +174,40 @@ def test_the_servers_loop_overheads_lengthen_the_gate_dispatch_and_combine_jobs(
         HostTerms(np.zeros(2), batch_overhead_s=-1e-6)
 
 
+def test_an_arrival_delays_the_threads_at_work_by_their_measured_penalty() -> None:
+    """Gate 100 µs per request, penalty 20 µs to the gate per arrival while it works.
+    Request 1 arrives at 50 µs, during request 0's gate: that gate ends at 120 µs; request
+    2 arrives at 150 µs during request 1's gate (120-220 + 20): ends 240 µs; request 2's
+    gate follows, 240-340 µs, no arrival during it."""
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=3, max_backlog=None,
+        gate_latency_s=1e-4, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([0.0, 5e-5, 1.5e-4], [[0], [0], [0]])
+    host = HostTerms(np.zeros(2), arrival_penalty_gate_s=2e-5)
+    res = simulate_host(cfg, ServiceTable.constant([[1e-6]]), work, host)
+    assert res.gate_done_s.tolist() == pytest.approx([1.2e-4, 2.4e-4, 3.4e-4])
+    # the penalty is priced at the thread's rate when it lands: 0.2 s at rate 0.5 = 0.1 s work
+    env = simpy.Environment()
+    cpu = SharedHost(env, 0.5, 0.5)
+    done: dict[int, float] = {}
+
+    def job(thread: int, work_s: float) -> Generator[simpy.Event, None, None]:
+        yield from cpu.work(thread, work_s)
+        done[thread] = env.now
+
+    def wake() -> Generator[simpy.Event, None, None]:
+        yield env.timeout(0.5)
+        cpu.delay_active(0.2, 0.0)
+
+    env.process(job(GATE, 1.0)), env.process(job(0, 1.0)), env.process(wake())
+    env.run()
+    # at 0.5 s both have 0.75 left, the gate 0.1 more; both at rate 0.5 until the worker
+    # ends at 2.0, the gate then alone (rate 1) for its last 0.1: 2.1
+    assert done[0] == pytest.approx(2.0)
+    assert done[GATE] == pytest.approx(2.1)
+
+
 def test_arrivals_and_batches_that_find_their_thread_waiting_pay_its_hand_off() -> None:
     """Gate hand-off 10 µs after no wait rising to 30 µs after 1 ms (20 µs after 0.5 ms);
     worker hand-off a flat 50 µs. Requests 0 and 1 arrive together at 0.5 ms: request 0 wakes
