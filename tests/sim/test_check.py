@@ -172,3 +172,24 @@ def test_regression_shipped_measured_runs(name: str) -> None:
     for r in check_run(path):  # default: the bundled profile
         assert abs(r.error_pct["throughput"]) < 5.0
         assert r.simulated["p50"] < r.measured["p50"]  # the profile is the isolated best case
+
+
+def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
+    """A quiet `hw serve --B 1,4,16 --rate 250 --requests 600` run and the `hw profile` taken
+    with it on this machine (both in traces/data), predicted from the profile alone. Where
+    requests wait for B the shared-host model is within the issue's tolerance; at B = 1 it
+    misses, but by far less than the ideal model (docs/system-model.md §8; the spread of the
+    real server at B = 1 is in benchmarks/README.md, "Simulator")."""
+    from traces import data_path
+
+    run = data_path("serve/cpu-q250.parquet")
+    profile = data_path("profiles/cpu-host.parquet")
+    if not (run.exists() and profile.exists()):
+        pytest.skip("the host-model regression data is not shipped")
+    host = {r.B: r for r in check_run(run, profile)}
+    ideal = {r.B: r for r in check_run(run, profile, host=False)}
+    assert all(r.host for r in host.values()) and not any(r.host for r in ideal.values())
+    assert host[4].within and host[16].within
+    assert abs(host[1].error_pct["throughput"]) < 1.0
+    assert abs(host[1].error_pct["p50"]) < 15.0  # recorded: -11.1 %
+    assert abs(host[1].error_pct["p50"]) < abs(ideal[1].error_pct["p50"]) / 3  # ideal: -46 %
