@@ -172,6 +172,9 @@ def test_the_servers_loop_overheads_lengthen_the_gate_dispatch_and_combine_jobs(
     assert res.completion_s.tolist() == pytest.approx([4.3e-4])
     with pytest.raises(SimConfigError, match="overheads"):
         HostTerms(np.zeros(2), batch_overhead_s=-1e-6)
+    for duty, speed in (((0.5, 0.2), (0.5, 1.0)), ((0.2, 0.5), (0.0, 1.0)), ((0.5,), ())):
+        with pytest.raises(SimConfigError, match="duties increasing"):
+            HostTerms(np.zeros(2), duty=duty, duty_speed=speed)
 
 
 def test_an_arrival_delays_the_threads_at_work_by_their_measured_penalty() -> None:
