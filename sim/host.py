@@ -23,9 +23,12 @@ of a host kept busy, and a host busy a fraction u of the time runs its steps
 at the measured duty speed v(u) ≤ 1 (caches and clock of a CPU that keeps
 going idle). The run's own duty depends on that speed (slower steps keep the
 host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s,
-simulating the run once per step. Every arrival that finds the
-gate waiting, and every batch that finds its worker waiting, first pays the
-measured hand-off time of waking that thread.
+simulating the run once per step. Every arrival that finds the gate waiting,
+and every batch that finds its worker waiting, first pays the measured
+hand-off time of waking that thread; every arrival also costs each thread then
+at work the measured penalty of the load generator's wake-up; and the
+server's own loops add their measured overheads to the gate, dispatch and
+combine jobs.
 
 Host work per step (all isolated costs from the profile): the gate; per
 batch of b samples, the dispatch (gathering its inputs, ``dispatch`` rows)

@@ -23,7 +23,12 @@ simulator's shared-host model.
   the hypervisor): on this box the same chain took about twice as long at
   a 10% duty as back to back, and how busy the last tens of milliseconds were
   mattered more than the last gap alone. Chain ÷ (chain + idle) is the
-  phase's duty; the busiest phase's chain ÷ this chain its speed.
+  phase's duty; the simulator takes the chain's steps as it prices them ÷
+  this chain as its speed (``sim.host_terms.HostTerms.from_profile``).
+- the server's own loops (``gate_overhead``, ``batch_overhead``,
+  ``completion_overhead``) and the load generator's per-arrival penalties
+  (``arrival_penalty_gate``, ``arrival_penalty_worker``):
+  :mod:`hw.profiling.server_loops`.
 - ``handoff_gate`` / ``handoff_worker`` (one row per idle time): wall time
   from handing work to a thread blocked on it to that thread running, after
   it waited ``idle_s``: a ``SimpleQueue.put`` to a thread in ``get`` (the
