@@ -203,6 +203,8 @@ def _host_terms_line(frame: Any) -> str:
     empty when this profile did not measure them (GPU, or ``host_terms=False``)."""
     import polars as pl
 
+    from traces.profile import LOOP_COMPONENTS
+
     at1 = frame.filter(pl.col("batch_size") == 1)
     if "idle_s" in at1.columns:
         at1 = at1.filter(pl.col("idle_s").is_null() | (pl.col("idle_s") == 0))
@@ -214,11 +216,24 @@ def _host_terms_line(frame: Any) -> str:
     }
     if not all(med.values()):
         return ""
-    return (
+    line = (
         f"host terms (µs, b=1): dispatch {med['dispatch']:.1f}, collect {med['collect']:.1f}, "
         f"gate alone/contended {med['gate_alone']:.0f}/{med['gate_contended']:.0f}, "
         f"worker alone/contended {med['worker_alone']:.0f}/{med['worker_contended']:.0f}"
     )
+    duty = frame.filter(pl.col("component") == "duty").sort("idle_s")
+    if duty.height:
+        busy, idle = duty["latency_s"][0] * 1e6, duty["latency_s"][-1] * 1e6
+        line += f", request chain busiest/idlest {busy:.0f}/{idle:.0f}"
+    loops = {c: at1.filter(pl.col("component") == c)["latency_s"].median() for c in LOOP_COMPONENTS}
+    if all(v is not None for v in loops.values()):
+        v = {c: float(x) * 1e6 for c, x in loops.items()}  # type: ignore[arg-type]
+        line += (
+            f", server loops +{v['gate_overhead']:.0f}/{v['batch_overhead']:.0f}/"
+            f"{v['completion_overhead']:.0f} (gate/batch/completion), per arrival "
+            f"+{v['arrival_penalty_gate']:.0f}/{v['arrival_penalty_worker']:.0f} (gate/worker)"
+        )
+    return line
 
 
 def _print_profile(result: Any, out: Path, json_: bool) -> None:

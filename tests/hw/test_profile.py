@@ -236,7 +236,9 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     assert "exists" in _error_line(again)
     shown = runner.invoke(app, ["profile", "--out", str(out), *ARGS, "--force"])
     assert shown.exit_code == 0, shown.output
-    assert "host terms (µs, b=1): dispatch" in " ".join(shown.stdout.split())
+    printed = " ".join(shown.stdout.split())
+    assert "host terms (µs, b=1): dispatch" in printed
+    assert "request chain busiest/idlest" in printed and "per arrival +" in printed
 
 
 @pytest.mark.parametrize(
