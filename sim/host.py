@@ -163,7 +163,7 @@ def simulate_host(
     for _ in range(MAX_SPEED_STEPS):
         result, duty = _simulate_at(config, table, workload, host, speed)
         gap = host.speed_at_duty(duty) - speed
-        if abs(gap) <= SPEED_TOLERANCE or (speed == hi == 1.0 and gap >= 0):
+        if abs(gap) <= SPEED_TOLERANCE or (speed == 1.0 and gap >= 0):
             return result
         if gap > 0:
             lo = speed

@@ -126,8 +126,10 @@ class HostTerms:
         duty over the last tens of milliseconds, not the last gap (system-model §8).
         The hand-off curves are the ``handoff_gate`` / ``handoff_worker`` rows
         (profiles older than them have none: no hand-off time). The overheads
-        are the ``gate_overhead``, ``batch_overhead`` and ``completion_overhead``
-        rows (``hw.profiling.server_loops``; none measured: 0).
+        and penalties are the ``gate_overhead``, ``batch_overhead``,
+        ``completion_overhead``, ``arrival_penalty_gate`` and
+        ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``; none
+        measured: 0).
         """
         got = {c: profile.component_latency_s(c) for c in HOST_COMPONENTS}
         if any(v is None for v in got.values()):
@@ -150,7 +152,7 @@ class HostTerms:
                 for idle, chain in zip(*phases, strict=True)
             )
             duty = tuple(u for u, _ in pairs)
-            speed = tuple(float(x) for x in _non_decreasing([v for _, v in pairs]))
+            speed = tuple(float(x) for x in _non_decreasing([sp for _, sp in pairs]))
         gate_h, worker_h = _idle_curve(comps, "handoff_gate"), _idle_curve(comps, "handoff_worker")
         if (gate_h is None) != (worker_h is None) or (
             gate_h and worker_h and gate_h[0] != worker_h[0]

@@ -321,7 +321,8 @@ def measure_host(
             found.update({("duty", gap): got for gap, got in phases})
             with _queue_handoff() as to_gate, _notify_handoff() as to_worker:
                 for _ in range(5):
-                    to_gate(), to_worker()
+                    to_gate()
+                    to_worker()
                 curves = idle_curves(
                     {"handoff_gate": to_gate, "handoff_worker": to_worker},
                     timing.idle_s,

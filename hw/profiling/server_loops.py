@@ -61,14 +61,9 @@ PENALTY_BLOCKS = 4  # loop rounds per penalty sample (about 40 arrivals)
 def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[float]]:
     """``rounds`` paired samples of each overhead (module docstring), after one untimed round."""
     dev = served.devices[0]
-    on_first = [e for e in range(served.n_experts) if served.placement[e] == 0]
-    k = min(served.cfg.k, len(on_first))
-    if k < 1:
-        raise ProfilingError("no expert is placed on device 0: cannot time the server's loops")
-    n = LOOP_REQUESTS
-    experts = on_first[:k]
-    wl = Workload(np.zeros(n), [list(experts)] * n, [[1.0 / k] * k] * n)
-    x = served.inputs(n)
+    wl, x = _synthetic_requests(served)
+    n, experts = wl.n, _experts_of(wl)
+    k = len(experts)
     h = torch.zeros(n, served.d_model, device=dev, dtype=served.dtype)
     answers = [torch.zeros(served.d_model, device=dev, dtype=served.dtype)] * k
     weights = [1.0 / k] * k
@@ -96,16 +91,9 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
         for r in range(rounds + 1):
             t: dict[str, float] = {}
             for completing in (True, False):
-                server = QueuedServer(served, 1)
-                t["gate_loop"] = _gate_round(server, wl, x)
-                if not completing:  # answers delivered but no request ever completes
-                    server._remaining[:] = k + 1
-                t0 = time.perf_counter()
-                server._worker_loop(0)
-                t["worker_request" if completing else "worker_batch"] = time.perf_counter() - t0
-                _raise_failure(server)
-                if server._completed != (n if completing else 0):
-                    raise ProfilingError("server loop timing: unexpected completions")
+                gate_s, worker_s = _server_round(served, wl, x, completing)
+                t["gate_loop"] = gate_s
+                t["worker_request" if completing else "worker_batch"] = worker_s
             for name, call in (
                 ("gate", bare_gate),
                 ("batches", bare_batches),
@@ -127,13 +115,7 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
 
 def arrival_penalties(served: ServedModel, rounds: int, seed: int) -> dict[str, list[float]]:
     """``rounds`` paired samples of the per-arrival penalty of each loop (module docstring)."""
-    on_first = [e for e in range(served.n_experts) if served.placement[e] == 0]
-    k = min(served.cfg.k, len(on_first))
-    if k < 1:
-        raise ProfilingError("no expert is placed on device 0: cannot time the server's loops")
-    n = LOOP_REQUESTS
-    wl = Workload(np.zeros(n), [on_first[:k]] * n, [[1.0 / k] * k] * n)
-    x = served.inputs(n)
+    wl, x = _synthetic_requests(served)
 
     def gate_loops() -> None:
         for _ in range(PENALTY_BLOCKS):
@@ -141,15 +123,13 @@ def arrival_penalties(served: ServedModel, rounds: int, seed: int) -> dict[str, 
 
     def worker_loops() -> None:
         for _ in range(PENALTY_BLOCKS):
-            server = QueuedServer(served, 1)
-            _gate_round(server, wl, x)
-            server._worker_loop(0)
-            _raise_failure(server)
+            _server_round(served, wl, x, completing=True)
 
     out: dict[str, list[float]] = {"arrival_penalty_gate": [], "arrival_penalty_worker": []}
     rng = np.random.default_rng(seed)
     with torch.inference_mode():
-        gate_loops(), worker_loops()  # warm-up
+        gate_loops()  # warm-up
+        worker_loops()
         for _ in range(rounds):
             for name, loops in (("arrival_penalty_gate", gate_loops),
                                 ("arrival_penalty_worker", worker_loops)):  # fmt: skip
@@ -195,6 +175,40 @@ def _generator(rng: np.random.Generator) -> Iterator[list[int]]:
     finally:
         stop.set()
         thread.join()
+
+
+def _synthetic_requests(served: ServedModel) -> tuple[Workload, torch.Tensor]:
+    """LOOP_REQUESTS requests, all routed to the first k experts of device 0, and inputs."""
+    on_first = [e for e in range(served.n_experts) if served.placement[e] == 0]
+    k = min(served.cfg.k, len(on_first))
+    if k < 1:
+        raise ProfilingError("no expert is placed on device 0: cannot time the server's loops")
+    n = LOOP_REQUESTS
+    return Workload(np.zeros(n), [on_first[:k]] * n, [[1.0 / k] * k] * n), served.inputs(n)
+
+
+def _experts_of(wl: Workload) -> list[int]:
+    assert wl.experts is not None
+    return wl.experts[0]
+
+
+def _server_round(
+    served: ServedModel, wl: Workload, x: torch.Tensor, completing: bool
+) -> tuple[float, float]:
+    """A fresh server's gate loop over every request, then its worker loop over the batches
+    formed; seconds of each. ``completing=False``: answers are delivered but no request
+    ever completes (only the per-batch work is timed)."""
+    server = QueuedServer(served, 1)
+    gate_s = _gate_round(server, wl, x)
+    if not completing:
+        server._remaining[:] = len(_experts_of(wl)) + 1
+    t0 = time.perf_counter()
+    server._worker_loop(0)
+    worker_s = time.perf_counter() - t0
+    _raise_failure(server)
+    if server._completed != (wl.n if completing else 0):
+        raise ProfilingError("server loop timing: unexpected completions")
+    return gate_s, worker_s
 
 
 def _gate_round(server: QueuedServer, wl: Workload, x: torch.Tensor) -> float:
