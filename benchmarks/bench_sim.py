@@ -23,7 +23,9 @@ Figures, each printed in a rich table:
   command): per B, the measured mean and spread over the runs, the default
   prediction's mean, the error of the means, and in how many runs the point is
   within tolerance. On a shared box the real server's p50/p99 at small B vary
-  from run to run by more than the tolerance; this shows how much.
+  from run to run by more than the tolerance; this shows how much. With
+  ``--sensitivity P`` also the band of p50/p99 predictions with every measured
+  cost off by ±P % (``sim check --sensitivity``).
 
 The profile is ``--profile``, else the bundled CPU profile when it exists, else
 a synthetic linear one (said so in the output).
@@ -53,6 +55,7 @@ from sim.engine import simulate
 from sim.host_terms import HostTerms
 from sim.naive import simulate_naive
 from sim.runner import default_profile_path, load_service
+from sim.sensitivity import parse_sensitivity
 from sim.workload import make_workload
 from traces.atomic import atomic_write_text
 from traces.cli_support import cli_errors
@@ -138,18 +141,24 @@ def fidelity_markdown(runs: list[Path], profile: Path | None) -> str:
     return "\n".join(lines)
 
 
-def repeated_markdown(group: list[Path], profile: Path | None) -> str:
+def repeated_markdown(
+    group: list[Path], profile: Path | None, sensitivity: float | None = None
+) -> str:
     """Per B over runs of one command: measured mean and spread ((max - min) / mean), the
-    default prediction's mean, the error of the means, runs within tolerance."""
+    default prediction's mean, the error of the means, runs within tolerance; with
+    ``sensitivity`` (a fraction) also the mean band of p50 and p99 predictions with every
+    cost ×(1 ± it) (``sim check --sensitivity``) and whether the measured mean lies in it."""
     from sim.check import DEFAULT_TOLERANCE, METRICS, check_run, parse_tolerance
 
     tol = parse_tolerance(DEFAULT_TOLERANCE)
-    per_run = [{r.B: r for r in check_run(run, profile)} for run in group]
+    per_run = [{r.B: r for r in check_run(run, profile, sensitivity=sensitivity)} for run in group]
     b_values = sorted(set.intersection(*(set(rows) for rows in per_run)))
     head = " | ".join(f"{k} meas (spread) | {k} sim | {k} err" for k in METRICS)
+    band_cols = ("p50", "p99") if sensitivity is not None else ()
+    band_head = "".join(f" {k} band ±{100 * sensitivity:g}% |" for k in band_cols if sensitivity)
     lines = [
-        f"| runs | B | {head} | runs ok | mean ok |",
-        "|---|---:|" + "---:|---:|---:|" * len(METRICS) + ":-:|:-:|",
+        f"| runs | B | {head} | runs ok | mean ok |{band_head}",
+        "|---|---:|" + "---:|---:|---:|" * len(METRICS) + ":-:|:-:|" + "---:|" * len(band_cols),
     ]
     scale = {"throughput": 1.0, "p50": 1e3, "p99": 1e3}
     for b in b_values:
@@ -167,9 +176,16 @@ def repeated_markdown(group: list[Path], profile: Path | None) -> str:
             )
         within = sum(r.within for r in rows)
         over = " (overloaded)" if any(r.overloaded for r in rows) else ""
+        bands = ""
+        for k in band_cols:
+            lo = np.mean([r.band[k][0] for r in rows if r.band is not None])
+            hi = np.mean([r.band[k][1] for r in rows if r.band is not None])
+            meas = np.mean([r.measured[k] for r in rows])
+            inside = " ∋ meas" if lo <= meas <= hi else ""
+            bands += f" {lo * 1e3:.2f}–{hi * 1e3:.2f}{inside} |"
         lines.append(
             f"| {group[0].stem} ×{len(group)} | {b} | {' | '.join(cells)} | "
-            f"{within}/{len(rows)} | {'yes' if ok else 'no'}{over} |"
+            f"{within}/{len(rows)} | {'yes' if ok else 'no'}{over} |{bands}"
         )
     return "\n".join(lines)
 
@@ -202,6 +218,10 @@ def main(
         list[str] | None,
         typer.Option(help="Comma-separated runs of one command, judged together (repeatable)."),
     ] = None,
+    sensitivity: Annotated[
+        float | None,
+        typer.Option(help="With --repeated: also the p50/p99 band with every cost ± this %."),
+    ] = None,
     speed_: Annotated[bool, typer.Option("--speed/--no-speed", help="Run the speed part.")] = True,
 ) -> None:
     tmp = tempfile.TemporaryDirectory()
@@ -213,8 +233,9 @@ def main(
     console.print(f"profile: {profile}")
     if fidelity:
         print(fidelity_markdown(list(fidelity), profile))
+    spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     for group in repeated or []:
-        print(repeated_markdown([Path(p) for p in group.split(",") if p], profile))
+        print(repeated_markdown([Path(p) for p in group.split(",") if p], profile, spread))
     if not speed_:
         return
     if hasattr(os, "sched_setaffinity"):

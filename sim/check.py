@@ -24,7 +24,9 @@ from sim.engine import simulate
 from sim.errors import CheckError
 from sim.output import records_of
 from sim.runner import default_profile_path, load_service
-from sim.terms import replay_terms, sampled_terms
+from sim.sensitivity import scale_costs
+from sim.service import ServiceTable
+from sim.terms import ServiceTerms, replay_terms, sampled_terms
 from sim.workload import Workload
 from traces.profile import LatencyProfile, read_profile
 from traces.serving import ServeConfig, read_records, summarize
@@ -90,11 +92,24 @@ class CheckRow:
     within: bool
     overloaded: bool
     host: bool = False  # simulated with the shared-host model (system-model §8)
+    # --sensitivity: per metric, (lowest, highest) prediction with every cost ×(1 ± p)
+    band: dict[str, tuple[float, float]] | None = None
+
+    def in_band(self, metric: str) -> bool | None:
+        """Whether the measured ``metric`` lies inside the prediction's band (None: no band)."""
+        if self.band is None:
+            return None
+        lo, hi = self.band[metric]
+        return bool(lo <= self.measured[metric] <= hi)
 
     def to_json(self) -> dict[str, Any]:
         def clean(d: dict[str, float]) -> dict[str, float | None]:
             return {k: v if math.isfinite(v) else None for k, v in d.items()}
 
+        extra: dict[str, Any] = {}
+        if self.band is not None:
+            extra["band"] = {k: [clean({"v": v})["v"] for v in lh] for k, lh in self.band.items()}
+            extra["in_band"] = {k: self.in_band(k) for k in self.band}
         return {
             "B": self.B,
             "measured": clean(self.measured),
@@ -103,6 +118,7 @@ class CheckRow:
             "within": self.within,
             "overloaded": self.overloaded,
             "host": self.host,
+            **extra,
         }
 
 
@@ -175,8 +191,13 @@ def check_run(
     service: ServiceModel | None = None,
     terms: Terms = Terms.PROFILE,
     host: bool | None = None,
+    sensitivity: float | None = None,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
+
+    ``sensitivity`` (a fraction, e.g. 0.05; ``--terms profile`` only): also
+    replay each B with every measured cost ×(1 ∓ it) and report the band of
+    predictions (:mod:`sim.sensitivity`).
 
     ``service`` defaults to ``spread`` when the profile has p10/p90 (real calls
     vary, and the variation is measured), else ``median``. ``host`` (profile
@@ -201,6 +222,8 @@ def check_run(
             f"{profile.source}: no host terms (dispatch, collect, gate_/worker_ alone/"
             "contended); profile again with `hw profile`, or use --no-host"
         )
+    if sensitivity is not None and terms is not Terms.PROFILE:
+        raise CheckError("--sensitivity scales the profile's costs: use it with --terms profile")
     measured = summarize(records, cfg)
     out = []
     for b in b_values:
@@ -212,12 +235,30 @@ def check_run(
             measured_terms = replay_terms(rows, cfg.max_wait_s)
         elif terms is Terms.SAMPLED:
             measured_terms = sampled_terms(rows, cfg.max_wait_s, cfg.seed)
-        result = simulate(sim_cfg, table, work, measured_terms)
-        sim_sum = summarize(records_of(result), cfg).row(0, named=True)
+        s = _predict(sim_cfg, table, work, measured_terms, cfg)
         meas = measured.filter(pl.col("B") == b).row(0, named=True)
         m = {k: float(meas[col]) for k, col in METRICS.items()}
-        s = {k: float(sim_sum[col]) for k, col in METRICS.items()}
         e = {k: _err(s[k], m[k]) for k in METRICS}
         within = all(math.isfinite(e[k]) and abs(e[k]) <= tol[k] for k in METRICS)
-        out.append(CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host))
+        band = None
+        if sensitivity is not None:
+            ends = [
+                _predict(*scale_costs(sim_cfg, table, 1.0 + sign * sensitivity), work, None, cfg)
+                for sign in (-1.0, 1.0)
+            ]
+            band = {k: (min(x[k] for x in ends), max(x[k] for x in ends)) for k in METRICS}
+        out.append(CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host, band))
     return out
+
+
+def _predict(
+    sim_cfg: SimConfig,
+    table: ServiceTable,
+    work: Workload,
+    measured_terms: ServiceTerms | None,
+    cfg: ServeConfig,
+) -> dict[str, float]:
+    """The metrics of one simulated replay, summarized as the measured run is."""
+    result = simulate(sim_cfg, table, work, measured_terms)
+    row = summarize(records_of(result), cfg).row(0, named=True)
+    return {k: float(row[col]) for k, col in METRICS.items()}

@@ -352,17 +352,26 @@ def check_cmd(
             "for a run on CPU devices when the profile has the host terms.",
         ),
     ] = None,
+    sensitivity: Annotated[
+        float | None,
+        typer.Option(
+            help="Also replay with every measured cost off by this percent (e.g. 5) and show "
+            "the band of predictions: how far a host that much faster or slower moves them.",
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,
 ) -> None:
     """Replay a measured `hw serve` run in the model; exit 1 past tolerance."""
     from sim.check import METRICS, Terms, check_run, parse_tolerance
+    from sim.sensitivity import parse_sensitivity
 
     try:
         which = Terms(terms)
     except ValueError:
         raise SimConfigError(f"--terms must be profile, replay or sampled, got {terms!r}") from None
     tol = parse_tolerance(tolerance)
-    rows = check_run(measured, profile, tol, service, which, host)
+    spread = None if sensitivity is None else parse_sensitivity(sensitivity)
+    rows = check_run(measured, profile, tol, service, which, host, spread)
     if json_:
         for r in rows:
             print(json.dumps(r.to_json()))
@@ -376,6 +385,9 @@ def check_cmd(
                 t.add_column(f"{name} {side} {unit}", justify="right")
             t.add_column(f"{name} err %", justify="right")
         t.add_column("ok")
+        if spread is not None:
+            for name in ("p50", "p99"):
+                t.add_column(f"{name} sim ms, costs ±{sensitivity:g}%", justify="right")
         for r in rows:
             cells = [str(r.B)]
             for name in METRICS:
@@ -388,6 +400,11 @@ def check_cmd(
             cells.append(
                 ("yes" if r.within else "[red]NO[/red]") + (" (overl.)" if r.overloaded else "")
             )
+            if r.band is not None:
+                for name in ("p50", "p99"):
+                    lo, hi = r.band[name]
+                    mark = " ∋ meas" if r.in_band(name) else ""
+                    cells.append(f"{lo * 1e3:.3f}–{hi * 1e3:.3f}{mark}")
             t.add_row(*cells)
         out_console.print(t)
     bad = [r.B for r in rows if not r.within]

@@ -61,3 +61,31 @@ def test_cli_prints_the_repeated_table_without_the_speed_part(
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "| cpu-q250 ×2 | 16 |" in res.stdout
+
+
+def test_repeated_table_with_the_sensitivity_band(shipped_run: tuple[Path, Path]) -> None:
+    """With --sensitivity: two more columns, each the band ``sim check --sensitivity`` gives
+    for the run (the same run twice: its own band), and '∋ meas' exactly when the measured
+    value lies in it."""
+    from sim.check import check_run
+    from traces import data_path
+
+    run, copy = shipped_run
+    profile = data_path("profiles/cpu-host.parquet")
+    table = bench_sim.repeated_markdown([run, copy], profile, 0.05)
+    assert "p50 band ±5% | p99 band ±5% |" in table.splitlines()[0]
+    single = {r.B: r for r in check_run(run, profile, sensitivity=0.05)}
+    rows = [line for line in table.splitlines() if line.startswith("| cpu-q250 ×2 |")]
+    assert len(rows) == len(single)
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        r = single[int(cells[1])]
+        assert r.band is not None
+        for cell, k in ((cells[-2], "p50"), (cells[-1], "p99")):
+            lo, hi = r.band[k]
+            assert cell.startswith(f"{lo * 1e3:.2f}–{hi * 1e3:.2f}")
+            assert cell.endswith("∋ meas") == bool(r.in_band(k))
+    res = runner.invoke(
+        bench_sim.app, ["--no-speed", "--repeated", f"{run},{copy}", "--sensitivity", "0"]
+    )
+    assert res.exit_code == 2 and "--sensitivity" in res.output
