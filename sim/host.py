@@ -10,13 +10,16 @@ simulated event by event: one gate process, the size-B queues applied as
 requests pass the gate, one worker process per device, and one
 :class:`SharedHost` on which every step's host work runs.
 
-:class:`SharedHost` is discriminatory processor sharing with measured rates:
-a thread alone on the host runs its step at full speed (its isolated, measured
-cost); while the gate and a worker are both active, the gate advances at
-``gate_rate`` and each worker at ``worker_rate`` of full speed. Both rates are
-measured by ``hw profile`` as isolated cost ÷ cost while the other step loops
-in a second thread (``HostTerms.from_profile``), so no number comes from the
-run being predicted.
+:class:`SharedHost` is discriminatory processor sharing: a thread alone on the
+host runs its step at full speed (its isolated, measured cost); while the gate
+and a worker are both active, company adds wall time to each job: a job of
+size W whose whole run in company costs E more runs at W ÷ (W + E) of full
+speed while shared (additive contention, ``docs/system-model.md`` §8). The
+E of the gate and of a worker step are measured by ``hw profile`` as the
+call's cost while the other step loops in a second thread minus its cost
+alone (``HostTerms.from_profile``), so no number comes from the run being
+predicted. Hand-built terms without E use fixed rates ``gate_rate`` and
+``worker_rate`` instead.
 
 The host's speed depends on how busy it is: measured isolated costs are those
 of a host kept busy, and a host busy a fraction u of the time runs its steps
@@ -76,6 +79,7 @@ class SharedHost:
         self._speed = speed
         self.busy_s = 0.0  # time with at least one thread at work
         self._left: dict[int, float] = {}  # thread -> remaining isolated work, s
+        self._shared: dict[int, float] = {}  # thread -> its job's rate with company, if fixed
         self._done: dict[int, simpy.Event] = {}
         self._since = 0.0
         self._plan = 0  # version of the pending timeout
@@ -84,13 +88,25 @@ class SharedHost:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
         if len(self._left) <= 1:
             return self._speed
+        shared = self._shared.get(thread)
+        if shared is not None:
+            return self._speed * shared
         return self._speed * (self.gate_rate if thread == GATE else self.worker_rate)
 
-    def work(self, thread: int, seconds: float) -> Generator[simpy.Event, None, None]:
+    def work(
+        self, thread: int, seconds: float, contention_s: float | None = None
+    ) -> Generator[simpy.Event, None, None]:
+        """``seconds`` of isolated work; ``contention_s``: the wall time company adds to this
+        whole job (then its rate with company is ``W / (W + speed·contention_s)``), else
+        the thread's fixed rate applies."""
         if seconds <= 0:
             return
         self._advance()
         self._left[thread] = seconds
+        if contention_s is None:
+            self._shared.pop(thread, None)
+        else:
+            self._shared[thread] = seconds / (seconds + self._speed * contention_s)
         done = self._done[thread] = self.env.event()
         self._replan()
         yield done
@@ -263,7 +279,9 @@ def _simulate_at(
                 waited = arrival[i] - free_since
                 yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
             gate_start[i] = env.now
-            yield from cpu.work(GATE, config.gate_latency_s + host.gate_overhead_s)
+            yield from cpu.work(
+                GATE, config.gate_latency_s + host.gate_overhead_s, host.gate_contention_s
+            )
             gate_done[i] = env.now
             free_since = env.now
             for e in experts[i, : k[i]].tolist():  # increasing expert index (§3)
@@ -297,9 +315,13 @@ def _simulate_at(
                 continue
             j = heapq.heappop(ready[d])[2]
             members = b_members[j]
-            yield from cpu.work(d, float(host.dispatch_s[len(members)]) + host.batch_overhead_s)
+            yield from cpu.work(
+                d,
+                float(host.dispatch_s[len(members)]) + host.batch_overhead_s,
+                host.worker_contention(0),
+            )
             b_start[j] = env.now
-            yield from cpu.work(d, b_service[j])
+            yield from cpu.work(d, b_service[j], host.worker_contention(1))
             b_end[j] = env.now
             completing = []
             for r in members:  # every answer is delivered at the batch's end
@@ -309,7 +331,7 @@ def _simulate_at(
             for r in completing:  # then the combines, in batch order (§5)
                 t0 = env.now
                 combine_s = host.collect_s + config.combine_latency_s + host.completion_overhead_s
-                yield from cpu.work(d, combine_s)
+                yield from cpu.work(d, combine_s, host.worker_contention(2))
                 completion[r] = env.now
                 combine_dur[r] = env.now - t0
                 combine_batch[r] = j

@@ -23,8 +23,12 @@ class HostTerms:
 
     ``dispatch_s[b]``: host work of gathering a batch of b inputs (index 0 unused);
     ``collect_s``: gathering one request's answers before its combine;
-    ``gate_rate``, ``worker_rate``: speed (0, 1] of the gate / a worker while
-    the other is active (1 = no interference); ``duty_speed[i]``: speed of the
+    ``gate_contention_s``: wall time a gate job held in company throughout
+    takes beyond its cost alone; ``worker_contention_s``: the same for a
+    worker's dispatch, expert and combine jobs (additive contention, system-model
+    §8); without them (hand-built terms) ``gate_rate``, ``worker_rate``: speed
+    (0, 1] of the gate / a worker while the other is active (1 = no
+    interference); ``duty_speed[i]``: speed of the
     host while it is busy a fraction ``duty[i]`` of the time (increasing duty,
     interpolated, held flat outside; empty = always 1);
     ``handoff_gate_s[i]`` / ``handoff_worker_s[i]``: wall time from handing a
@@ -50,6 +54,14 @@ class HostTerms:
     completion_overhead_s: float = 0.0
     arrival_penalty_gate_s: float = 0.0
     arrival_penalty_worker_s: float = 0.0
+    # additive contention: wall time company adds to a gate job, and to a worker's
+    # (dispatch, expert, combine) jobs; None = the fixed rates above
+    gate_contention_s: float | None = None
+    worker_contention_s: tuple[float, ...] = ()
+
+    def worker_contention(self, job: int) -> float | None:
+        """Additive contention of a worker's job 0 (dispatch), 1 (expert), 2 (combine)."""
+        return self.worker_contention_s[job] if self.worker_contention_s else None
 
     def speed_at_duty(self, duty: float) -> float:
         """Speed (0, 1] of a host busy ``duty`` of the time, relative to a host always busy."""
@@ -95,6 +107,14 @@ class HostTerms:
             < 0
         ):
             raise SimConfigError("host model: loop overheads must be >= 0")
+        if (self.gate_contention_s is not None and self.gate_contention_s < 0) or (
+            self.worker_contention_s
+            and (len(self.worker_contention_s) != 3 or min(self.worker_contention_s) < 0)
+        ):
+            raise SimConfigError(
+                "host model: contention is a gate time and (dispatch, expert, combine) "
+                "worker times, all >= 0"
+            )
         for curve in (self.handoff_gate_s, self.handoff_worker_s):
             if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one hand-off time >= 0 per idle time")
@@ -108,9 +128,13 @@ class HostTerms:
     def from_profile(cls, profile: LatencyProfile, max_batch: int) -> HostTerms | None:
         """The host terms ``hw profile`` measured, or None when the profile lacks any of them.
 
-        The rates are ``gate_alone / gate_contended`` and ``worker_alone /
-        worker_contended``: each pair measured in alternation by ``hw profile``
-        (``hw.profiling.host``), capped at 1. Each ``duty`` row is one request's
+        The contention is ``gate_contended - gate_alone`` and ``worker_contended -
+        worker_alone`` (each pair measured in alternation by ``hw profile``,
+        ``hw.profiling.host``; floored at 0), the worker's split over its
+        dispatch and expert jobs as the timed worker step's dispatch and expert
+        at batch size 1 relate, and given to its combine job per unit of cost
+        as that step. The ratios ``alone / contended`` (capped at 1) are kept as
+        ``gate_rate`` / ``worker_rate`` for reference. Each ``duty`` row is one request's
         chain (gate, k = ``batch_size`` worker steps, collect, combine) measured
         in a steady phase of mean idle gap ``idle_s`` between chains: its duty
         is chain ÷ (chain + idle), its speed the sum of the same steps' costs
@@ -163,7 +187,17 @@ class HostTerms:
             )
         handoff_idle = () if gate_h is None else gate_h[0]
         over = {c: profile.component_latency_s(c) for c in LOOP_COMPONENTS}
+        expert1 = profile.latency_s(min(profile.experts), 1)
+        step = float(dispatch[1]) + expert1  # the worker step the contended pair timed
+        combine_cost = v["collect"] + float(combine or 0.0)
+        extra_w = max(0.0, v["worker_contended"] - v["worker_alone"])
         return cls(
+            gate_contention_s=max(0.0, v["gate_contended"] - v["gate_alone"]),
+            worker_contention_s=(
+                extra_w * float(dispatch[1]) / step,
+                extra_w * expert1 / step,
+                extra_w * combine_cost / step,
+            ),
             dispatch_s=dispatch,
             collect_s=v["collect"],
             gate_rate=min(1.0, v["gate_alone"] / v["gate_contended"]),

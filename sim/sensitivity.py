@@ -11,7 +11,7 @@ of predictions a host faster or slower by P % would give.
 
 What is scaled: the expert latency table (median, p10, p90), the gate and
 combine costs and batch overhead of the config, and the shared-host model's costs (dispatch,
-collect, hand-offs, loop overheads, arrival penalties). Not scaled: the
+collect, hand-offs, loop overheads, arrival penalties, the time contention adds). Not scaled: the
 contention rates and the duty-speed curve, which are ratios, and the
 arrivals, which are the workload's own.
 """
@@ -52,6 +52,10 @@ def _scale_host(host: HostTerms, factor: float) -> HostTerms:
         completion_overhead_s=host.completion_overhead_s * factor,
         arrival_penalty_gate_s=host.arrival_penalty_gate_s * factor,
         arrival_penalty_worker_s=host.arrival_penalty_worker_s * factor,
+        gate_contention_s=None
+        if host.gate_contention_s is None
+        else host.gate_contention_s * factor,
+        worker_contention_s=times(host.worker_contention_s),
     )
 
 

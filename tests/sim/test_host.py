@@ -39,15 +39,17 @@ def _run_jobs(
     gate_rate: float,
     worker_rate: float,
     speed: float = 1.0,
+    contention: dict[int, float] | None = None,
 ) -> dict[int, float]:
-    """Each (thread, start, work) on one SharedHost; returns thread -> finish time."""
+    """Each (thread, start, work) on one SharedHost; returns thread -> finish time.
+    ``contention``: thread -> the wall time company adds to its job (additive contention)."""
     env = simpy.Environment()
     host = SharedHost(env, gate_rate, worker_rate, speed)
     done: dict[int, float] = {}
 
     def job(thread: int, start: float, work: float) -> Generator[simpy.Event, None, None]:
         yield env.timeout(start)
-        yield from host.work(thread, work)
+        yield from host.work(thread, work, (contention or {}).get(thread))
         done[thread] = env.now
 
     for j in jobs:
@@ -72,6 +74,36 @@ def test_two_threads_share_the_host_at_their_rates() -> None:
 def test_processor_sharing_of_equal_jobs_finishes_both_at_twice_the_work() -> None:
     done = _run_jobs([(GATE, 0.0, 0.3), (0, 0.0, 0.3)], gate_rate=0.5, worker_rate=0.5)
     assert done == {GATE: pytest.approx(0.6), 0: pytest.approx(0.6)}
+
+
+def test_additive_contention_adds_its_wall_time_to_a_fully_shared_job() -> None:
+    # Gate 0.3 s of work with 0.6 s of contention: shared for its whole run it takes
+    # 0.3 + 0.6 = 0.9 s (rate 1/3), whatever its fixed rate says; the worker, with a long
+    # job at its fixed rate 0.5, did 0.45 of its 1.0 by then and finishes alone at 1.45.
+    done = _run_jobs(
+        [(GATE, 0.0, 0.3), (0, 0.0, 1.0)], gate_rate=0.01, worker_rate=0.5,
+        contention={GATE: 0.6},
+    )  # fmt: skip
+    assert done[GATE] == pytest.approx(0.9)
+    assert done[0] == pytest.approx(0.9 + 0.55)
+
+
+def test_additive_contention_is_paid_in_proportion_to_the_overlap() -> None:
+    # Gate 1.0 s of work, contention 1.0 s (rate 0.5 when shared); a worker job of 0.2 s
+    # from 0.5 with no interference of its own (rate 1). Alone to 0.5 (0.5 left), shared
+    # 0.5-0.7 (0.1 done), alone again: 0.4 left -> done at 1.1: a 0.2 s overlap cost 0.1 s.
+    # At half speed every wall time doubles except the contention's: 0.5 s more when shared
+    # throughout: 0.3 s of work -> 0.6 s alone, 0.6 + 0.5 = 1.1 s shared.
+    done = _run_jobs(
+        [(GATE, 0.0, 1.0), (0, 0.5, 0.2)], gate_rate=0.01, worker_rate=1.0,
+        contention={GATE: 1.0},
+    )  # fmt: skip
+    assert done == {GATE: pytest.approx(1.1), 0: pytest.approx(0.7)}
+    slow = _run_jobs(
+        [(GATE, 0.0, 0.3), (0, 0.0, 5.0)], gate_rate=0.01, worker_rate=1.0, speed=0.5,
+        contention={GATE: 0.5},
+    )  # fmt: skip
+    assert slow[GATE] == pytest.approx(1.1)
 
 
 def test_rates_of_one_mean_no_interference() -> None:
@@ -349,6 +381,13 @@ def test_host_terms_read_from_a_profile() -> None:
     terms = HostTerms.from_profile(profile_from_frame(host_profile_frame()), 64)
     assert terms is not None
     assert terms.gate_rate == pytest.approx(0.25) and terms.worker_rate == pytest.approx(0.5)
+    # additive contention: contended - alone, the worker's split over its jobs as the worker
+    # step it was timed on (dispatch 11 + expert 56 at b = 1) and the combine (collect 10 +
+    # combine 60) relate to that step
+    assert terms.gate_contention_s == pytest.approx(600e-6)
+    assert terms.worker_contention_s == pytest.approx(
+        (50e-6 * 11 / 67, 50e-6 * 56 / 67, 50e-6 * 70 / 67)
+    )
     assert terms.dispatch_s[1] == pytest.approx(11e-6) and terms.dispatch_s[64] == pytest.approx(
         74e-6
     )
