@@ -191,5 +191,5 @@ def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
     assert all(r.host for r in host.values()) and not any(r.host for r in ideal.values())
     assert host[4].within and host[16].within
     assert abs(host[1].error_pct["throughput"]) < 1.0
-    assert abs(host[1].error_pct["p50"]) < 15.0  # recorded: -11.1 %
+    assert abs(host[1].error_pct["p50"]) < 15.0  # recorded: -9.4 % (-11.1 % with ratio contention)
     assert abs(host[1].error_pct["p50"]) < abs(ideal[1].error_pct["p50"]) / 3  # ideal: -46 %
