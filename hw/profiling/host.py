@@ -12,8 +12,8 @@ simulator's shared-host model.
   ``worker_contended``: that worker step while a second thread loops the gate;
   ``gate_alone`` / ``worker_alone``: the same calls without the second thread,
   measured in alternation with them (so both see the same machine). All with
-  the server's GIL switch interval. Alone ÷ contended is the speed of each
-  thread when both run (the host model's rates): the cost of two Python
+  the server's GIL switch interval. Contended − alone is the wall time
+  company adds to one call (the host model's additive contention): the cost of two Python
   threads sharing one interpreter lock, measured without a server.
 - ``duty`` (one row per mean idle gap ``idle_s``): one request's whole host
   chain at B = 1 (gate, k worker steps, collect, combine), called in a steady
