@@ -103,12 +103,15 @@ class CheckRow:
         return bool(lo <= self.measured[metric] <= hi)
 
     def to_json(self) -> dict[str, Any]:
+        def finite(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
         def clean(d: dict[str, float]) -> dict[str, float | None]:
-            return {k: v if math.isfinite(v) else None for k, v in d.items()}
+            return {k: finite(v) for k, v in d.items()}
 
         extra: dict[str, Any] = {}
         if self.band is not None:
-            extra["band"] = {k: [clean({"v": v})["v"] for v in lh] for k, lh in self.band.items()}
+            extra["band"] = {k: [finite(lo), finite(hi)] for k, (lo, hi) in self.band.items()}
             extra["in_band"] = {k: self.in_band(k) for k in self.band}
         return {
             "B": self.B,

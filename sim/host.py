@@ -79,7 +79,7 @@ class SharedHost:
         self._speed = speed
         self.busy_s = 0.0  # time with at least one thread at work
         self._left: dict[int, float] = {}  # thread -> remaining isolated work, s
-        self._shared: dict[int, float] = {}  # thread -> its job's rate with company, if fixed
+        self._shared: dict[int, float] = {}  # thread -> its job's W / (W + speed·E) with company
         self._done: dict[int, simpy.Event] = {}
         self._since = 0.0
         self._plan = 0  # version of the pending timeout
