@@ -166,10 +166,11 @@ class HostTerms:
         speed: tuple[float, ...] = ()
         phases = _idle_curve(comps, "duty")
         gate, combine = (profile.component_latency_s(c, 1) for c in ("gate", "combine"))
+        expert1 = profile.latency_s(min(profile.experts), 1)
+        worker = float(dispatch[1]) + expert1  # the worker step the chain and the pair time
         if phases is not None and len(phases[0]) > 1 and gate is not None and combine is not None:
             assert comps is not None
             k = int(comps.filter(pl.col("component") == "duty")["batch_size"][0])
-            worker = float(dispatch[1]) + profile.latency_s(min(profile.experts), 1)
             steps = float(gate) + k * worker + v["collect"] + float(combine)
             pairs = sorted(
                 (chain / (chain + idle), min(1.0, steps / chain))
@@ -187,16 +188,14 @@ class HostTerms:
             )
         handoff_idle = () if gate_h is None else gate_h[0]
         over = {c: profile.component_latency_s(c) for c in LOOP_COMPONENTS}
-        expert1 = profile.latency_s(min(profile.experts), 1)
-        step = float(dispatch[1]) + expert1  # the worker step the contended pair timed
         combine_cost = v["collect"] + float(combine or 0.0)
         extra_w = max(0.0, v["worker_contended"] - v["worker_alone"])
         return cls(
             gate_contention_s=max(0.0, v["gate_contended"] - v["gate_alone"]),
             worker_contention_s=(
-                extra_w * float(dispatch[1]) / step,
-                extra_w * expert1 / step,
-                extra_w * combine_cost / step,
+                extra_w * float(dispatch[1]) / worker,
+                extra_w * expert1 / worker,
+                extra_w * combine_cost / worker,
             ),
             dispatch_s=dispatch,
             collect_s=v["collect"],

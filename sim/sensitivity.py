@@ -10,10 +10,10 @@ B again with every measured duration ×(1 − P/100) and ×(1 + P/100): the band
 of predictions a host faster or slower by P % would give.
 
 What is scaled: the expert latency table (median, p10, p90), the gate and
-combine costs and batch overhead of the config, and the shared-host model's costs (dispatch,
-collect, hand-offs, loop overheads, arrival penalties, the time contention adds). Not scaled: the
-contention rates and the duty-speed curve, which are ratios, and the
-arrivals, which are the workload's own.
+combine costs and batch overhead of the config, and the shared-host model's
+costs (dispatch, collect, hand-offs, loop overheads, arrival penalties, the
+time contention adds). Not scaled: the contention rates and the duty-speed
+curve, which are ratios, and the arrivals, which are the workload's own.
 """
 
 from __future__ import annotations
