@@ -144,15 +144,13 @@ def fidelity_markdown(runs: list[Path], profile: Path | None) -> str:
 def repeated_markdown(
     group: list[Path], profile: Path | None, sensitivity: float | None = None
 ) -> str:
-    """Per B over runs of one command: measured mean and spread ((max - min) / mean), the
-    default prediction's mean, the error of the means, runs within tolerance; with
-    ``sensitivity`` (a fraction) also the mean band of p50 and p99 predictions with every
-    cost ×(1 ± it) (``sim check --sensitivity``) and whether the measured mean lies in it."""
-    from sim.check import DEFAULT_TOLERANCE, METRICS, check_run, parse_tolerance
+    """Per B over runs of one command (``sim check`` on several runs): measured mean and
+    spread ((max - min) / mean), the default prediction's mean, the error of the means,
+    runs within tolerance; with ``sensitivity`` (a fraction) also the mean band of p50 and
+    p99 predictions with every cost ×(1 ± it) and whether the measured mean lies in it."""
+    from sim.check import METRICS, check_runs
 
-    tol = parse_tolerance(DEFAULT_TOLERANCE)
-    per_run = [{r.B: r for r in check_run(run, profile, sensitivity=sensitivity)} for run in group]
-    b_values = sorted(set.intersection(*(set(rows) for rows in per_run)))
+    rows = check_runs(group, profile, sensitivity=sensitivity)
     head = " | ".join(f"{k} meas (spread) | {k} sim | {k} err" for k in METRICS)
     band_cols = ("p50", "p99") if sensitivity is not None else ()
     band_head = "".join(f" {k} band ±{100 * sensitivity:g}% |" for k in band_cols if sensitivity)
@@ -161,31 +159,26 @@ def repeated_markdown(
         "|---|---:|" + "---:|---:|---:|" * len(METRICS) + ":-:|:-:|" + "---:|" * len(band_cols),
     ]
     scale = {"throughput": 1.0, "p50": 1e3, "p99": 1e3}
-    for b in b_values:
-        rows = [r[b] for r in per_run]
-        cells, ok = [], True
+    for r in rows:
+        cells = []
         for k in METRICS:
-            meas = np.array([r.measured[k] for r in rows])
-            sim = np.array([r.simulated[k] for r in rows])
-            err = 100.0 * (sim.mean() - meas.mean()) / meas.mean()
-            spread = 100.0 * (meas.max() - meas.min()) / meas.mean()
-            ok = ok and abs(err) <= tol[k]
+            lo, hi = r.measured_range[k] if r.measured_range else (r.measured[k], r.measured[k])
+            spread = 100.0 * (hi - lo) / r.measured[k]
             cells.append(
-                f"{meas.mean() * scale[k]:.2f} ({spread:.0f}%) | {sim.mean() * scale[k]:.2f} | "
-                f"{err:+.1f}%"
+                f"{r.measured[k] * scale[k]:.2f} ({spread:.0f}%) | "
+                f"{r.simulated[k] * scale[k]:.2f} | {r.error_pct[k]:+.1f}%"
             )
-        within = sum(r.within for r in rows)
-        over = " (overloaded)" if any(r.overloaded for r in rows) else ""
+        within = r.runs_within if r.runs_within is not None else int(r.within)
+        over = " (overloaded)" if r.overloaded else ""
         bands = ""
         for k in band_cols:
-            lo = np.mean([r.band[k][0] for r in rows if r.band is not None])
-            hi = np.mean([r.band[k][1] for r in rows if r.band is not None])
-            meas = np.mean([r.measured[k] for r in rows])
-            inside = " ∋ meas" if lo <= meas <= hi else ""
+            assert r.band is not None
+            lo, hi = r.band[k]
+            inside = " ∋ meas" if r.in_band(k) else ""
             bands += f" {lo * 1e3:.2f}–{hi * 1e3:.2f}{inside} |"
         lines.append(
-            f"| {group[0].stem} ×{len(group)} | {b} | {' | '.join(cells)} | "
-            f"{within}/{len(rows)} | {'yes' if ok else 'no'}{over} |{bands}"
+            f"| {group[0].stem} ×{len(group)} | {r.B} | {' | '.join(cells)} | "
+            f"{within}/{r.runs} | {'yes' if r.within else 'no'}{over} |{bands}"
         )
     return "\n".join(lines)
 

@@ -325,7 +325,12 @@ def sweep_cmd(
 @cli_errors
 def check_cmd(
     measured: Annotated[
-        Path, typer.Argument(help="serve-records/1 of a measured run.", show_default=False)
+        list[Path],
+        typer.Argument(
+            help="serve-records/1 of a measured run; several: repeats of one command, judged "
+            "on their means.",
+            show_default=False,
+        ),
     ],
     profile: Annotated[
         Path | None, typer.Option(help="Latency profile (default: the bundled CPU profile).")
@@ -361,8 +366,8 @@ def check_cmd(
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,
 ) -> None:
-    """Replay a measured `hw serve` run in the model; exit 1 past tolerance."""
-    from sim.check import METRICS, Terms, check_run, parse_tolerance
+    """Replay a measured `hw serve` run (or repeats of one) in the model; exit 1 past tolerance."""
+    from sim.check import METRICS, Terms, check_runs, parse_tolerance
     from sim.sensitivity import parse_sensitivity
 
     try:
@@ -371,13 +376,14 @@ def check_cmd(
         raise SimConfigError(f"--terms must be profile, replay or sampled, got {terms!r}") from None
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
-    rows = check_run(measured, profile, tol, service, which, host, spread)
+    rows = check_runs(measured, profile, tol, service, which, host, spread)
     if json_:
         for r in rows:
             print(json.dumps(r.to_json()))
     else:
         model = "shared-host model" if rows and rows[0].host else "ideal model"
-        t = Table(title=f"sim ({model}, --terms {which.value}) vs measured: {measured.name}")
+        names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
+        t = Table(title=f"sim ({model}, --terms {which.value}) vs measured: {names}")
         t.add_column("B", justify="right")
         for name in METRICS:
             unit = "rps" if name == "throughput" else "ms"
@@ -385,6 +391,8 @@ def check_cmd(
                 t.add_column(f"{name} {side} {unit}", justify="right")
             t.add_column(f"{name} err %", justify="right")
         t.add_column("ok")
+        if len(measured) > 1:
+            t.add_column("runs ok", justify="right")
         if spread is not None:
             for name in ("p50", "p99"):
                 t.add_column(f"{name} sim ms, costs ±{sensitivity:g}%", justify="right")
@@ -392,14 +400,20 @@ def check_cmd(
             cells = [str(r.B)]
             for name in METRICS:
                 scale = 1.0 if name == "throughput" else 1e3
+                meas = f"{r.measured[name] * scale:.3f}"
+                if r.measured_range is not None:
+                    lo, hi = r.measured_range[name]
+                    meas += f" ({lo * scale:.3f}–{hi * scale:.3f})"
                 cells += [
-                    f"{r.measured[name] * scale:.3f}",
+                    meas,
                     f"{r.simulated[name] * scale:.3f}",
                     f"{r.error_pct[name]:+.1f}",
                 ]
             cells.append(
                 ("yes" if r.within else "[red]NO[/red]") + (" (overl.)" if r.overloaded else "")
             )
+            if len(measured) > 1:
+                cells.append(f"{r.runs_within}/{r.runs}")
             if r.band is not None:
                 for name in ("p50", "p99"):
                     lo, hi = r.band[name]

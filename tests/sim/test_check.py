@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from sim.check import Terms, check_run, parse_tolerance
+from sim.check import Terms, check_run, check_runs, parse_tolerance
 from sim.cli import app
 from sim.config import GateSpec, ServiceModel, SimConfig
 from sim.errors import CheckError
@@ -32,7 +32,7 @@ from .conftest import sim_fixture_profile_frame
 runner = CliRunner()
 
 
-def _measured(tmp_path: Path, slowdown: float, name: str) -> Path:
+def _measured(tmp_path: Path, slowdown: float, name: str, rate_rps: float = 2000.0) -> Path:
     """A fake measured run: B in {1, 4, 16}, noisy service, ``slowdown`` x the profile."""
     frame = sim_fixture_profile_frame().with_columns(
         pl.col("latency_s", "latency_p10_s", "latency_p90_s") * slowdown
@@ -43,7 +43,7 @@ def _measured(tmp_path: Path, slowdown: float, name: str) -> Path:
             batch_size=b,
             n_experts=8,
             gate=GateSpec(k=2),
-            rate_rps=2000.0,
+            rate_rps=rate_rps,
             n_requests=3000,
             n_devices=2,
             gate_latency_s=2e-5,
@@ -97,6 +97,52 @@ def test_check_exits_1_when_the_hardware_is_slower(slower: Path, test_profile_pa
         app, ["check", str(path), "--profile", str(test_profile_path), "--tolerance", "1000"]
     )
     assert res.exit_code == 0
+
+
+def test_repeated_runs_are_judged_on_their_means(
+    faithful: Path, slower: Path, test_profile_path: Path
+) -> None:
+    """Two runs of one command: each metric is the mean of the single-run checks, the error
+    that of the means, the range their min and max, and 'runs ok' counts the single passes."""
+    singles = [{r.B: r for r in check_run(p, test_profile_path)} for p in (faithful, slower)]
+    rows = check_runs([faithful, slower], test_profile_path)
+    assert [r.B for r in rows] == [1, 4, 16]
+    for r in rows:
+        one, two = singles[0][r.B], singles[1][r.B]
+        assert r.runs == 2 and r.runs_within == one.within + two.within
+        for k in ("throughput", "p50", "p99"):
+            pair = (one.measured[k], two.measured[k])
+            assert r.measured[k] == pytest.approx(sum(pair) / 2)
+            assert r.simulated[k] == pytest.approx((one.simulated[k] + two.simulated[k]) / 2)
+            assert r.measured_range is not None and r.measured_range[k] == (min(pair), max(pair))
+            want = 100 * (r.simulated[k] - r.measured[k]) / r.measured[k]
+            assert r.error_pct[k] == pytest.approx(want)
+    # the faithful run passes alone, the 1.6x slower one does not: the pair's count says so
+    assert rows[0].runs_within == 1
+    assert check_runs([faithful], test_profile_path)[0].runs == 1  # one run: check_run itself
+    res = runner.invoke(
+        app, ["check", str(faithful), str(slower), "--profile", str(test_profile_path), "--json"]
+    )
+    docs = [json.loads(x) for x in res.stdout.splitlines()]
+    assert docs[0]["runs"] == 2 and docs[0]["runs_within"] == 1
+    assert docs[0]["measured_min"]["p50"] == min(s[1].measured["p50"] for s in singles)
+    assert docs[0]["measured_max"]["p50"] == max(s[1].measured["p50"] for s in singles)
+    res = runner.invoke(
+        app, ["check", str(faithful), str(slower), "--profile", str(test_profile_path)]
+    )
+    assert "mean of 2 runs" in res.stdout and "1/2" in res.stdout
+
+
+def test_runs_of_different_commands_are_refused(
+    tmp_path: Path, faithful: Path, test_profile_path: Path
+) -> None:
+    other = _measured(tmp_path, 1.0, "other-rate.parquet", rate_rps=1500.0)
+    res = runner.invoke(
+        app, ["check", str(faithful), str(other), "--profile", str(test_profile_path)]
+    )
+    assert res.exit_code == 2
+    assert "not a repeat" in res.stderr and "rate_rps" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
 
 
 def test_parse_tolerance() -> None:
