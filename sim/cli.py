@@ -19,6 +19,7 @@ from sim.errors import SimConfigError
 from sim.output import serve_config, write_runs
 from sim.runner import (
     PointRun,
+    auto_jobs,
     default_profile_path,
     parse_b_values,
     profile_has_host_terms,
@@ -180,6 +181,14 @@ def run_cmd(
         Path | None,
         typer.Option(help="Write a Chrome/Perfetto trace of the run here (one B value only)."),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes, one B value each at a time (default: the cores this "
+            "process may use, from 50,000 requests in all with the shared-host model or "
+            "500,000 without; else 1).",
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B, per line.")] = False,
 ) -> None:
     """Simulate each B value on the same requests; print latency and throughput per B."""
@@ -218,14 +227,23 @@ def run_cmd(
         )
         for b in bs
     ]
+    if jobs is not None and jobs < 1:
+        raise SimConfigError(f"--jobs must be >= 1, got {jobs}")
+    n_jobs = auto_jobs(len(configs), requests, host) if jobs is None else jobs
     if json_:
         points, notes = run_points(
-            configs, prof, trace, on_done=lambda p: print(json.dumps(_json_row(p.summary)))
+            configs,
+            prof,
+            trace,
+            on_done=lambda p: print(json.dumps(_json_row(p.summary)), flush=True),
+            jobs=n_jobs,
         )
     else:
         with progress_bar() as bar:
             task = bar.add_task("simulating B values", total=len(configs))
-            points, notes = run_points(configs, prof, trace, on_done=lambda p: bar.advance(task))
+            points, notes = run_points(
+                configs, prof, trace, on_done=lambda p: bar.advance(task), jobs=n_jobs
+            )
     for note in notes:
         err_console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     if chrome_trace is not None:

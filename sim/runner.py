@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from traces.routing import RoutingTrace, read_routing
 __all__ = [
     "DEFAULT_PROFILE",
     "PointRun",
+    "auto_jobs",
     "load_service",
     "parse_b_values",
     "profile_has_host_terms",
@@ -88,25 +92,73 @@ def run_points(
     trace: RoutingTrace | None = None,
     workload: Workload | None = None,
     on_done: Callable[[PointRun], None] | None = None,
+    jobs: int = 1,
 ) -> tuple[list[PointRun], list[str]]:
-    """Simulate configs that differ only in B, on one shared workload (same requests per B)."""
+    """Simulate configs that differ only in B, on one shared workload (same requests per B).
+
+    ``jobs`` > 1 simulates the points in that many worker processes (spawned, not
+    forked: the caller may hold threads, e.g. a progress bar); each point is a
+    pure function of its config, the table and the workload, so the results are
+    those of ``jobs = 1``. ``on_done`` is called in the order of ``configs``.
+    """
     if not configs:
         return [], []
+    if jobs < 1:
+        raise SimConfigError(f"--jobs must be >= 1, got {jobs}")
     base = configs[0]
     table, notes = load_service(profile, base.n_experts, max(c.batch_size for c in configs))
     if workload is None:
         workload = make_workload(base, trace)
+    jobs = min(jobs, len(configs))
     out = []
-    for c in configs:
-        result = simulate(c, table, workload)
-        stopped = [c.batch_size] if result.stopped_early else []
-        point = PointRun(
-            result, summarize_run(result, serve_config(configs, profile.source, stopped))
-        )
-        out.append(point)
-        if on_done is not None:
-            on_done(point)
+    if jobs == 1:
+        points = (_run_point(c, configs, profile.source, table, workload) for c in configs)
+        for point in points:
+            out.append(point)
+            if on_done is not None:
+                on_done(point)
+        return out, notes
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=spawn) as pool:
+        futures = [
+            pool.submit(_run_point, c, configs, profile.source, table, workload) for c in configs
+        ]
+        for future in futures:
+            point = future.result()
+            out.append(point)
+            if on_done is not None:
+                on_done(point)
     return out, notes
+
+
+def _run_point(
+    config: SimConfig,
+    configs: Sequence[SimConfig],
+    source: str,
+    table: ServiceTable,
+    workload: Workload,
+) -> PointRun:
+    """One B value: simulate, then summarize as ``serve-summary/1`` (in a worker or here)."""
+    result = simulate(config, table, workload)
+    stopped = [config.batch_size] if result.stopped_early else []
+    return PointRun(result, summarize_run(result, serve_config(configs, source, stopped)))
+
+
+def auto_jobs(n_points: int, requests: int, host: bool = False) -> int:
+    """Worker processes for ``sim run`` when ``--jobs`` is not given: one per point up to
+    the cores this process may use, where that repays starting them (about a second each,
+    plus moving each result back): from 50,000 simulated requests in all with the
+    shared-host model, which simulates event by event (7 points of 100,000 requests: 157 s
+    in one process, 88 s in two), from 500,000 with the fast engine (7.6 s against 6.6 s at
+    700,000); else 1."""
+    total = n_points * requests
+    if n_points < 2 or total < (50_000 if host else 500_000):
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(n_points, cores))
 
 
 def simulate_summary(config: SimConfig, profile_path: str | None = None) -> dict[str, Any]:

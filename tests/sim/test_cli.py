@@ -56,6 +56,34 @@ def test_same_seed_same_json_other_seed_differs(test_profile_path: Path) -> None
     assert _json_lines(a)[0]["latency_mean_s"] != _json_lines(c)[0]["latency_mean_s"]
 
 
+def test_worker_processes_give_the_same_points_in_b_order(
+    test_profile_path: Path, tmp_path: Path
+) -> None:
+    """--jobs 2 simulates the B values in two spawned processes: the JSON lines (B order)
+    and the records written are those of one process."""
+    args = ["--B", "1..16", "--profile", str(test_profile_path), "--requests", "3000", "--json"]
+    one = _run(*args, "--jobs", "1", "--out", str(tmp_path / "one.parquet"))
+    two = _run(*args, "--jobs", "2", "--out", str(tmp_path / "two.parquet"))
+    assert one[0] == two[0] == 0
+    assert one[1] == two[1] and [r["B"] for r in _json_lines(two[1])] == [1, 2, 4, 8, 16]
+    a, b = read_records(tmp_path / "one.parquet")[0], read_records(tmp_path / "two.parquet")[0]
+    assert a.equals(b)
+
+
+def test_auto_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process unless the run repays starting more; never more than points or cores."""
+    from sim import runner as sim_runner
+
+    monkeypatch.setattr(sim_runner.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert sim_runner.auto_jobs(7, 1_000) == 1  # small: starting processes costs more
+    assert sim_runner.auto_jobs(7, 100_000) == 2  # 700,000 requests: both cores
+    assert sim_runner.auto_jobs(1, 10**6) == 1  # one point: nothing to share
+    assert sim_runner.auto_jobs(7, 10_000, host=True) == 2  # event by event: worth it sooner
+    assert sim_runner.auto_jobs(7, 5_000, host=True) == 1
+    monkeypatch.setattr(sim_runner.os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert sim_runner.auto_jobs(3, 10**6) == 3
+
+
 def test_table_output_and_records_written(test_profile_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "res.parquet"
     code, stdout, _ = _run(
@@ -120,6 +148,7 @@ def _bad_trace(tmp_path: Path) -> Path:
         (["--gate", "magic:3"], "unknown gate"),
         (["--max-wait-ms", "0"], "max wait"),
         (["--devices", "0"], "devices"),
+        (["--jobs", "0"], "--jobs"),
     ],
 )
 def test_bad_input_one_line_exit_2(args: list[str], needle: str, test_profile_path: Path) -> None:
