@@ -12,7 +12,12 @@ import numpy as np
 import polars as pl
 
 from sim.errors import SimConfigError
-from traces.profile import HOST_COMPONENTS, LOOP_COMPONENTS, LatencyProfile
+from traces.profile import (
+    COMPLETION_COMPONENTS,
+    HOST_COMPONENTS,
+    LOOP_COMPONENTS,
+    LatencyProfile,
+)
 
 __all__ = ["HOST_COMPONENTS", "HostTerms"]
 
@@ -132,10 +137,12 @@ class HostTerms:
         worker_alone`` (each pair measured in alternation by ``hw profile``,
         ``hw.profiling.host``; floored at 0), the worker's split over its
         dispatch and expert jobs as the timed worker step's dispatch and expert
-        at batch size 1 relate, and given to its combine job per unit of cost
-        as that step. The ratios ``alone / contended`` (capped at 1) are kept as
-        ``gate_rate`` / ``worker_rate`` for reference. Each ``duty`` row is one request's
-        chain (gate, k = ``batch_size`` worker steps, collect, combine) measured
+        at batch size 1 relate; the combine job's is ``completion_contended -
+        completion_alone`` (collect then combine, timed the same way), or in
+        profiles without that pair the worker step's per unit of cost. The
+        ratios ``alone / contended`` (capped at 1) are kept as ``gate_rate`` /
+        ``worker_rate`` for reference. Each ``duty`` row is one request's chain
+        (gate, k = ``batch_size`` worker steps, collect, combine) measured
         in a steady phase of mean idle gap ``idle_s`` between chains: its duty
         is chain ÷ (chain + idle), its speed the sum of the same steps' costs
         as the model runs them (the ``gate`` and ``combine`` rows, ``dispatch``
@@ -190,12 +197,17 @@ class HostTerms:
         over = {c: profile.component_latency_s(c) for c in LOOP_COMPONENTS}
         combine_cost = v["collect"] + float(combine or 0.0)
         extra_w = max(0.0, v["worker_contended"] - v["worker_alone"])
+        pair = [profile.component_latency_s(c) for c in COMPLETION_COMPONENTS]
+        if pair[0] is not None and pair[1] is not None:  # the combine's own pair
+            extra_c = max(0.0, float(pair[1]) - float(pair[0]))
+        else:  # older profiles: the worker step's per unit of cost
+            extra_c = extra_w * combine_cost / worker
         return cls(
             gate_contention_s=max(0.0, v["gate_contended"] - v["gate_alone"]),
             worker_contention_s=(
                 extra_w * float(dispatch[1]) / worker,
                 extra_w * expert1 / worker,
-                extra_w * combine_cost / worker,
+                extra_c,
             ),
             dispatch_s=dispatch,
             collect_s=v["collect"],

@@ -26,6 +26,7 @@ from traces.atomic import atomic_write_with
 from traces.errors import FormatError
 
 __all__ = [
+    "COMPLETION_COMPONENTS",
     "COMPONENTS",
     "HOST_COMPONENTS",
     "IDLE_COMPONENTS",
@@ -79,8 +80,12 @@ LOOP_COMPONENTS = (
     "arrival_penalty_gate",
     "arrival_penalty_worker",
 )
+# a request's completion work (collect, then combine) alone and while a second thread loops
+# the gate: the combine job's own contention (optional: older profiles lack it)
+COMPLETION_COMPONENTS = ("completion_alone", "completion_contended")
 COMPONENTS = (
-    "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS, "wake"
+    "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
+    *COMPLETION_COMPONENTS, "wake",
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}

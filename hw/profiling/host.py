@@ -15,6 +15,11 @@ simulator's shared-host model.
   the server's GIL switch interval. Contended − alone is the wall time
   company adds to one call (the host model's additive contention): the cost of two Python
   threads sharing one interpreter lock, measured without a server.
+- ``completion_alone`` / ``completion_contended``: a request's completion work (collect,
+  then combine) alone and while a second thread loops the gate, in the same alternation:
+  the combine job's own contention. Company costs a call lock hand-offs around each of its
+  torch calls, not a fixed share of its duration, so the combine's is measured rather than
+  scaled from the worker step's by cost (which made it up to 5× what the server shows).
 - ``duty`` (one row per mean idle gap ``idle_s``): one request's whole host
   chain at B = 1 (gate, k worker steps, collect, combine), called in a steady
   phase with exponential idle gaps of that mean between calls, like Poisson
@@ -279,12 +284,15 @@ def measure_host(
     work = worker_step(served, pool)
     collect = collect_call(served, k, gen)
 
+    def completion() -> None:
+        outs, w = collect()
+        served.combine(outs[None], w[None])
+
     def chain() -> None:
         gate()
         for _ in range(k):
             work()
-        outs, w = collect()
-        served.combine(outs[None], w[None])
+        completion()
 
     per_round = {
         "min_calls": -(-timing.min_calls // timing.rounds),
@@ -298,13 +306,19 @@ def measure_host(
         with torch.inference_mode():
             for r in range(timing.rounds):
                 warm = 5 if r == 0 else 1
-                plain = {"collect": collect, "gate_alone": gate, "worker_alone": work}
+                plain = {
+                    "collect": collect,
+                    "gate_alone": gate,
+                    "worker_alone": work,
+                    "completion_alone": completion,
+                }
                 for name, call in plain.items():
                     got = measure_samples(call, device=device, warmup=warm, **per_round)
                     found.setdefault((name, None), []).extend(got)
                 for name, timed, other in (
                     ("gate_contended", gate, work),
                     ("worker_contended", work, gate),
+                    ("completion_contended", completion, gate),
                 ):
                     got = contended_samples(
                         timed,

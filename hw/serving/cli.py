@@ -221,6 +221,13 @@ def _host_terms_line(frame: Any) -> str:
         f"gate alone/contended {med['gate_alone']:.0f}/{med['gate_contended']:.0f}, "
         f"worker alone/contended {med['worker_alone']:.0f}/{med['worker_contended']:.0f}"
     )
+    pair = [
+        at1.filter(pl.col("component") == c)["latency_s"].median()
+        for c in ("completion_alone", "completion_contended")
+    ]
+    if pair[0] is not None and pair[1] is not None:  # the combine's own pair (newer profiles)
+        alone, shared = (float(x) * 1e6 for x in pair)  # type: ignore[arg-type]
+        line += f", completion alone/contended {alone:.0f}/{shared:.0f}"
     duty = frame.filter(pl.col("component") == "duty").sort("idle_s")
     if duty.height:
         busy, idle = duty["latency_s"][0] * 1e6, duty["latency_s"][-1] * 1e6

@@ -172,6 +172,13 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
 
     for comp in LOOP_COMPONENTS:  # the server's own loops and the generator's penalties
         assert f.filter(f["component"] == comp).height == 1, comp
+    pair = {  # the combine's own contended pair
+        c: f.filter(f["component"] == c)["latency_s"].to_list()
+        for c in ("completion_alone", "completion_contended")
+    }
+    assert all(len(v) == 1 and v[0] > 0 for v in pair.values())
+    extra = max(0.0, pair["completion_contended"][0] - pair["completion_alone"][0])
+    assert terms.worker_contention_s[2] == pytest.approx(extra)
     assert min(terms.gate_overhead_s, terms.batch_overhead_s, terms.completion_overhead_s) > 0
     assert min(terms.arrival_penalty_gate_s, terms.arrival_penalty_worker_s) > 0
 
@@ -225,9 +232,9 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     doc = json.loads(result.stdout)
     from hw.profiling.host import IDLE_S
 
-    # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms; 3 idle curves;
-    # 3 server-loop overheads, 2 arrival penalties
-    assert doc["rows"] == 8 + 2 + 5 + 3 * len(IDLE_S) + 5
+    # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
+    # completion pair; 3 idle curves; 3 server-loop overheads, 2 arrival penalties
+    assert doc["rows"] == 8 + 2 + 5 + 2 + 3 * len(IDLE_S) + 5
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())

@@ -377,6 +377,30 @@ def host_profile_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def test_the_combine_gets_its_own_measured_contention() -> None:
+    """With the completion pair (collect + combine alone / while the gate loops) the combine
+    job's contention is their difference, not the worker step's scaled by cost; the
+    dispatch and expert jobs keep theirs; a contended time below the alone one gives 0."""
+
+    def with_pair(alone_us: float, contended_us: float) -> HostTerms:
+        extra = pl.DataFrame(
+            {
+                "expert": [-1, -1],
+                "batch_size": [1, 1],
+                "latency_s": [alone_us * 1e-6, contended_us * 1e-6],
+                "component": ["completion_alone", "completion_contended"],
+            }
+        )
+        frame = pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
+        terms = HostTerms.from_profile(profile_from_frame(frame), 64)
+        assert terms is not None
+        return terms
+
+    terms = with_pair(80, 130)
+    assert terms.worker_contention_s == pytest.approx((50e-6 * 11 / 67, 50e-6 * 56 / 67, 50e-6))
+    assert with_pair(130, 80).worker_contention_s[2] == 0.0
+
+
 def test_host_terms_read_from_a_profile() -> None:
     terms = HostTerms.from_profile(profile_from_frame(host_profile_frame()), 64)
     assert terms is not None
