@@ -101,6 +101,19 @@ class CheckRow:
     runs: int = 1
     measured_range: dict[str, tuple[float, float]] | None = None
     runs_within: int | None = None
+    # per metric, the standard error of ``error_pct`` over the runs (their paired
+    # simulated - measured differences): how finely the runs resolve the error
+    error_se_pct: dict[str, float] | None = None
+
+    def unresolved(self) -> bool:
+        """Past tolerance, but every metric's error within two standard errors of the runs'
+        own spread: more runs are needed to tell a model error from the machine's noise."""
+        if self.within or self.error_se_pct is None:
+            return False
+        return all(
+            math.isfinite(self.error_pct[k]) and abs(self.error_pct[k]) <= 2 * self.error_se_pct[k]
+            for k in METRICS
+        )
 
     def in_band(self, metric: str) -> bool | None:
         """Whether the measured ``metric`` lies inside the prediction's band (None: no band)."""
@@ -125,6 +138,8 @@ class CheckRow:
             extra["runs_within"] = self.runs_within
             extra["measured_min"] = {k: finite(lo) for k, (lo, _) in self.measured_range.items()}
             extra["measured_max"] = {k: finite(hi) for k, (_, hi) in self.measured_range.items()}
+        if self.error_se_pct is not None:
+            extra["error_se_pct"] = clean(self.error_se_pct)
         return {
             "B": self.B,
             "measured": clean(self.measured),
@@ -318,8 +333,9 @@ def check_runs(
     between identical runs by more than the tolerance (``benchmarks/README.md``),
     so one run is one draw, not the measurement. Each run is replayed with its
     own arrivals and routing; per B, ``measured`` and ``simulated`` are the means
-    over the runs, the error is that of the means, ``measured_range`` the lowest and
-    highest measured value, and ``runs_within`` how many runs pass on their own.
+    over the runs, the error is that of the means, ``error_se_pct`` its standard
+    error over the runs, ``measured_range`` the lowest and highest measured value,
+    and ``runs_within`` how many runs pass on their own.
     The runs must share every setting but the seed (:data:`_SAME_COMMAND`).
     """
     if not measured_paths:
@@ -357,10 +373,17 @@ def check_runs(
 
 
 def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
-    """One B over repeated runs: means, the error of the means, the measured range."""
+    """One B over repeated runs: means, the error of the means and its standard error (of
+    the paired per-run differences, each run replayed with its own arrivals), the range."""
     meas = {k: float(np.mean([r.measured[k] for r in rows])) for k in METRICS}
     sim = {k: float(np.mean([r.simulated[k] for r in rows])) for k in METRICS}
     err = {k: _err(sim[k], meas[k]) for k in METRICS}
+    se = {}
+    for k in METRICS:
+        diff = np.array([r.simulated[k] - r.measured[k] for r in rows])
+        ok = np.isfinite(diff).all() and meas[k] != 0
+        spread = diff.std(ddof=1) / np.sqrt(len(rows)) if ok else math.nan
+        se[k] = float(100 * spread / abs(meas[k])) if ok else math.nan
     band = None
     if all(r.band is not None for r in rows):
         band = {
@@ -384,6 +407,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
             k: (min(r.measured[k] for r in rows), max(r.measured[k] for r in rows)) for k in METRICS
         },
         runs_within=sum(r.within for r in rows),
+        error_se_pct=se,
     )
 
 

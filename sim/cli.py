@@ -407,7 +407,8 @@ def check_cmd(
             unit = "rps" if name == "throughput" else "ms"
             for side in ("meas", "sim"):
                 t.add_column(f"{name} {side} {unit}", justify="right")
-            t.add_column(f"{name} err %", justify="right")
+            se = " ± s.e." if len(measured) > 1 else ""
+            t.add_column(f"{name} err %{se}", justify="right")
         t.add_column("ok")
         if len(measured) > 1:
             t.add_column("runs ok", justify="right")
@@ -422,11 +423,10 @@ def check_cmd(
                 if r.measured_range is not None:
                     lo, hi = r.measured_range[name]
                     meas += f" ({lo * scale:.3f}–{hi * scale:.3f})"
-                cells += [
-                    meas,
-                    f"{r.simulated[name] * scale:.3f}",
-                    f"{r.error_pct[name]:+.1f}",
-                ]
+                err = f"{r.error_pct[name]:+.1f}"
+                if r.error_se_pct is not None:
+                    err += f" ±{r.error_se_pct[name]:.1f}"
+                cells += [meas, f"{r.simulated[name] * scale:.3f}", err]
             cells.append(
                 ("yes" if r.within else "[red]NO[/red]") + (" (overl.)" if r.overloaded else "")
             )
@@ -442,6 +442,12 @@ def check_cmd(
     bad = [r.B for r in rows if not r.within]
     if bad:
         err_console.print(f"[red]past tolerance[/red] ({tolerance}) at B = {bad}")
+        unresolved = [r.B for r in rows if r.unresolved()]
+        if unresolved:
+            err_console.print(
+                f"  at B = {unresolved} every error is within two standard errors of the "
+                "runs' own spread: more runs are needed to tell a model error from noise"
+            )
         raise typer.Exit(1)
 
 

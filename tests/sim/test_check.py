@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from sim.check import Terms, check_run, check_runs, parse_tolerance
+from sim.check import CheckRow, Terms, check_run, check_runs, parse_tolerance
 from sim.cli import app
 from sim.config import GateSpec, ServiceModel, SimConfig
 from sim.errors import CheckError
@@ -117,6 +117,10 @@ def test_repeated_runs_are_judged_on_their_means(
             assert r.measured_range is not None and r.measured_range[k] == (min(pair), max(pair))
             want = 100 * (r.simulated[k] - r.measured[k]) / r.measured[k]
             assert r.error_pct[k] == pytest.approx(want)
+            # two runs: the paired differences' standard error is half their distance
+            d1, d2 = (x.simulated[k] - x.measured[k] for x in (one, two))
+            assert r.error_se_pct is not None
+            assert r.error_se_pct[k] == pytest.approx(100 * abs(d1 - d2) / 2 / r.measured[k])
     # the faithful run passes alone, the 1.6x slower one does not: the pair's count says so
     assert rows[0].runs_within == 1
     assert check_runs([faithful], test_profile_path)[0].runs == 1  # one run: check_run itself
@@ -125,6 +129,7 @@ def test_repeated_runs_are_judged_on_their_means(
     )
     docs = [json.loads(x) for x in res.stdout.splitlines()]
     assert docs[0]["runs"] == 2 and docs[0]["runs_within"] == 1
+    assert docs[0]["error_se_pct"]["p50"] == pytest.approx(rows[0].error_se_pct["p50"])
     assert docs[0]["measured_min"]["p50"] == min(s[1].measured["p50"] for s in singles)
     assert docs[0]["measured_max"]["p50"] == max(s[1].measured["p50"] for s in singles)
     res = runner.invoke(
@@ -239,3 +244,25 @@ def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
     assert abs(host[1].error_pct["throughput"]) < 1.0
     assert abs(host[1].error_pct["p50"]) < 15.0  # recorded: -9.4 % (-11.1 % with ratio contention)
     assert abs(host[1].error_pct["p50"]) < abs(ideal[1].error_pct["p50"]) / 3  # ideal: -46 %
+
+
+def test_a_miss_inside_the_runs_own_spread_is_unresolved() -> None:
+    """Past tolerance with every error within two standard errors: more runs are needed."""
+    metrics = ("throughput", "p50", "p99")
+
+    def row(err: float, se: float | None, within: bool = False) -> CheckRow:
+        return CheckRow(
+            B=1,
+            measured=dict.fromkeys(metrics, 1.0),
+            simulated=dict.fromkeys(metrics, 1.0 + err / 100),
+            error_pct=dict.fromkeys(metrics, err),
+            within=within,
+            overloaded=False,
+            runs=6,
+            error_se_pct=None if se is None else dict.fromkeys(metrics, se),
+        )
+
+    assert row(-30.0, 16.0).unresolved()
+    assert not row(-30.0, 14.0).unresolved()  # resolved: a model error
+    assert not row(-30.0, None).unresolved()  # one run: nothing to tell by
+    assert not row(1.0, 16.0, within=True).unresolved()
