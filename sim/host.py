@@ -28,7 +28,10 @@ going idle). The run's own duty depends on that speed (slower steps keep the
 host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s,
 simulating the run once per step. Every arrival that finds the gate waiting,
 and every batch that finds its worker waiting, first pays the measured
-hand-off time of waking that thread; every arrival also costs each thread then
+hand-off time of waking that thread (a longer one when the gate thread that
+formed the batch goes straight on to its next request; the woken worker is
+then company for the gate while it waits: it contends for the interpreter
+lock and the core); every arrival also costs each thread then
 at work the measured penalty of the load generator's wake-up; and the
 server's own loops add their measured overheads to the gate, dispatch and
 combine jobs.
@@ -66,7 +69,9 @@ class SharedHost:
 
     A thread runs one step at a time: ``yield from host.work(thread, seconds)``
     returns when ``seconds`` of isolated work are done at the speeds the set of
-    active threads allows. A single pending timeout (the next completion) is
+    active threads allows; ``yield from host.hold(thread, seconds)`` keeps a thread
+    that does no work of its own present as company for that long (a woken thread
+    waiting to run). A single pending timeout (the next completion) is
     kept; a change of the active set re-plans it and older timeouts are ignored.
     """
 
@@ -83,10 +88,11 @@ class SharedHost:
         self._done: dict[int, simpy.Event] = {}
         self._since = 0.0
         self._plan = 0  # version of the pending timeout
+        self._present: set[int] = set()  # threads held as company without work
 
     def rate(self, thread: int) -> float:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
-        if len(self._left) <= 1:
+        if len(self._left) <= 1 and not self._present - {thread}:
             return self._speed
         shared = self._shared.get(thread)
         if shared is not None:
@@ -110,6 +116,19 @@ class SharedHost:
         done = self._done[thread] = self.env.event()
         self._replan()
         yield done
+
+    def hold(self, thread: int, seconds: float) -> Generator[simpy.Event, None, None]:
+        """Keep ``thread`` present for ``seconds`` of wall time without work of its own:
+        the threads at work meanwhile run at their rates with company."""
+        if seconds <= 0:
+            return
+        self._advance()
+        self._present.add(thread)
+        self._replan()
+        yield self.env.timeout(seconds)
+        self._advance()
+        self._present.discard(thread)
+        self._replan()
 
     def delay_active(self, gate_s: float, worker_s: float) -> None:
         """Add to each thread now at work the work it would do in ``gate_s`` / ``worker_s`` of
@@ -237,6 +256,7 @@ def _simulate_at(
     generation = [0] * m  # bumps whenever a queue empties: stale flush deadlines see it
     ready: list[list[tuple[float, int, int]]] = [[] for _ in range(n_dev)]
     wake: list[simpy.Event | None] = [None] * n_dev
+    waker_busy = [False] * n_dev  # the gate went straight on after waking that worker
     b_expert: list[int] = []
     b_kind: list[int] = []
     b_formed: list[float] = []
@@ -244,7 +264,7 @@ def _simulate_at(
     b_service: list[float] = []
     b_start: list[float] = []
     b_end: list[float] = []
-    state = {"drained": False}
+    state = {"drained": False, "gate_goes_on": False}
 
     def form(e: int, kind: int) -> None:
         j = len(b_expert)
@@ -263,6 +283,7 @@ def _simulate_at(
         heapq.heappush(ready[d], (env.now, e, j))
         ev = wake[d]
         if ev is not None and not ev.triggered:
+            waker_busy[d] = kind == EXACT and state["gate_goes_on"]
             ev.succeed()
 
     def flush_at(e: int, gen: int) -> Callable[[simpy.Event], None]:
@@ -284,6 +305,7 @@ def _simulate_at(
             )
             gate_done[i] = env.now
             free_since = env.now
+            state["gate_goes_on"] = i + 1 < n and arrival[i + 1] <= env.now
             for e in experts[i, : k[i]].tolist():  # increasing expert index (§3)
                 q = queues[e]
                 q.append(i)
@@ -309,9 +331,12 @@ def _simulate_at(
                 wake[d] = env.event()
                 yield wake[d]
                 if ready[d]:  # woken by a batch: the notified thread takes a while to run
-                    handoff = host.worker_handoff(env.now - since)
-                    if handoff > 0:
+                    handoff = host.worker_handoff(env.now - since, waker_busy[d])
+                    if waker_busy[d] and host.handoff_worker_busy_s:
+                        yield from cpu.hold(d, handoff)  # company for the gate meanwhile
+                    elif handoff > 0:
                         yield env.timeout(handoff)
+                    waker_busy[d] = False
                 continue
             j = heapq.heappop(ready[d])[2]
             members = b_members[j]

@@ -39,7 +39,9 @@ class HostTerms:
     ``handoff_gate_s[i]`` / ``handoff_worker_s[i]``: wall time from handing a
     waiting thread work (an arrival put in the gate's inbox, a batch notified
     to an idle device worker) to that thread running, after it waited
-    ``handoff_idle_s[i]`` (interpolated; empty = 0); ``gate_overhead_s``,
+    ``handoff_idle_s[i]`` (interpolated; empty = 0); ``handoff_worker_busy_s[i]``:
+    the worker's hand-off when the notifying gate thread goes straight on to its
+    next request (empty: the plain worker hand-off); ``gate_overhead_s``,
     ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
     around the gate call (per request), around a batch's gather and expert
     (per batch) and around a request's collect and combine (per completion).
@@ -54,6 +56,7 @@ class HostTerms:
     handoff_idle_s: tuple[float, ...] = ()
     handoff_gate_s: tuple[float, ...] = ()
     handoff_worker_s: tuple[float, ...] = ()
+    handoff_worker_busy_s: tuple[float, ...] = ()
     gate_overhead_s: float = 0.0
     batch_overhead_s: float = 0.0
     completion_overhead_s: float = 0.0
@@ -78,8 +81,11 @@ class HostTerms:
         """Seconds from an arrival to the gate running it, the gate having waited ``waited_s``."""
         return self._handoff(self.handoff_gate_s, waited_s)
 
-    def worker_handoff(self, waited_s: float) -> float:
-        """Seconds from a batch's forming to its idle worker running, after ``waited_s``."""
+    def worker_handoff(self, waited_s: float, waker_busy: bool = False) -> float:
+        """Seconds from a batch's forming to its idle worker running, after ``waited_s``;
+        ``waker_busy``: the gate thread that formed it went straight on to another request."""
+        if waker_busy and self.handoff_worker_busy_s:
+            return self._handoff(self.handoff_worker_busy_s, waited_s)
         return self._handoff(self.handoff_worker_s, waited_s)
 
     def _handoff(self, curve: tuple[float, ...], waited_s: float) -> float:
@@ -120,7 +126,7 @@ class HostTerms:
                 "host model: contention is a gate time and (dispatch, expert, combine) "
                 "worker times, all >= 0"
             )
-        for curve in (self.handoff_gate_s, self.handoff_worker_s):
+        for curve in (self.handoff_gate_s, self.handoff_worker_s, self.handoff_worker_busy_s):
             if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one hand-off time >= 0 per idle time")
 
@@ -156,7 +162,9 @@ class HostTerms:
         (one call after one sleep) are not read: the host's speed follows its
         duty over the last tens of milliseconds, not the last gap (system-model §8).
         The hand-off curves are the ``handoff_gate`` / ``handoff_worker`` rows
-        (profiles older than them have none: no hand-off time). The overheads
+        (profiles older than them have none: no hand-off time) and the
+        ``handoff_worker_busy`` rows, at the same idle times (older profiles: the
+        plain worker hand-off also when the gate goes on). The overheads
         and penalties are the ``gate_overhead``, ``batch_overhead``,
         ``completion_overhead``, ``arrival_penalty_gate`` and
         ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``; none
@@ -194,6 +202,12 @@ class HostTerms:
                 "at the same idle times"
             )
         handoff_idle = () if gate_h is None else gate_h[0]
+        busy_h = _idle_curve(comps, "handoff_worker_busy")
+        if busy_h is not None and busy_h[0] != handoff_idle:
+            raise SimConfigError(
+                f"{profile.source}: handoff_worker_busy rows need the handoff_worker rows, "
+                "at the same idle times"
+            )
         over = {c: profile.component_latency_s(c) for c in LOOP_COMPONENTS}
         combine_cost = v["collect"] + float(combine or 0.0)
         extra_w = max(0.0, v["worker_contended"] - v["worker_alone"])
@@ -218,6 +232,7 @@ class HostTerms:
             handoff_idle_s=handoff_idle,
             handoff_gate_s=() if gate_h is None else gate_h[1],
             handoff_worker_s=() if worker_h is None else worker_h[1],
+            handoff_worker_busy_s=() if busy_h is None else busy_h[1],
             gate_overhead_s=float(over["gate_overhead"] or 0.0),
             batch_overhead_s=float(over["batch_overhead"] or 0.0),
             completion_overhead_s=float(over["completion_overhead"] or 0.0),

@@ -47,6 +47,7 @@ def _scale_host(host: HostTerms, factor: float) -> HostTerms:
         collect_s=host.collect_s * factor,
         handoff_gate_s=times(host.handoff_gate_s),
         handoff_worker_s=times(host.handoff_worker_s),
+        handoff_worker_busy_s=times(host.handoff_worker_busy_s),
         gate_overhead_s=host.gate_overhead_s * factor,
         batch_overhead_s=host.batch_overhead_s * factor,
         completion_overhead_s=host.completion_overhead_s * factor,

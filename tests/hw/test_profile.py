@@ -143,8 +143,9 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     for comp in HOST_COMPONENTS[1:]:
         assert f.filter(f["component"] == comp).height == 1, comp
     curves = f.filter(f["idle_s"].is_not_null())
-    assert set(curves["component"].to_list()) == {"duty", "handoff_gate", "handoff_worker"}
-    for comp in ("handoff_gate", "handoff_worker"):
+    hand_offs = ("handoff_gate", "handoff_worker", "handoff_worker_busy")
+    assert set(curves["component"].to_list()) == {"duty", *hand_offs}
+    for comp in hand_offs:
         got = curves.filter(curves["component"] == comp).sort("idle_s")
         assert got["idle_s"].to_list() == list(IDLE_S) and (got["latency_s"] > 0).all()
     duty = curves.filter(curves["component"] == "duty").sort("idle_s")
@@ -168,6 +169,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert all(0 < v <= 1 for v in terms.duty_speed)
     assert list(terms.duty_speed) == sorted(terms.duty_speed)
     assert terms.handoff_idle_s == IDLE_S and terms.gate_handoff(0.0) > 0
+    assert len(terms.handoff_worker_busy_s) == len(IDLE_S)
     from traces.profile import LOOP_COMPONENTS
 
     for comp in LOOP_COMPONENTS:  # the server's own loops and the generator's penalties
@@ -233,8 +235,8 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     from hw.profiling.host import IDLE_S
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
-    # completion pair; 3 idle curves; 3 server-loop overheads, 2 arrival penalties
-    assert doc["rows"] == 8 + 2 + 5 + 2 + 3 * len(IDLE_S) + 5
+    # completion pair; 4 idle curves; 3 server-loop overheads, 2 arrival penalties
+    assert doc["rows"] == 8 + 2 + 5 + 2 + 4 * len(IDLE_S) + 5
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
