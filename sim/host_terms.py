@@ -147,9 +147,12 @@ class HostTerms:
         completion_alone`` (collect then combine, timed the same way), or in
         profiles without that pair the worker step's per unit of cost. The
         ratios ``alone / contended`` (capped at 1) are kept as ``gate_rate`` /
-        ``worker_rate`` for reference. Each ``duty`` row is one request's chain
+        ``worker_rate`` for reference. Each ``duty_threads`` row is one request's chain
         (gate, k = ``batch_size`` worker steps, collect, combine) measured
-        in a steady phase of mean idle gap ``idle_s`` between chains: its duty
+        in a steady phase of mean idle gap ``idle_s`` between chains, the gate in
+        one thread and the rest in another as the server runs them (older
+        profiles' ``duty`` rows: all in one thread, which misses what the
+        threads' alternation costs, ×1.5–2.5 on this box): its duty
         is chain ÷ (chain + idle), its speed the sum of the same steps' costs
         as the model runs them (the ``gate`` and ``combine`` rows, ``dispatch``
         and the first expert at batch size 1, ``collect``) ÷ this chain (capped
@@ -179,13 +182,14 @@ class HostTerms:
         comps = profile.components
         duty: tuple[float, ...] = ()
         speed: tuple[float, ...] = ()
-        phases = _idle_curve(comps, "duty")
+        duty_rows = "duty_threads" if _idle_curve(comps, "duty_threads") else "duty"
+        phases = _idle_curve(comps, duty_rows)
         gate, combine = (profile.component_latency_s(c, 1) for c in ("gate", "combine"))
         expert1 = profile.latency_s(min(profile.experts), 1)
         worker = float(dispatch[1]) + expert1  # the worker step the chain and the pair time
         if phases is not None and len(phases[0]) > 1 and gate is not None and combine is not None:
             assert comps is not None
-            k = int(comps.filter(pl.col("component") == "duty")["batch_size"][0])
+            k = int(comps.filter(pl.col("component") == duty_rows)["batch_size"][0])
             steps = float(gate) + k * worker + v["collect"] + float(combine)
             pairs = sorted(
                 (chain / (chain + idle), min(1.0, steps / chain))

@@ -68,10 +68,17 @@ HOST_COMPONENTS = (
     "worker_contended",
 )
 # curves over an idle time ``idle_s``: the host's chain at a duty (mean idle gap between
-# chains), the hand-off to a gate / device worker thread that waited that long, and to a
+# chains; ``duty_threads``: timed in the server's two threads, ``duty``: older profiles, in
+# one), the hand-off to a gate / device worker thread that waited that long, and to a
 # worker whose waker goes straight on to run the gate (optional: older profiles lack them);
 # ``wake``: older profiles' chain after one sleep, no longer read
-IDLE_COMPONENTS = ("duty", "handoff_gate", "handoff_worker", "handoff_worker_busy")
+IDLE_COMPONENTS = (
+    "duty_threads",
+    "duty",
+    "handoff_gate",
+    "handoff_worker",
+    "handoff_worker_busy",
+)
 # the real server's own Python around the gate call (per request), a batch (per batch) and
 # a completion (per request): hw.profiling.server_loops; optional, older profiles lack them
 LOOP_COMPONENTS = (

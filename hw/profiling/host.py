@@ -20,11 +20,17 @@ simulator's shared-host model.
   the combine job's own contention. Company costs a call lock hand-offs around each of its
   torch calls, not a fixed share of its duration, so the combine's is measured rather than
   scaled from the worker step's by cost (which made it up to 5× what the server shows).
-- ``duty`` (one row per mean idle gap ``idle_s``): one request's whole host
-  chain at B = 1 (gate, k worker steps, collect, combine), called in a steady
-  phase with exponential idle gaps of that mean between calls, like Poisson
-  arrivals; the row's ``idle_s`` is the gap actually measured (sleep
-  overshoots). A CPU that keeps going idle runs slower (caches, clock,
+- ``duty_threads`` (one row per mean idle gap ``idle_s``): one request's whole
+  host chain at B = 1 (gate, k worker steps, collect, combine), called in a
+  steady phase with exponential idle gaps of that mean between calls, like
+  Poisson arrivals; the row's ``idle_s`` is the gap actually measured (sleep
+  overshoots). The chain runs as the server runs it: the gate in a thread
+  woken by a queue put, the rest in a worker thread woken by a notify; the
+  row is the two threads' own run times summed (the hand-offs are their own
+  rows). Timed in one thread (older profiles' ``duty`` rows) the same chain
+  took 1.5–2.5× less on this box (why was not isolated: likely each thread
+  finding its code and data evicted, or warm on the other core), and the model
+  missed that cost. A CPU that keeps going idle runs slower (caches, clock,
   the hypervisor): on this box the same chain took about twice as long at
   a 10% duty as back to back, and how busy the last tens of milliseconds were
   mattered more than the last gap alone. Chain ÷ (chain + idle) is the
@@ -228,12 +234,90 @@ def _notify_handoff(then: Callable[[], Any] | None = None) -> Iterator[Callable[
         thread.join()
 
 
+@contextmanager
+def _server_chain(
+    gate: Callable[[], Any], rest: Callable[[], Any]
+) -> Iterator[Callable[[], tuple[float, float, float]]]:
+    """One request's chain laid out as the server runs it: ``gate`` in a thread woken by a
+    ``SimpleQueue.put`` (the gate's inbox), then ``rest`` (k worker steps, collect, combine)
+    in a second thread woken by a ``Condition.notify`` (an idle device worker). Each call
+    runs one chain and returns (gate start, rest end, work): work is the two threads' own
+    run times summed, without the hand-offs between them (the model charges those apart).
+    An error in either thread is raised in the caller, not left to hang it."""
+    inbox: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    done: queue.SimpleQueue[tuple[float, float, float] | BaseException] = queue.SimpleQueue()
+    cond = threading.Condition(threading.Lock())
+    box: list[tuple[float, float] | None] = []
+
+    def gate_loop() -> None:
+        with torch.inference_mode():
+            while inbox.get() is not None:
+                try:
+                    t0 = time.perf_counter()
+                    gate()
+                    t1 = time.perf_counter()
+                except BaseException as exc:  # surfaced by the caller
+                    done.put(exc)
+                    continue
+                with cond:
+                    box.append((t0, t1))
+                    cond.notify()
+        with cond:
+            box.append(None)
+            cond.notify()
+
+    def rest_loop() -> None:
+        with torch.inference_mode():
+            while True:
+                with cond:
+                    while not box:
+                        cond.wait()
+                    got = box.pop()
+                if got is None:
+                    return
+                try:
+                    t2 = time.perf_counter()
+                    rest()
+                    t3 = time.perf_counter()
+                except BaseException as exc:
+                    done.put(exc)
+                    continue
+                done.put((got[0], t3, (got[1] - got[0]) + (t3 - t2)))
+
+    threads = [
+        threading.Thread(target=gate_loop, name="chain-gate", daemon=True),
+        threading.Thread(target=rest_loop, name="chain-worker", daemon=True),
+    ]
+    for t in threads:
+        t.start()
+
+    def run() -> tuple[float, float, float]:
+        inbox.put(0)
+        got = done.get()
+        if isinstance(got, BaseException):
+            raise got
+        return got
+
+    try:
+        yield run
+    finally:
+        inbox.put(None)
+        for t in threads:
+            t.join()
+
+
 def duty_curve(
-    call: Callable[[], Any], mean_idle_s: tuple[float, ...], phase_s: float, visits: int, seed: int
+    chain: Callable[[], tuple[float, float, float]],
+    mean_idle_s: tuple[float, ...],
+    phase_s: float,
+    visits: int,
+    seed: int,
 ) -> list[tuple[float, list[float]]]:
-    """(measured mean idle gap, latencies of ``call``) per level of ``mean_idle_s``: each
-    visit a phase of ``phase_s`` seconds of calls separated by exponential idle gaps of
-    that mean (0: back to back), of which the second half is kept (module docstring)."""
+    """(measured mean idle gap, work of each ``chain``) per level of ``mean_idle_s``: each
+    visit a phase of ``phase_s`` seconds of chains separated by exponential idle gaps of
+    that mean (0: back to back), of which the second half is kept (module docstring).
+    ``chain()`` returns (its start, its end, its work in seconds); the gap is from one
+    chain's end to the next one's start."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(np.repeat(np.arange(len(mean_idle_s)), visits)).tolist()
     kept: list[list[float]] = [[] for _ in mean_idle_s]
@@ -245,11 +329,9 @@ def duty_curve(
         while end - start < phase_s:
             if mean > 0:
                 time.sleep(float(rng.exponential(mean)))
-            t0 = time.perf_counter()
-            call()
-            end = time.perf_counter()
+            t0, end, work = chain()
             if t0 - start >= phase_s / 2:
-                kept[level].append(end - t0)
+                kept[level].append(work)
                 gaps[level].append(t0 - prev_end)
             prev_end = end
     return [(float(np.mean(g)), k) for g, k in zip(gaps, kept, strict=True)]
@@ -297,8 +379,7 @@ def measure_host(
         outs, w = collect()
         served.combine(outs[None], w[None])
 
-    def chain() -> None:
-        gate()
+    def after_gate() -> None:  # the rest of one request's chain, on its worker
         for _ in range(k):
             work()
         completion()
@@ -338,10 +419,13 @@ def measure_host(
                     )
                     found.setdefault((name, None), []).extend(got)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-            for _ in range(5):
-                chain()
-            phases = duty_curve(chain, timing.idle_s, timing.duty_phase_s, timing.duty_visits, seed)
-            found.update({("duty", gap): got for gap, got in phases})
+            with _server_chain(gate, after_gate) as chain:
+                for _ in range(5):
+                    chain()
+                phases = duty_curve(
+                    chain, timing.idle_s, timing.duty_phase_s, timing.duty_visits, seed
+                )
+            found.update({("duty_threads", gap): got for gap, got in phases})
             with (
                 _queue_handoff() as to_gate,
                 _notify_handoff() as to_worker,
@@ -368,6 +452,6 @@ def measure_host(
     finally:
         sys.setswitchinterval(old)
     return [
-        (c, k if c == "duty" else 1, idle, LatencyStats.from_samples(s))
+        (c, k if c == "duty_threads" else 1, idle, LatencyStats.from_samples(s))
         for (c, idle), s in found.items()
     ]

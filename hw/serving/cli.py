@@ -228,10 +228,12 @@ def _host_terms_line(frame: Any) -> str:
     if pair[0] is not None and pair[1] is not None:  # the combine's own pair (newer profiles)
         alone, shared = (float(x) * 1e6 for x in pair)  # type: ignore[arg-type]
         line += f", completion alone/contended {alone:.0f}/{shared:.0f}"
-    duty = frame.filter(pl.col("component") == "duty").sort("idle_s")
-    if duty.height:
-        busy, idle = duty["latency_s"][0] * 1e6, duty["latency_s"][-1] * 1e6
-        line += f", request chain busiest/idlest {busy:.0f}/{idle:.0f}"
+    for comp, where in (("duty_threads", "in the server's threads"), ("duty", "in one thread")):
+        duty = frame.filter(pl.col("component") == comp).sort("idle_s")
+        if duty.height:  # newer profiles time the chain in two threads, older in one
+            busy, idle = duty["latency_s"][0] * 1e6, duty["latency_s"][-1] * 1e6
+            line += f", request chain {where} busiest/idlest {busy:.0f}/{idle:.0f}"
+            break
     loops = {c: at1.filter(pl.col("component") == c)["latency_s"].median() for c in LOOP_COMPONENTS}
     if all(v is not None for v in loops.values()):
         v = {c: float(x) * 1e6 for c, x in loops.items()}  # type: ignore[arg-type]

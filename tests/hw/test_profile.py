@@ -144,11 +144,11 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
         assert f.filter(f["component"] == comp).height == 1, comp
     curves = f.filter(f["idle_s"].is_not_null())
     hand_offs = ("handoff_gate", "handoff_worker", "handoff_worker_busy")
-    assert set(curves["component"].to_list()) == {"duty", *hand_offs}
+    assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs}
     for comp in hand_offs:
         got = curves.filter(curves["component"] == comp).sort("idle_s")
         assert got["idle_s"].to_list() == list(IDLE_S) and (got["latency_s"] > 0).all()
-    duty = curves.filter(curves["component"] == "duty").sort("idle_s")
+    duty = curves.filter(curves["component"] == "duty_threads").sort("idle_s")
     assert duty.height == len(IDLE_S)
     from hw.profiling.model import model_from_spec
 
@@ -185,10 +185,41 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert min(terms.arrival_penalty_gate_s, terms.arrival_penalty_worker_s) > 0
 
 
+def test_the_duty_chain_runs_in_the_servers_two_threads() -> None:
+    """The duty curve's chain runs as the server does: the gate in one thread, the rest of
+    the chain in another (neither the caller's); its work is the two run times summed, the
+    hand-off between them excluded; an error in either thread reaches the caller."""
+    import threading
+
+    from hw.profiling.host import _server_chain
+
+    seen: dict[str, int] = {}
+
+    def gate() -> None:
+        seen["gate"] = threading.get_ident()
+        time.sleep(0.002)
+
+    def rest() -> None:
+        seen["rest"] = threading.get_ident()
+        time.sleep(0.003)
+
+    with _server_chain(gate, rest) as chain:
+        for _ in range(3):
+            start, end, work = chain()
+            assert 0.005 <= work <= end - start
+    assert len({seen["gate"], seen["rest"], threading.get_ident()}) == 3
+
+    def broken() -> None:
+        raise RuntimeError("gate failed")
+
+    with _server_chain(broken, rest) as chain, pytest.raises(RuntimeError, match="gate failed"):
+        chain()
+
+
 def test_host_terms_are_skipped_when_asked_or_without_gate() -> None:
     for kw in ({"host_terms": False}, {"gate_and_combine": False}):
         f = run_profile(ProfileConfig(model=TINY, batch_sizes=(1,), **kw, **FAST)).frame
-        assert not set(f["component"].to_list()) & {"dispatch", "duty", "gate_contended"}
+        assert not set(f["component"].to_list()) & {"dispatch", "duty_threads", "gate_contended"}
 
 
 def test_profile_is_monotone_ish_in_batch_size() -> None:
@@ -247,7 +278,8 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     printed = " ".join(shown.stdout.split())
     assert "host terms (µs, b=1): dispatch" in printed
-    assert "request chain busiest/idlest" in printed and "per arrival +" in printed
+    assert "request chain in the server's threads busiest/idlest" in printed
+    assert "per arrival +" in printed
 
 
 @pytest.mark.parametrize(

@@ -491,6 +491,32 @@ def test_host_terms_read_from_a_profile() -> None:
     assert HostTerms.from_profile(profile_from_frame(sim_fixture_profile_frame()), 64) is None
 
 
+def test_the_duty_curve_timed_in_the_servers_threads_is_preferred() -> None:
+    """``duty_threads`` rows (the chain timed with the gate and the worker in two threads, as
+    the server runs it) give the duty speeds; the one-thread ``duty`` rows of the same
+    profile are then ignored, and alone (older profiles) they are read as before."""
+    old = HostTerms.from_profile(profile_from_frame(host_profile_frame()), 64)
+    threads = host_profile_frame().with_columns(
+        pl.when(pl.col("component") == "duty")
+        .then(pl.lit("duty_threads"))
+        .otherwise(pl.col("component"))
+        .alias("component"),
+        pl.when(pl.col("component") == "duty")
+        .then(pl.col("latency_s") * 2)  # every chain twice as long: half the speed
+        .otherwise(pl.col("latency_s"))
+        .alias("latency_s"),
+    )
+    both = pl.concat([threads, host_profile_frame().filter(pl.col("component") == "duty")])
+    for frame in (threads, both):
+        terms = HostTerms.from_profile(profile_from_frame(frame), 64)
+        assert old is not None and terms is not None
+        duties = sorted(2 * c / (2 * c + i) for i, c in DUTY_ROWS)
+        assert terms.duty == pytest.approx(duties)
+        # speeds 404 / (2 chain): 0.3, 0.2, 0.25, 0.4, 0.5 in duty order, then non-decreasing
+        assert terms.duty_speed == pytest.approx((0.25, 0.25, 0.25, 0.4, 0.5), abs=1e-3)
+        assert terms.duty_speed != old.duty_speed
+
+
 def test_the_busy_worker_hand_off_is_read_with_the_other_curves() -> None:
     """``handoff_worker_busy`` rows give the hand-off when the gate goes on; without them it
     is the plain one; on other idle times than the plain curves they are refused."""
