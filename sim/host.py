@@ -28,7 +28,8 @@ going idle). The run's own duty depends on that speed (slower steps keep the
 host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s,
 simulating the run once per step. Every arrival that finds the gate waiting,
 and every batch that finds its worker waiting, first pays the measured
-hand-off time of waking that thread (a longer one when the gate thread that
+hand-off time of waking that thread (a woken worker's next step also pays the
+measured cold start of its first step after a wake; a longer hand-off when the gate thread that
 formed the batch goes straight on to its next request; the woken worker is
 then company for the gate while it waits: it contends for the interpreter
 lock and the core); every arrival also costs each thread then
@@ -89,6 +90,11 @@ class SharedHost:
         self._since = 0.0
         self._plan = 0  # version of the pending timeout
         self._present: set[int] = set()  # threads held as company without work
+
+    @property
+    def speed(self) -> float:
+        """The host's speed alone (the run's duty speed)."""
+        return self._speed
 
     def rate(self, thread: int) -> float:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
@@ -257,6 +263,7 @@ def _simulate_at(
     ready: list[list[tuple[float, int, int]]] = [[] for _ in range(n_dev)]
     wake: list[simpy.Event | None] = [None] * n_dev
     waker_busy = [False] * n_dev  # the gate went straight on after waking that worker
+    cold = [0.0] * n_dev  # wall time a woken worker's next step pays for its cold start
     b_expert: list[int] = []
     b_kind: list[int] = []
     b_formed: list[float] = []
@@ -331,20 +338,24 @@ def _simulate_at(
                 wake[d] = env.event()
                 yield wake[d]
                 if ready[d]:  # woken by a batch: the notified thread takes a while to run
-                    handoff = host.worker_handoff(env.now - since, waker_busy[d])
+                    waited = env.now - since
+                    handoff = host.worker_handoff(waited, waker_busy[d])
                     if waker_busy[d] and host.handoff_worker_busy_s:
                         yield from cpu.hold(d, handoff)  # company for the gate meanwhile
                     elif handoff > 0:
                         yield env.timeout(handoff)
                     waker_busy[d] = False
+                    cold[d] = host.worker_wake_cost(waited)
                 continue
             j = heapq.heappop(ready[d])[2]
             members = b_members[j]
+            # the cold start is measured wall time at the run's speed: as work, cost x speed
             yield from cpu.work(
                 d,
-                float(host.dispatch_s[len(members)]) + host.batch_overhead_s,
+                float(host.dispatch_s[len(members)]) + host.batch_overhead_s + cold[d] * cpu.speed,
                 host.worker_contention(0),
             )
+            cold[d] = 0.0
             b_start[j] = env.now
             yield from cpu.work(d, b_service[j], host.worker_contention(1))
             b_end[j] = env.now

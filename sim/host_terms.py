@@ -41,7 +41,11 @@ class HostTerms:
     to an idle device worker) to that thread running, after it waited
     ``handoff_idle_s[i]`` (interpolated; empty = 0); ``handoff_worker_busy_s[i]``:
     the worker's hand-off when the notifying gate thread goes straight on to its
-    next request (empty: the plain worker hand-off); ``gate_overhead_s``,
+    next request (empty: the plain worker hand-off); ``wake_idle_s[i]``: a
+    worker's wait before a wake, at which ``wake_handoff_s[i]`` is its hand-off
+    measured in the server's two-thread chain (used instead of
+    ``handoff_worker_s`` when present) and ``wake_cost_s[i]`` the wall time its
+    first step after the wake takes beyond a warm one (empty: none); ``gate_overhead_s``,
     ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
     around the gate call (per request), around a batch's gather and expert
     (per batch) and around a request's collect and combine (per completion).
@@ -57,6 +61,9 @@ class HostTerms:
     handoff_gate_s: tuple[float, ...] = ()
     handoff_worker_s: tuple[float, ...] = ()
     handoff_worker_busy_s: tuple[float, ...] = ()
+    wake_idle_s: tuple[float, ...] = ()
+    wake_handoff_s: tuple[float, ...] = ()
+    wake_cost_s: tuple[float, ...] = ()
     gate_overhead_s: float = 0.0
     batch_overhead_s: float = 0.0
     completion_overhead_s: float = 0.0
@@ -86,7 +93,16 @@ class HostTerms:
         ``waker_busy``: the gate thread that formed it went straight on to another request."""
         if waker_busy and self.handoff_worker_busy_s:
             return self._handoff(self.handoff_worker_busy_s, waited_s)
+        if self.wake_handoff_s:
+            return float(np.interp(waited_s, self.wake_idle_s, self.wake_handoff_s))
         return self._handoff(self.handoff_worker_s, waited_s)
+
+    def worker_wake_cost(self, waited_s: float) -> float:
+        """Wall seconds a worker's first step after a wake takes beyond a warm step, after
+        it waited ``waited_s``: its code and data are cold (0 without the curve)."""
+        if not self.wake_cost_s:
+            return 0.0
+        return float(np.interp(waited_s, self.wake_idle_s, self.wake_cost_s))
 
     def _handoff(self, curve: tuple[float, ...], waited_s: float) -> float:
         if not curve:
@@ -129,6 +145,11 @@ class HostTerms:
         for curve in (self.handoff_gate_s, self.handoff_worker_s, self.handoff_worker_busy_s):
             if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one hand-off time >= 0 per idle time")
+        for curve in (self.wake_handoff_s, self.wake_cost_s):
+            if curve and (len(curve) != len(self.wake_idle_s) or min(curve) < 0):
+                raise SimConfigError("host model: one wake time >= 0 per wake idle time")
+        if list(self.wake_idle_s) != sorted(self.wake_idle_s):
+            raise SimConfigError("host model: wake idle times must increase")
 
     @classmethod
     def neutral(cls, max_batch: int) -> HostTerms:
@@ -187,13 +208,23 @@ class HostTerms:
         gate, combine = (profile.component_latency_s(c, 1) for c in ("gate", "combine"))
         expert1 = profile.latency_s(min(profile.experts), 1)
         worker = float(dispatch[1]) + expert1  # the worker step the chain and the pair time
+        wake = _wake_curves(profile.source, comps)
         if phases is not None and len(phases[0]) > 1 and gate is not None and combine is not None:
             assert comps is not None
             k = int(comps.filter(pl.col("component") == duty_rows)["batch_size"][0])
             steps = float(gate) + k * worker + v["collect"] + float(combine)
+            chains = list(phases[1])
+            if wake is not None and duty_rows == "duty_threads":
+                # the model charges the wake's cold start apart: take it out of each level
+                if len(wake[2]) != len(chains):
+                    raise SimConfigError(
+                        f"{profile.source}: chain_first_step/chain_next_step need one row "
+                        "per duty_threads level"
+                    )
+                chains = [c - w for c, w in zip(chains, wake[2], strict=True)]
             pairs = sorted(
                 (chain / (chain + idle), min(1.0, steps / chain))
-                for idle, chain in zip(*phases, strict=True)
+                for idle, chain in zip(phases[0], chains, strict=True)
             )
             duty = tuple(u for u, _ in pairs)
             speed = tuple(float(x) for x in _non_decreasing([sp for _, sp in pairs]))
@@ -237,6 +268,9 @@ class HostTerms:
             handoff_gate_s=() if gate_h is None else gate_h[1],
             handoff_worker_s=() if worker_h is None else worker_h[1],
             handoff_worker_busy_s=() if busy_h is None else busy_h[1],
+            wake_idle_s=() if wake is None else wake[0],
+            wake_handoff_s=() if wake is None else wake[1],
+            wake_cost_s=() if wake is None else wake[2],
             gate_overhead_s=float(over["gate_overhead"] or 0.0),
             batch_overhead_s=float(over["batch_overhead"] or 0.0),
             completion_overhead_s=float(over["completion_overhead"] or 0.0),
@@ -254,6 +288,26 @@ def _non_decreasing(values: list[float]) -> np.ndarray:
             (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
             blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
     return np.repeat([m for m, _ in blocks], [int(n) for _, n in blocks])
+
+
+def _wake_curves(
+    source: object, comps: pl.DataFrame | None
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None:
+    """(worker waits, hand-offs, wake costs) from the two-thread chain's curves: the
+    ``handoff_worker_chain`` rows, and the ``chain_first_step`` - ``chain_next_step`` rows
+    (floored at 0: a warm first step costs nothing extra); None without all three."""
+    hand = _idle_curve(comps, "handoff_worker_chain")
+    first = _idle_curve(comps, "chain_first_step")
+    warm = _idle_curve(comps, "chain_next_step")
+    if hand is None or first is None or warm is None:
+        return None
+    if not hand[0] == first[0] == warm[0]:
+        raise SimConfigError(
+            f"{source}: handoff_worker_chain, chain_first_step and chain_next_step rows "
+            "must come at the same idle times"
+        )
+    cost = tuple(max(0.0, a - b) for a, b in zip(first[1], warm[1], strict=True))
+    return hand[0], hand[1], cost
 
 
 def _idle_curve(

@@ -78,6 +78,11 @@ IDLE_COMPONENTS = (
     "handoff_gate",
     "handoff_worker",
     "handoff_worker_busy",
+    # from the two-thread chain, at the worker's wait: its hand-off, and its first (cold)
+    # and second (warm) worker step after the wake
+    "handoff_worker_chain",
+    "chain_first_step",
+    "chain_next_step",
 )
 # the real server's own Python around the gate call (per request), a batch (per batch) and
 # a completion (per request): hw.profiling.server_loops; optional, older profiles lack them

@@ -69,6 +69,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,9 @@ from hw.timing import LatencyStats, measure_samples
 
 __all__ = [
     "IDLE_S",
+    "ChainTiming",
     "HostTiming",
+    "chain_curves",
     "collect_call",
     "contended_samples",
     "dispatch_call",
@@ -234,18 +237,50 @@ def _notify_handoff(then: Callable[[], Any] | None = None) -> Iterator[Callable[
         thread.join()
 
 
+@dataclass(frozen=True)
+class ChainTiming:
+    """perf_counter stamps of one request's chain in the server's two threads: the gate's
+    start and end, the worker's start (after its hand-off) and the end of each of its steps."""
+
+    gate_start: float
+    gate_end: float
+    worker_start: float
+    step_ends: tuple[float, ...]
+
+    @property
+    def start(self) -> float:
+        return self.gate_start
+
+    @property
+    def end(self) -> float:
+        return self.step_ends[-1]
+
+    @property
+    def work_s(self) -> float:
+        """The two threads' own run times summed, without the hand-off between them."""
+        return (self.gate_end - self.gate_start) + (self.end - self.worker_start)
+
+    @property
+    def handoff_s(self) -> float:
+        return self.worker_start - self.gate_end
+
+    @property
+    def steps_s(self) -> tuple[float, ...]:
+        ends = (self.worker_start, *self.step_ends)
+        return tuple(b - a for a, b in pairwise(ends))
+
+
 @contextmanager
 def _server_chain(
-    gate: Callable[[], Any], rest: Callable[[], Any]
-) -> Iterator[Callable[[], tuple[float, float, float]]]:
+    gate: Callable[[], Any], steps: tuple[Callable[[], Any], ...]
+) -> Iterator[Callable[[], ChainTiming]]:
     """One request's chain laid out as the server runs it: ``gate`` in a thread woken by a
-    ``SimpleQueue.put`` (the gate's inbox), then ``rest`` (k worker steps, collect, combine)
-    in a second thread woken by a ``Condition.notify`` (an idle device worker). Each call
-    runs one chain and returns (gate start, rest end, work): work is the two threads' own
-    run times summed, without the hand-offs between them (the model charges those apart).
-    An error in either thread is raised in the caller, not left to hang it."""
+    ``SimpleQueue.put`` (the gate's inbox), then ``steps`` (k worker steps, collect and
+    combine) in a second thread woken by a ``Condition.notify`` (an idle device worker),
+    each step timed. Each call runs one chain. An error in either thread is raised in the
+    caller, not left to hang it."""
     inbox: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-    done: queue.SimpleQueue[tuple[float, float, float] | BaseException] = queue.SimpleQueue()
+    done: queue.SimpleQueue[ChainTiming | BaseException] = queue.SimpleQueue()
     cond = threading.Condition(threading.Lock())
     box: list[tuple[float, float] | None] = []
 
@@ -266,7 +301,7 @@ def _server_chain(
             box.append(None)
             cond.notify()
 
-    def rest_loop() -> None:
+    def worker_loop() -> None:
         with torch.inference_mode():
             while True:
                 with cond:
@@ -276,22 +311,24 @@ def _server_chain(
                 if got is None:
                     return
                 try:
-                    t2 = time.perf_counter()
-                    rest()
-                    t3 = time.perf_counter()
+                    started = time.perf_counter()
+                    ends = []
+                    for step in steps:
+                        step()
+                        ends.append(time.perf_counter())
                 except BaseException as exc:
                     done.put(exc)
                     continue
-                done.put((got[0], t3, (got[1] - got[0]) + (t3 - t2)))
+                done.put(ChainTiming(got[0], got[1], started, tuple(ends)))
 
     threads = [
         threading.Thread(target=gate_loop, name="chain-gate", daemon=True),
-        threading.Thread(target=rest_loop, name="chain-worker", daemon=True),
+        threading.Thread(target=worker_loop, name="chain-worker", daemon=True),
     ]
     for t in threads:
         t.start()
 
-    def run() -> tuple[float, float, float]:
+    def run() -> ChainTiming:
         inbox.put(0)
         got = done.get()
         if isinstance(got, BaseException):
@@ -307,21 +344,19 @@ def _server_chain(
 
 
 def duty_curve(
-    chain: Callable[[], tuple[float, float, float]],
+    chain: Callable[[], ChainTiming],
     mean_idle_s: tuple[float, ...],
     phase_s: float,
     visits: int,
     seed: int,
-) -> list[tuple[float, list[float]]]:
-    """(measured mean idle gap, work of each ``chain``) per level of ``mean_idle_s``: each
+) -> list[list[tuple[float, ChainTiming]]]:
+    """Per level of ``mean_idle_s``, (idle gap before it, timing) of each kept chain: each
     visit a phase of ``phase_s`` seconds of chains separated by exponential idle gaps of
-    that mean (0: back to back), of which the second half is kept (module docstring).
-    ``chain()`` returns (its start, its end, its work in seconds); the gap is from one
-    chain's end to the next one's start."""
+    that mean (0: back to back), of which the second half is kept (module docstring). The
+    gap runs from the previous chain's end to this one's start."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(np.repeat(np.arange(len(mean_idle_s)), visits)).tolist()
-    kept: list[list[float]] = [[] for _ in mean_idle_s]
-    gaps: list[list[float]] = [[] for _ in mean_idle_s]
+    kept: list[list[tuple[float, ChainTiming]]] = [[] for _ in mean_idle_s]
     for level in order:
         mean = mean_idle_s[level]
         start = time.perf_counter()
@@ -329,12 +364,35 @@ def duty_curve(
         while end - start < phase_s:
             if mean > 0:
                 time.sleep(float(rng.exponential(mean)))
-            t0, end, work = chain()
-            if t0 - start >= phase_s / 2:
-                kept[level].append(work)
-                gaps[level].append(t0 - prev_end)
+            got = chain()
+            end = got.end
+            if got.start - start >= phase_s / 2:
+                kept[level].append((got.start - prev_end, got))
             prev_end = end
-    return [(float(np.mean(g)), k) for g, k in zip(gaps, kept, strict=True)]
+    return kept
+
+
+def chain_curves(
+    levels: list[list[tuple[float, ChainTiming]]],
+) -> dict[tuple[str, float], list[float]]:
+    """The curves of the two-thread chain, per level: ``duty_threads`` (each chain's work,
+    at the level's mean gap between chains) and, at the worker's mean wait before it was
+    woken (gap + gate), ``handoff_worker_chain`` (gate end to the worker running),
+    ``chain_first_step`` and ``chain_next_step`` (its first and second worker steps: the
+    first pays the wake's cold start, the second runs warm; k >= 2 only)."""
+    found: dict[tuple[str, float], list[float]] = {}
+    for kept in levels:
+        if not kept:  # a phase too short to keep a chain: no point at this level
+            continue
+        gaps = [gap for gap, _ in kept]
+        timings = [t for _, t in kept]
+        found[("duty_threads", float(np.mean(gaps)))] = [t.work_s for t in timings]
+        waited = float(np.mean([g + (t.gate_end - t.gate_start) for g, t in kept]))
+        found[("handoff_worker_chain", waited)] = [t.handoff_s for t in timings]
+        if all(len(t.steps_s) >= 3 for t in timings):  # two worker steps before the combine
+            found[("chain_first_step", waited)] = [t.steps_s[0] for t in timings]
+            found[("chain_next_step", waited)] = [t.steps_s[1] for t in timings]
+    return found
 
 
 def idle_curves(
@@ -379,11 +437,6 @@ def measure_host(
         outs, w = collect()
         served.combine(outs[None], w[None])
 
-    def after_gate() -> None:  # the rest of one request's chain, on its worker
-        for _ in range(k):
-            work()
-        completion()
-
     per_round = {
         "min_calls": -(-timing.min_calls // timing.rounds),
         "min_time_s": timing.min_time_s / timing.rounds,
@@ -419,13 +472,13 @@ def measure_host(
                     )
                     found.setdefault((name, None), []).extend(got)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-            with _server_chain(gate, after_gate) as chain:
+            with _server_chain(gate, (*[work] * k, completion)) as chain:
                 for _ in range(5):
                     chain()
-                phases = duty_curve(
+                levels = duty_curve(
                     chain, timing.idle_s, timing.duty_phase_s, timing.duty_visits, seed
                 )
-            found.update({("duty_threads", gap): got for gap, got in phases})
+            found.update(chain_curves(levels))
             with (
                 _queue_handoff() as to_gate,
                 _notify_handoff() as to_worker,

@@ -144,7 +144,11 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
         assert f.filter(f["component"] == comp).height == 1, comp
     curves = f.filter(f["idle_s"].is_not_null())
     hand_offs = ("handoff_gate", "handoff_worker", "handoff_worker_busy")
-    assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs}
+    chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step")
+    assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs, *chain}
+    for comp in chain:  # at the worker's mean wait of each duty level: gap + gate
+        got = curves.filter(curves["component"] == comp).sort("idle_s")
+        assert got.height == len(IDLE_S) and (got["latency_s"] > 0).all()
     for comp in hand_offs:
         got = curves.filter(curves["component"] == comp).sort("idle_s")
         assert got["idle_s"].to_list() == list(IDLE_S) and (got["latency_s"] > 0).all()
@@ -170,6 +174,8 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert list(terms.duty_speed) == sorted(terms.duty_speed)
     assert terms.handoff_idle_s == IDLE_S and terms.gate_handoff(0.0) > 0
     assert len(terms.handoff_worker_busy_s) == len(IDLE_S)
+    assert len(terms.wake_cost_s) == len(IDLE_S) and min(terms.wake_cost_s) >= 0
+    assert terms.worker_handoff(1e-3) > 0
     from traces.profile import LOOP_COMPONENTS
 
     for comp in LOOP_COMPONENTS:  # the server's own loops and the generator's penalties
@@ -186,9 +192,10 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
 
 
 def test_the_duty_chain_runs_in_the_servers_two_threads() -> None:
-    """The duty curve's chain runs as the server does: the gate in one thread, the rest of
-    the chain in another (neither the caller's); its work is the two run times summed, the
-    hand-off between them excluded; an error in either thread reaches the caller."""
+    """The duty curve's chain runs as the server does: the gate in one thread, the worker's
+    steps in another (neither the caller's), each step timed; its work is the two threads'
+    run times summed, the hand-off between them apart; an error in either thread reaches
+    the caller."""
     import threading
 
     from hw.profiling.host import _server_chain
@@ -199,21 +206,50 @@ def test_the_duty_chain_runs_in_the_servers_two_threads() -> None:
         seen["gate"] = threading.get_ident()
         time.sleep(0.002)
 
-    def rest() -> None:
-        seen["rest"] = threading.get_ident()
+    def step() -> None:
+        seen["step"] = threading.get_ident()
         time.sleep(0.003)
 
-    with _server_chain(gate, rest) as chain:
+    with _server_chain(gate, (step, step)) as chain:
         for _ in range(3):
-            start, end, work = chain()
-            assert 0.005 <= work <= end - start
-    assert len({seen["gate"], seen["rest"], threading.get_ident()}) == 3
+            got = chain()
+            assert got.gate_start < got.gate_end <= got.worker_start < got.end
+            assert len(got.steps_s) == 2 and min(got.steps_s) >= 0.003
+            assert got.work_s + got.handoff_s == pytest.approx(got.end - got.start)
+            assert got.work_s >= 0.008
+    assert len({seen["gate"], seen["step"], threading.get_ident()}) == 3
 
     def broken() -> None:
         raise RuntimeError("gate failed")
 
-    with _server_chain(broken, rest) as chain, pytest.raises(RuntimeError, match="gate failed"):
+    with _server_chain(broken, (step,)) as chain, pytest.raises(RuntimeError, match="gate failed"):
         chain()
+
+
+def test_chain_curves_are_the_chains_work_hand_off_and_cold_first_step() -> None:
+    """Each level gives the chains' work at their mean gap, and at the worker's mean wait
+    (gap + gate) the hand-off and the first and second worker steps; with one worker step
+    (k = 1) there is no warm step to compare, so no step curves."""
+    from hw.profiling.host import ChainTiming, chain_curves
+
+    # gate 0-100 µs, worker from 130: steps of 60 (cold) and 20 (warm) µs, combine 40
+    a = ChainTiming(0.0, 100e-6, 130e-6, (190e-6, 210e-6, 250e-6))
+    b = ChainTiming(0.0, 200e-6, 240e-6, (300e-6, 320e-6, 360e-6))
+    got = chain_curves([[(1e-3, a), (3e-3, b)], []])
+    idle = {name: at for name, at in got}
+    assert idle["duty_threads"] == pytest.approx(2e-3)  # the mean gap between chains
+    for name in ("handoff_worker_chain", "chain_first_step", "chain_next_step"):
+        assert idle[name] == pytest.approx(2.15e-3)  # the worker's mean wait: gap + gate
+    by_name = {name: v for (name, _), v in got.items()}
+    assert by_name["duty_threads"] == pytest.approx([220e-6, 320e-6])
+    assert by_name["handoff_worker_chain"] == pytest.approx([30e-6, 40e-6])
+    assert by_name["chain_first_step"] == pytest.approx([60e-6, 60e-6])
+    assert by_name["chain_next_step"] == pytest.approx([20e-6, 20e-6])
+    one = ChainTiming(0.0, 100e-6, 130e-6, (190e-6, 230e-6))
+    assert {name for name, _ in chain_curves([[(1e-3, one)]])} == {
+        "duty_threads",
+        "handoff_worker_chain",
+    }
 
 
 def test_host_terms_are_skipped_when_asked_or_without_gate() -> None:
@@ -266,8 +302,9 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     from hw.profiling.host import IDLE_S
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
-    # completion pair; 4 idle curves; 3 server-loop overheads, 2 arrival penalties
-    assert doc["rows"] == 8 + 2 + 5 + 2 + 4 * len(IDLE_S) + 5
+    # completion pair; 7 idle curves (duty, 3 hand-offs, the chain's hand-off and first and
+    # next worker step); 3 server-loop overheads, 2 arrival penalties
+    assert doc["rows"] == 8 + 2 + 5 + 2 + 7 * len(IDLE_S) + 5
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())

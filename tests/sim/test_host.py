@@ -292,6 +292,39 @@ def test_arrivals_and_batches_that_find_their_thread_waiting_pay_its_hand_off() 
     assert res.completion_s.tolist() == pytest.approx([8.7e-4, 1.07e-3, 2.38e-3])
 
 
+def test_a_woken_worker_pays_the_chains_hand_off_and_its_cold_start() -> None:
+    """With the two-thread chain's curves, a worker woken by a batch pays that hand-off
+    (instead of the plain curve) and its next step the cold start, at its wait; a batch
+    that finds the worker busy pays neither. Same scenario as the plain hand-off test:
+    gate 100 µs, expert 200 µs, B = 1; chain hand-off 40 µs after no wait rising to 60 µs
+    after 1 ms; cold start 20 µs rising to 40 µs."""
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=3, max_backlog=None,
+        gate_latency_s=1e-4, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([5e-4, 5e-4, 2e-3], [[0], [0], [0]])
+    host = HostTerms(
+        np.zeros(2),
+        handoff_idle_s=(0.0, 1e-3),
+        handoff_gate_s=(10e-6, 30e-6),
+        handoff_worker_s=(50e-6, 50e-6),
+        wake_idle_s=(0.0, 1e-3),
+        wake_handoff_s=(40e-6, 60e-6),
+        wake_cost_s=(20e-6, 40e-6),
+    )
+    res = simulate_host(cfg, ServiceTable.constant([[2e-4]]), work, host)
+    # gates as in the plain test: done 0.62, 0.72 and 2.13 ms. The worker waited 0.62 ms
+    # for batch 0: hand-off 52.4 µs, cold 32.4 µs: starts 0.62 + 0.0524 + 0.0324, ends
+    # +0.2. Batch 1 was waiting: no hand-off, no cold start. Batch 2: the worker idled
+    # from 1.1048 to 2.13 (over 1 ms): 60 + 40 µs.
+    b0 = 6.2e-4 + 52.4e-6 + 32.4e-6
+    assert res.batch_start_s.tolist() == pytest.approx([b0, b0 + 2e-4, 2.13e-3 + 100e-6])
+    assert res.completion_s.tolist() == pytest.approx(
+        [b0 + 2e-4, b0 + 4e-4, 2.13e-3 + 100e-6 + 2e-4]
+    )
+    assert host.worker_handoff(5e-4, waker_busy=True) == pytest.approx(50e-6)  # no busy curve
+
+
 def test_a_worker_woken_while_the_gate_goes_on_pays_the_busy_hand_off_as_company() -> None:
     """Requests 0 and 1 arrive together, request 2 alone at 2 ms; B = 1, k = 1, gate 100 µs
     with 200 µs of contention (rate 1/3 in company), expert 300 µs without contention.
@@ -515,6 +548,57 @@ def test_the_duty_curve_timed_in_the_servers_threads_is_preferred() -> None:
         # speeds 404 / (2 chain): 0.3, 0.2, 0.25, 0.4, 0.5 in duty order, then non-decreasing
         assert terms.duty_speed == pytest.approx((0.25, 0.25, 0.25, 0.4, 0.5), abs=1e-3)
         assert terms.duty_speed != old.duty_speed
+
+
+def test_the_chains_wake_curves_are_read_and_their_cold_start_leaves_the_duty_speed() -> None:
+    """``handoff_worker_chain``, ``chain_first_step`` and ``chain_next_step`` rows give the
+    worker's hand-off and cold start (first - next, floored at 0) at its wait; the cold
+    start is charged apart, so each duty level's chain is taken without it."""
+    threads = host_profile_frame().with_columns(
+        pl.when(pl.col("component") == "duty")
+        .then(pl.lit("duty_threads"))
+        .otherwise(pl.col("component"))
+        .alias("component")
+    )
+    waits = [1e-4 * (i + 1) for i in range(len(DUTY_ROWS))]
+    first = [150e-6, 150e-6, 130e-6, 120e-6, 50e-6]  # the last: warm, a dip under `next`
+    wake = pl.DataFrame(
+        {
+            "expert": -1,
+            "batch_size": 1,
+            "latency_s": [*[40e-6] * 5, *first, *[60e-6] * 5],
+            "samples": 1,
+            "component": [
+                *["handoff_worker_chain"] * 5, *["chain_first_step"] * 5,
+                *["chain_next_step"] * 5,
+            ],
+            "device": "cpu:test",
+            "idle_s": waits * 3,
+        }
+    )  # fmt: skip
+    terms = HostTerms.from_profile(
+        profile_from_frame(pl.concat([threads, wake], how="diagonal_relaxed")), 64
+    )
+    assert terms is not None
+    assert terms.wake_idle_s == pytest.approx(waits)
+    assert terms.wake_cost_s == pytest.approx([90e-6, 90e-6, 70e-6, 60e-6, 0.0])
+    assert terms.worker_handoff(2.5e-4) == pytest.approx(40e-6)  # instead of the plain curve
+    assert terms.worker_wake_cost(1.5e-4) == pytest.approx(90e-6)
+    # the duty levels (by gap) take the cold start of the same level (by wait) out
+    cost = dict(zip(sorted(i for i, _ in DUTY_ROWS), terms.wake_cost_s, strict=True))
+    chains = [(i, c * 1e-6 - cost[i]) for i, c in DUTY_ROWS]
+    want = sorted((c / (c + i * 1e-6), min(1.0, 404e-6 / c)) for i, c in chains)
+    assert terms.duty == pytest.approx([u for u, _ in want])
+    bad = wake.with_columns(
+        pl.when(pl.col("component") == "chain_next_step")
+        .then(pl.col("idle_s") * 2)
+        .otherwise(pl.col("idle_s"))
+        .alias("idle_s")
+    )
+    with pytest.raises(SimConfigError, match="same idle times"):
+        HostTerms.from_profile(
+            profile_from_frame(pl.concat([threads, bad], how="diagonal_relaxed")), 64
+        )
 
 
 def test_the_busy_worker_hand_off_is_read_with_the_other_curves() -> None:

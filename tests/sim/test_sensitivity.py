@@ -38,6 +38,10 @@ def _host() -> HostTerms:
         handoff_idle_s=(0.0, 1e-3),
         handoff_gate_s=(1e-5, 5e-5),
         handoff_worker_s=(2e-5, 6e-5),
+        handoff_worker_busy_s=(3e-5, 7e-5),
+        wake_idle_s=(1e-4, 2e-3),
+        wake_handoff_s=(4e-5, 5e-5),
+        wake_cost_s=(2e-5, 5e-5),
         gate_overhead_s=4e-5,
         batch_overhead_s=1e-5,
         completion_overhead_s=2e-5,
@@ -65,7 +69,7 @@ def test_scale_costs_scales_every_duration_and_keeps_the_ratios() -> None:
         np.testing.assert_allclose(got[:, 1:], median[:, 1:] * spread * 1.25)
     h, h2 = table.host, table2.host
     assert h is not None and h2 is not None
-    ratios = {"gate_rate", "worker_rate", "duty", "duty_speed", "handoff_idle_s"}
+    ratios = {"gate_rate", "worker_rate", "duty", "duty_speed", "handoff_idle_s", "wake_idle_s"}
     for f in fields(HostTerms):
         a, b = getattr(h, f.name), getattr(h2, f.name)
         want = a if f.name in ratios else np.asarray(a) * 1.25
