@@ -30,7 +30,12 @@ simulator's shared-host model.
   rows). Timed in one thread (older profiles' ``duty`` rows) the same chain
   took 1.5–2.5× less on this box (why was not isolated: likely each thread
   finding its code and data evicted, or warm on the other core), and the model
-  missed that cost. A CPU that keeps going idle runs slower (caches, clock,
+  missed that cost. From the same chains, at the worker's mean wait before
+  its wake (gap + gate): ``handoff_worker_chain`` (the gate's end to the worker
+  running) and ``chain_first_step`` / ``chain_next_step`` (its first worker
+  step after the wake and the second, warm one: the difference is the cold
+  start a wake costs, which one speed per run would spread over all work).
+  A CPU that keeps going idle runs slower (caches, clock,
   the hypervisor): on this box the same chain took about twice as long at
   a 10% duty as back to back, and how busy the last tens of milliseconds were
   mattered more than the last gap alone. Chain ÷ (chain + idle) is the
