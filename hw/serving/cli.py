@@ -234,6 +234,17 @@ def _host_terms_line(frame: Any) -> str:
             busy, idle = duty["latency_s"][0] * 1e6, duty["latency_s"][-1] * 1e6
             line += f", request chain {where} busiest/idlest {busy:.0f}/{idle:.0f}"
             break
+    wake = {
+        c: frame.filter(pl.col("component") == c).sort("idle_s")["latency_s"].to_numpy() * 1e6
+        for c in ("handoff_worker_chain", "chain_first_step", "chain_next_step")
+    }
+    if all(len(v) for v in wake.values()):  # the worker's wake in the chain (newer profiles)
+        cold = wake["chain_first_step"] - wake["chain_next_step"]
+        hand = wake["handoff_worker_chain"]
+        line += (
+            f", worker wake hand-off {hand.min():.0f}–{hand.max():.0f}, "
+            f"cold start {cold.min():.0f}–{cold.max():.0f}"
+        )
     loops = {c: at1.filter(pl.col("component") == c)["latency_s"].median() for c in LOOP_COMPONENTS}
     if all(v is not None for v in loops.values()):
         v = {c: float(x) * 1e6 for c, x in loops.items()}  # type: ignore[arg-type]

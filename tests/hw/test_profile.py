@@ -316,6 +316,7 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     printed = " ".join(shown.stdout.split())
     assert "host terms (µs, b=1): dispatch" in printed
     assert "request chain in the server's threads busiest/idlest" in printed
+    assert "worker wake hand-off" in printed and "cold start" in printed
     assert "per arrival +" in printed
 
 
