@@ -77,18 +77,12 @@ class SharedHost:
     """
 
     def __init__(
-        self,
-        env: simpy.Environment,
-        gate_rate: float,
-        worker_rate: float,
-        speed: float = 1.0,
-        gate_factor: float = 1.0,
+        self, env: simpy.Environment, gate_rate: float, worker_rate: float, speed: float = 1.0
     ) -> None:
         self.env = env
         self.gate_rate = gate_rate
         self.worker_rate = worker_rate
         self._speed = speed
-        self._gate_factor = gate_factor  # the gate thread's speed ÷ the others'
         self.busy_s = 0.0  # time with at least one thread at work
         self._left: dict[int, float] = {}  # thread -> remaining isolated work, s
         self._shared: dict[int, float] = {}  # thread -> its job's W / (W + speed·E) with company
@@ -99,18 +93,17 @@ class SharedHost:
 
     @property
     def speed(self) -> float:
-        """The host's speed alone (the run's duty speed; the worker threads')."""
+        """The host's speed alone (the run's duty speed)."""
         return self._speed
 
     def rate(self, thread: int) -> float:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
-        alone = self._speed * (self._gate_factor if thread == GATE else 1.0)
         if len(self._left) <= 1 and not self._present - {thread}:
-            return alone
+            return self._speed
         shared = self._shared.get(thread)
         if shared is not None:
-            return alone * shared
-        return alone * (self.gate_rate if thread == GATE else self.worker_rate)
+            return self._speed * shared
+        return self._speed * (self.gate_rate if thread == GATE else self.worker_rate)
 
     def work(
         self, thread: int, seconds: float, contention_s: float | None = None
@@ -125,8 +118,7 @@ class SharedHost:
         if contention_s is None:
             self._shared.pop(thread, None)
         else:
-            alone = self._speed * (self._gate_factor if thread == GATE else 1.0)
-            self._shared[thread] = seconds / (seconds + alone * contention_s)
+            self._shared[thread] = seconds / (seconds + self._speed * contention_s)
         done = self._done[thread] = self.env.event()
         self._replan()
         yield done
@@ -203,18 +195,14 @@ def simulate_host(
     simulates the run once; the next speed is the root of the local model
     u(s') = u(s) · s / s' (the busy time of fixed work scales as 1/speed),
     kept inside the bracket the signs of g have narrowed (bisection when it
-    falls outside), so two to four runs usually suffice. With a gate speed
-    factor (the gate thread slows more than the worker as the host idles), the
-    gate runs at s × f(u) with u the duty of the run before (1 for the first).
+    falls outside), so two to four runs usually suffice.
     """
     if not host.duty:
         return _simulate_at(config, table, workload, host, 1.0)[0]
     lo, hi = min(host.duty_speed), 1.0
     speed = hi
-    factor = host.gate_factor_at_duty(1.0)  # then at the duty of the run before
     for _ in range(MAX_SPEED_STEPS):
-        result, duty = _simulate_at(config, table, workload, host, speed, factor)
-        factor = host.gate_factor_at_duty(duty)
+        result, duty = _simulate_at(config, table, workload, host, speed)
         gap = host.speed_at_duty(duty) - speed
         if abs(gap) <= SPEED_TOLERANCE or (speed == 1.0 and gap >= 0):
             return result
@@ -243,12 +231,7 @@ def _local_root(host: HostTerms, busy_times_speed: float, lo: float, hi: float) 
 
 
 def _simulate_at(
-    config: SimConfig,
-    table: ServiceTable,
-    workload: Workload,
-    host: HostTerms,
-    speed: float,
-    gate_factor: float = 1.0,
+    config: SimConfig, table: ServiceTable, workload: Workload, host: HostTerms, speed: float
 ) -> tuple[RunResult, float]:
     """One run with the host at ``speed``; returns it and the host's duty (busy ÷ span).
 
@@ -264,7 +247,7 @@ def _simulate_at(
     device_of = config.device_of()
     rng = streams(config.seed)["service"]
     env = simpy.Environment()
-    cpu = SharedHost(env, host.gate_rate, host.worker_rate, speed, gate_factor)
+    cpu = SharedHost(env, host.gate_rate, host.worker_rate, speed)
     arrival = workload.arrival_s
     experts = workload.experts
     k = workload.k

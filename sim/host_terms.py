@@ -35,8 +35,7 @@ class HostTerms:
     (0, 1] of the gate / a worker while the other is active (1 = no
     interference); ``duty_speed[i]``: speed of the
     host while it is busy a fraction ``duty[i]`` of the time (increasing duty,
-    interpolated, held flat outside; empty = always 1), the worker's when
-    ``duty_gate_factor[i]`` gives the gate thread's speed ÷ it (empty: the same);
+    interpolated, held flat outside; empty = always 1);
     ``handoff_gate_s[i]`` / ``handoff_worker_s[i]``: wall time from handing a
     waiting thread work (an arrival put in the gate's inbox, a batch notified
     to an idle device worker) to that thread running, after it waited
@@ -58,7 +57,6 @@ class HostTerms:
     worker_rate: float = 1.0
     duty: tuple[float, ...] = ()
     duty_speed: tuple[float, ...] = ()
-    duty_gate_factor: tuple[float, ...] = ()
     handoff_idle_s: tuple[float, ...] = ()
     handoff_gate_s: tuple[float, ...] = ()
     handoff_worker_s: tuple[float, ...] = ()
@@ -79,13 +77,6 @@ class HostTerms:
     def worker_contention(self, job: int) -> float | None:
         """Additive contention of a worker's job 0 (dispatch), 1 (expert), 2 (combine)."""
         return self.worker_contention_s[job] if self.worker_contention_s else None
-
-    def gate_factor_at_duty(self, duty: float) -> float:
-        """The gate thread's speed ÷ the worker's at ``duty`` (1 without the curve): in the
-        server's two threads the gate slows down more than the worker as the host idles."""
-        if not self.duty_gate_factor:
-            return 1.0
-        return float(np.interp(duty, self.duty, self.duty_gate_factor))
 
     def speed_at_duty(self, duty: float) -> float:
         """Speed (0, 1] of a host busy ``duty`` of the time, relative to a host always busy."""
@@ -132,10 +123,6 @@ class HostTerms:
             or list(self.duty) != sorted(self.duty)
         ):
             raise SimConfigError("host model: one speed in (0, 1] per duty, duties increasing")
-        if self.duty_gate_factor and (
-            len(self.duty_gate_factor) != len(self.duty) or min(self.duty_gate_factor) <= 0
-        ):
-            raise SimConfigError("host model: one gate speed factor > 0 per duty")
         if (
             min(
                 self.gate_overhead_s,
@@ -216,7 +203,6 @@ class HostTerms:
         comps = profile.components
         duty: tuple[float, ...] = ()
         speed: tuple[float, ...] = ()
-        gate_factor: tuple[float, ...] = ()
         duty_rows = "duty_threads" if _idle_curve(comps, "duty_threads") else "duty"
         phases = _idle_curve(comps, duty_rows)
         gate, combine = (profile.component_latency_s(c, 1) for c in ("gate", "combine"))
@@ -236,28 +222,12 @@ class HostTerms:
                         "per duty_threads level"
                     )
                 chains = [c - w for c, w in zip(chains, wake[2], strict=True)]
-            duties = [c / (c + idle) for idle, c in zip(phases[0], chains, strict=True)]
-            gate_part = _idle_curve(comps, "chain_gate") if duty_rows == "duty_threads" else None
-            if gate_part is not None and gate_part[0] != phases[0]:
-                raise SimConfigError(
-                    f"{profile.source}: chain_gate rows must come at the duty_threads idle times"
-                )
-            if gate_part is None:  # one speed for both threads
-                speeds = [min(1.0, steps / c) for c in chains]
-                gate_speeds = speeds
-            else:  # each thread's steps against its own part of the chain
-                speeds = [
-                    min(1.0, (steps - float(gate)) / (c - g))
-                    for c, g in zip(chains, gate_part[1], strict=True)
-                ]
-                gate_speeds = [min(1.0, float(gate) / g) for g in gate_part[1]]
-            order = np.argsort(duties, kind="stable")
-            duty = tuple(float(duties[i]) for i in order)
-            up = _non_decreasing([speeds[i] for i in order])
-            up_gate = _non_decreasing([gate_speeds[i] for i in order])
-            speed = tuple(float(x) for x in up)
-            if gate_part is not None:
-                gate_factor = tuple(float(g / w) for g, w in zip(up_gate, up, strict=True))
+            pairs = sorted(
+                (chain / (chain + idle), min(1.0, steps / chain))
+                for idle, chain in zip(phases[0], chains, strict=True)
+            )
+            duty = tuple(u for u, _ in pairs)
+            speed = tuple(float(x) for x in _non_decreasing([sp for _, sp in pairs]))
         gate_h, worker_h = _idle_curve(comps, "handoff_gate"), _idle_curve(comps, "handoff_worker")
         if (gate_h is None) != (worker_h is None) or (
             gate_h and worker_h and gate_h[0] != worker_h[0]
@@ -294,7 +264,6 @@ class HostTerms:
             worker_rate=min(1.0, v["worker_alone"] / v["worker_contended"]),
             duty=duty,
             duty_speed=speed,
-            duty_gate_factor=gate_factor,
             handoff_idle_s=handoff_idle,
             handoff_gate_s=() if gate_h is None else gate_h[1],
             handoff_worker_s=() if worker_h is None else worker_h[1],

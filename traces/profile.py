@@ -74,7 +74,6 @@ HOST_COMPONENTS = (
 # ``wake``: older profiles' chain after one sleep, no longer read
 IDLE_COMPONENTS = (
     "duty_threads",
-    "chain_gate",  # the gate's part of each duty_threads chain, at the same idle_s
     "duty",
     "handoff_gate",
     "handoff_worker",

@@ -381,8 +381,7 @@ def chain_curves(
     levels: list[list[tuple[float, ChainTiming]]],
 ) -> dict[tuple[str, float], list[float]]:
     """The curves of the two-thread chain, per level: ``duty_threads`` (each chain's work,
-    at the level's mean gap between chains) and ``chain_gate`` (its gate's part: the two
-    threads slow down differently) and, at the worker's mean wait before it was
+    at the level's mean gap between chains) and, at the worker's mean wait before it was
     woken (gap + gate), ``handoff_worker_chain`` (gate end to the worker running),
     ``chain_first_step`` and ``chain_next_step`` (its first and second worker steps: the
     first pays the wake's cold start, the second runs warm; k >= 2 only)."""
@@ -392,9 +391,7 @@ def chain_curves(
             continue
         gaps = [gap for gap, _ in kept]
         timings = [t for _, t in kept]
-        gap = float(np.mean(gaps))
-        found[("duty_threads", gap)] = [t.work_s for t in timings]
-        found[("chain_gate", gap)] = [t.gate_end - t.gate_start for t in timings]
+        found[("duty_threads", float(np.mean(gaps)))] = [t.work_s for t in timings]
         waited = float(np.mean([g + (t.gate_end - t.gate_start) for g, t in kept]))
         found[("handoff_worker_chain", waited)] = [t.handoff_s for t in timings]
         if all(len(t.steps_s) >= 3 for t in timings):  # two worker steps before the combine

@@ -145,7 +145,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     curves = f.filter(f["idle_s"].is_not_null())
     hand_offs = ("handoff_gate", "handoff_worker", "handoff_worker_busy")
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step")
-    assert set(curves["component"].to_list()) == {"duty_threads", "chain_gate", *hand_offs, *chain}
+    assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs, *chain}
     for comp in chain:  # at the worker's mean wait of each duty level: gap + gate
         got = curves.filter(curves["component"] == comp).sort("idle_s")
         assert got.height == len(IDLE_S) and (got["latency_s"] > 0).all()
@@ -175,7 +175,6 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert terms.handoff_idle_s == IDLE_S and terms.gate_handoff(0.0) > 0
     assert len(terms.handoff_worker_busy_s) == len(IDLE_S)
     assert len(terms.wake_cost_s) == len(IDLE_S) and min(terms.wake_cost_s) >= 0
-    assert len(terms.duty_gate_factor) == len(IDLE_S) and min(terms.duty_gate_factor) > 0
     assert terms.worker_handoff(1e-3) > 0
     from traces.profile import LOOP_COMPONENTS
 
@@ -239,19 +238,16 @@ def test_chain_curves_are_the_chains_work_hand_off_and_cold_first_step() -> None
     got = chain_curves([[(1e-3, a), (3e-3, b)], []])
     idle = {name: at for name, at in got}
     assert idle["duty_threads"] == pytest.approx(2e-3)  # the mean gap between chains
-    assert idle["chain_gate"] == pytest.approx(2e-3)
     for name in ("handoff_worker_chain", "chain_first_step", "chain_next_step"):
         assert idle[name] == pytest.approx(2.15e-3)  # the worker's mean wait: gap + gate
     by_name = {name: v for (name, _), v in got.items()}
     assert by_name["duty_threads"] == pytest.approx([220e-6, 320e-6])
-    assert by_name["chain_gate"] == pytest.approx([100e-6, 200e-6])
     assert by_name["handoff_worker_chain"] == pytest.approx([30e-6, 40e-6])
     assert by_name["chain_first_step"] == pytest.approx([60e-6, 60e-6])
     assert by_name["chain_next_step"] == pytest.approx([20e-6, 20e-6])
     one = ChainTiming(0.0, 100e-6, 130e-6, (190e-6, 230e-6))
     assert {name for name, _ in chain_curves([[(1e-3, one)]])} == {
         "duty_threads",
-        "chain_gate",
         "handoff_worker_chain",
     }
 
@@ -306,9 +302,9 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     from hw.profiling.host import IDLE_S
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
-    # completion pair; 8 idle curves (duty and its gate part, 3 hand-offs, the chain's
-    # hand-off and first and next worker step); 3 server-loop overheads, 2 arrival penalties
-    assert doc["rows"] == 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5
+    # completion pair; 7 idle curves (duty, 3 hand-offs, the chain's hand-off and first and
+    # next worker step); 3 server-loop overheads, 2 arrival penalties
+    assert doc["rows"] == 8 + 2 + 5 + 2 + 7 * len(IDLE_S) + 5
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())

@@ -601,54 +601,6 @@ def test_the_chains_wake_curves_are_read_and_their_cold_start_leaves_the_duty_sp
         )
 
 
-def test_the_chains_gate_part_gives_each_thread_its_own_speed() -> None:
-    """With ``chain_gate`` rows, the gate's part of each duty chain, the duty speed is the
-    worker's (its steps, 204 µs, against the rest of the chain) and the gate's own speed
-    (its 200 µs against its part), each made non-decreasing, is kept as a factor on it."""
-    threads = host_profile_frame().with_columns(
-        pl.when(pl.col("component") == "duty")
-        .then(pl.lit("duty_threads"))
-        .otherwise(pl.col("component"))
-        .alias("component")
-    )
-    # the gate's part: 60 % of each chain
-    part = threads.filter(pl.col("component") == "duty_threads").with_columns(
-        pl.lit("chain_gate").alias("component"), pl.col("latency_s") * 0.6
-    )
-    terms = HostTerms.from_profile(profile_from_frame(pl.concat([threads, part])), 64)
-    assert terms is not None
-    # in duty order the chains are 673.33, 1010, 808, 505, 404 µs: the worker's speeds
-    # 204 / (0.4 c) = 0.757, 0.505, 0.631, 1.0 (capped), 1.0 -> non-decreasing: 0.631 x 3
-    # the gate's 200 / (0.6 c) = 0.495, 0.330, 0.413, 0.660, 0.825 -> 0.413 x 3
-    worker = (0.6312, 0.6312, 0.6312, 1.0, 1.0)
-    gate = (0.4125, 0.4125, 0.4125, 0.66, 0.825)
-    assert terms.duty_speed == pytest.approx(worker, abs=1e-3)
-    want = [g / w for g, w in zip(gate, worker, strict=True)]
-    assert terms.duty_gate_factor == pytest.approx(want, abs=2e-3)
-    assert terms.gate_factor_at_duty(terms.duty[-1]) == pytest.approx(0.825, abs=2e-3)
-    bad = part.with_columns(pl.col("idle_s") * 2)
-    with pytest.raises(SimConfigError, match="chain_gate"):
-        HostTerms.from_profile(profile_from_frame(pl.concat([threads, bad])), 64)
-
-
-def test_the_gate_runs_at_its_own_factor_of_the_host_speed() -> None:
-    """A host at full speed (flat duty curve of 1) with a gate factor of 0.5: the gate's
-    100 µs take 200 µs, the expert's 300 µs stay 300."""
-    cfg = SimConfig(
-        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=2, max_backlog=None,
-        gate_latency_s=1e-4, warmup=0, host=True,
-    )  # fmt: skip
-    work = Workload.from_lists([0.0, 1e-2], [[0], [0]])
-    host = HostTerms(
-        np.zeros(2), duty=(0.0, 1.0), duty_speed=(1.0, 1.0), duty_gate_factor=(0.5, 0.5)
-    )
-    res = simulate_host(cfg, ServiceTable.constant([[3e-4]]), work, host)
-    assert res.gate_done_s.tolist() == pytest.approx([2e-4, 1.02e-2])
-    assert res.completion_s.tolist() == pytest.approx([5e-4, 1.05e-2])
-    with pytest.raises(SimConfigError, match="gate speed factor"):
-        HostTerms(np.zeros(2), duty=(0.0, 1.0), duty_speed=(1.0, 1.0), duty_gate_factor=(1.0,))
-
-
 def test_the_busy_worker_hand_off_is_read_with_the_other_curves() -> None:
     """``handoff_worker_busy`` rows give the hand-off when the gate goes on; without them it
     is the plain one; on other idle times than the plain curves they are refused."""

@@ -35,7 +35,6 @@ def _host() -> HostTerms:
         worker_rate=0.7,
         duty=(0.1, 0.9),
         duty_speed=(0.6, 1.0),
-        duty_gate_factor=(0.8, 1.0),
         handoff_idle_s=(0.0, 1e-3),
         handoff_gate_s=(1e-5, 5e-5),
         handoff_worker_s=(2e-5, 6e-5),
@@ -70,8 +69,7 @@ def test_scale_costs_scales_every_duration_and_keeps_the_ratios() -> None:
         np.testing.assert_allclose(got[:, 1:], median[:, 1:] * spread * 1.25)
     h, h2 = table.host, table2.host
     assert h is not None and h2 is not None
-    ratios = {"gate_rate", "worker_rate", "duty", "duty_speed", "duty_gate_factor"}
-    ratios |= {"handoff_idle_s", "wake_idle_s"}
+    ratios = {"gate_rate", "worker_rate", "duty", "duty_speed", "handoff_idle_s", "wake_idle_s"}
     for f in fields(HostTerms):
         a, b = getattr(h, f.name), getattr(h2, f.name)
         want = a if f.name in ratios else np.asarray(a) * 1.25
