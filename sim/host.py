@@ -28,11 +28,11 @@ going idle). The run's own duty depends on that speed (slower steps keep the
 host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s,
 simulating the run once per step. Every arrival that finds the gate waiting,
 and every batch that finds its worker waiting, first pays the measured
-hand-off time of waking that thread (a woken worker's next step also pays the
-measured cold start of its first step after a wake; a longer hand-off when the gate thread that
+hand-off time of waking that thread (a longer one when the gate thread that
 formed the batch goes straight on to its next request; the woken worker is
 then company for the gate while it waits: it contends for the interpreter
-lock and the core); every arrival also costs each thread then
+lock and the core), and a woken worker's next step also pays the measured cold
+start of a first step after a wake; every arrival also costs each thread then
 at work the measured penalty of the load generator's wake-up; and the
 server's own loops add their measured overheads to the gate, dispatch and
 combine jobs.

@@ -86,28 +86,21 @@ class HostTerms:
 
     def gate_handoff(self, waited_s: float) -> float:
         """Seconds from an arrival to the gate running it, the gate having waited ``waited_s``."""
-        return self._handoff(self.handoff_gate_s, waited_s)
+        return _at(waited_s, self.handoff_idle_s, self.handoff_gate_s)
 
     def worker_handoff(self, waited_s: float, waker_busy: bool = False) -> float:
         """Seconds from a batch's forming to its idle worker running, after ``waited_s``;
         ``waker_busy``: the gate thread that formed it went straight on to another request."""
         if waker_busy and self.handoff_worker_busy_s:
-            return self._handoff(self.handoff_worker_busy_s, waited_s)
+            return _at(waited_s, self.handoff_idle_s, self.handoff_worker_busy_s)
         if self.wake_handoff_s:
-            return float(np.interp(waited_s, self.wake_idle_s, self.wake_handoff_s))
-        return self._handoff(self.handoff_worker_s, waited_s)
+            return _at(waited_s, self.wake_idle_s, self.wake_handoff_s)
+        return _at(waited_s, self.handoff_idle_s, self.handoff_worker_s)
 
     def worker_wake_cost(self, waited_s: float) -> float:
         """Wall seconds a worker's first step after a wake takes beyond a warm step, after
         it waited ``waited_s``: its code and data are cold (0 without the curve)."""
-        if not self.wake_cost_s:
-            return 0.0
-        return float(np.interp(waited_s, self.wake_idle_s, self.wake_cost_s))
-
-    def _handoff(self, curve: tuple[float, ...], waited_s: float) -> float:
-        if not curve:
-            return 0.0
-        return float(np.interp(waited_s, self.handoff_idle_s, curve))
+        return _at(waited_s, self.wake_idle_s, self.wake_cost_s)
 
     def __post_init__(self) -> None:
         for name in ("gate_rate", "worker_rate"):
@@ -203,8 +196,11 @@ class HostTerms:
         comps = profile.components
         duty: tuple[float, ...] = ()
         speed: tuple[float, ...] = ()
-        duty_rows = "duty_threads" if _idle_curve(comps, "duty_threads") else "duty"
+        duty_rows = "duty_threads"  # timed in the server's two threads; older profiles: "duty"
         phases = _idle_curve(comps, duty_rows)
+        if phases is None:
+            duty_rows = "duty"
+            phases = _idle_curve(comps, duty_rows)
         gate, combine = (profile.component_latency_s(c, 1) for c in ("gate", "combine"))
         expert1 = profile.latency_s(min(profile.experts), 1)
         worker = float(dispatch[1]) + expert1  # the worker step the chain and the pair time
@@ -288,6 +284,13 @@ def _non_decreasing(values: list[float]) -> np.ndarray:
             (m2, n2), (m1, n1) = blocks.pop(), blocks.pop()
             blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
     return np.repeat([m for m, _ in blocks], [int(n) for _, n in blocks])
+
+
+def _at(waited_s: float, idle_s: tuple[float, ...], curve: tuple[float, ...]) -> float:
+    """A curve over idle times at ``waited_s`` (interpolated, flat outside; empty: 0)."""
+    if not curve:
+        return 0.0
+    return float(np.interp(waited_s, idle_s, curve))
 
 
 def _wake_curves(

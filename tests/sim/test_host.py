@@ -268,22 +268,27 @@ def test_an_arrival_delays_the_threads_at_work_by_their_measured_penalty() -> No
     assert done[GATE] == pytest.approx(2.1)
 
 
+# B = 1, k = 1, gate 100 µs, expert 200 µs; requests 0 and 1 arrive together at 0.5 ms,
+# request 2 alone at 2 ms. Gate hand-off 10 µs after no wait rising to 30 µs after 1 ms
+# (20 µs after 0.5 ms); worker hand-off a flat 50 µs.
+HANDOFF_CFG = SimConfig(
+    batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=3, max_backlog=None,
+    gate_latency_s=1e-4, warmup=0, host=True,
+)  # fmt: skip
+HANDOFF_WORK = Workload.from_lists([5e-4, 5e-4, 2e-3], [[0], [0], [0]])
+HANDOFF_HOST = HostTerms(
+    np.zeros(2),
+    handoff_idle_s=(0.0, 1e-3),
+    handoff_gate_s=(10e-6, 30e-6),
+    handoff_worker_s=(50e-6, 50e-6),
+)
+
+
 def test_arrivals_and_batches_that_find_their_thread_waiting_pay_its_hand_off() -> None:
-    """Gate hand-off 10 µs after no wait rising to 30 µs after 1 ms (20 µs after 0.5 ms);
-    worker hand-off a flat 50 µs. Requests 0 and 1 arrive together at 0.5 ms: request 0 wakes
-    the gate (+20 µs), request 1 is already queued in the inbox and pays nothing."""
-    cfg = SimConfig(
-        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=3, max_backlog=None,
-        gate_latency_s=1e-4, warmup=0, host=True,
-    )  # fmt: skip
-    work = Workload.from_lists([5e-4, 5e-4, 2e-3], [[0], [0], [0]])
-    host = HostTerms(
-        np.zeros(2),
-        handoff_idle_s=(0.0, 1e-3),
-        handoff_gate_s=(10e-6, 30e-6),
-        handoff_worker_s=(50e-6, 50e-6),
-    )
-    res = simulate_host(cfg, ServiceTable.constant([[2e-4]]), work, host)
+    """Request 0 wakes the gate (+20 µs), request 1 is already queued in the inbox and pays
+    nothing (the scenario above)."""
+    table = ServiceTable.constant([[2e-4]])
+    res = simulate_host(HANDOFF_CFG, table, HANDOFF_WORK, HANDOFF_HOST)
     # gate: 0.52-0.62, 0.62-0.72 ms; request 2 at 2.0 ms after the gate idled 1.28 ms: +30 µs
     assert res.gate_start_s.tolist() == pytest.approx([5.2e-4, 6.2e-4, 2.03e-3])
     # worker: woken by batch 0 at 0.62 (+50 µs) -> 0.67-0.87; batch 1 (formed 0.72) was
@@ -295,24 +300,15 @@ def test_arrivals_and_batches_that_find_their_thread_waiting_pay_its_hand_off() 
 def test_a_woken_worker_pays_the_chains_hand_off_and_its_cold_start() -> None:
     """With the two-thread chain's curves, a worker woken by a batch pays that hand-off
     (instead of the plain curve) and its next step the cold start, at its wait; a batch
-    that finds the worker busy pays neither. Same scenario as the plain hand-off test:
-    gate 100 µs, expert 200 µs, B = 1; chain hand-off 40 µs after no wait rising to 60 µs
-    after 1 ms; cold start 20 µs rising to 40 µs."""
-    cfg = SimConfig(
-        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=3, max_backlog=None,
-        gate_latency_s=1e-4, warmup=0, host=True,
-    )  # fmt: skip
-    work = Workload.from_lists([5e-4, 5e-4, 2e-3], [[0], [0], [0]])
-    host = HostTerms(
-        np.zeros(2),
-        handoff_idle_s=(0.0, 1e-3),
-        handoff_gate_s=(10e-6, 30e-6),
-        handoff_worker_s=(50e-6, 50e-6),
+    that finds the worker busy pays neither. The scenario above, with a chain hand-off of
+    40 µs after no wait rising to 60 µs after 1 ms and a cold start of 20 rising to 40 µs."""
+    host = replace(
+        HANDOFF_HOST,
         wake_idle_s=(0.0, 1e-3),
         wake_handoff_s=(40e-6, 60e-6),
         wake_cost_s=(20e-6, 40e-6),
     )
-    res = simulate_host(cfg, ServiceTable.constant([[2e-4]]), work, host)
+    res = simulate_host(HANDOFF_CFG, ServiceTable.constant([[2e-4]]), HANDOFF_WORK, host)
     # gates as in the plain test: done 0.62, 0.72 and 2.13 ms. The worker waited 0.62 ms
     # for batch 0: hand-off 52.4 µs, cold 32.4 µs: starts 0.62 + 0.0524 + 0.0324, ends
     # +0.2. Batch 1 was waiting: no hand-off, no cold start. Batch 2: the worker idled
