@@ -26,16 +26,19 @@ of a host kept busy, and a host busy a fraction u of the time runs its steps
 at the measured duty speed v(u) ≤ 1 (caches and clock of a CPU that keeps
 going idle). The run's own duty depends on that speed (slower steps keep the
 host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s,
-simulating the run once per step. Every arrival that finds the gate waiting,
-and every batch that finds its worker waiting, first pays the measured
-hand-off time of waking that thread (a longer one when the gate thread that
-formed the batch goes straight on to its next request; the woken worker is
-then company for the gate while it waits: it contends for the interpreter
-lock and the core), and a woken worker's next step also pays the measured cold
-start of a first step after a wake; every arrival also costs each thread then
-at work the measured penalty of the load generator's wake-up; and the
-server's own loops add their measured overheads to the gate, dispatch and
-combine jobs.
+simulating the run once per step. Around that speed the machine has spells:
+each window as long as one request's chain, every step's wall time is
+multiplied by a factor drawn from that chain's measured spread at the run's
+duty, so that a request's steps share their slowness as in the server.
+Every arrival that finds the gate waiting, and every batch that finds its
+worker waiting, first pays the measured hand-off time of waking that thread
+(a longer one when the gate thread that formed the batch goes straight on to
+its next request; the woken worker is then company for the gate while it
+waits: it contends for the interpreter lock and the core), and a woken
+worker's next step also pays the measured cold start of a first step after a
+wake; every arrival also costs each thread then at work the measured penalty
+of the load generator's wake-up; and the server's own loops add their
+measured overheads to the gate, dispatch and combine jobs.
 
 Host work per step (all isolated costs from the profile): the gate; per
 batch of b samples, the dispatch (gathering its inputs, ``dispatch`` rows)
@@ -56,7 +59,7 @@ from sim.errors import SimConfigError
 from sim.host_terms import HostTerms
 from sim.queues import DRAINED, EXACT, FLUSHED
 from sim.records import RunResult
-from sim.service import ServiceTable, draw_service
+from sim.service import ServiceTable, draw_service, two_piece_normal
 from sim.workload import Workload, streams
 
 __all__ = ["GATE", "SharedHost", "simulate_host"]
@@ -83,6 +86,7 @@ class SharedHost:
         self.gate_rate = gate_rate
         self.worker_rate = worker_rate
         self._speed = speed
+        self._base = speed
         self.busy_s = 0.0  # time with at least one thread at work
         self._left: dict[int, float] = {}  # thread -> remaining isolated work, s
         self._shared: dict[int, float] = {}  # thread -> its job's W / (W + speed·E) with company
@@ -93,8 +97,15 @@ class SharedHost:
 
     @property
     def speed(self) -> float:
-        """The host's speed alone (the run's duty speed)."""
+        """The host's speed alone now: the run's duty speed, over the current spell's factor."""
         return self._speed
+
+    def set_spell(self, factor: float) -> None:
+        """From now on every step takes ``factor`` times its wall time at the run's speed
+        (a slow spell of the machine above 1, a fast one below)."""
+        self._advance()
+        self._speed = self._base / factor
+        self._replan()
 
     def rate(self, thread: int) -> float:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
@@ -181,6 +192,7 @@ class SharedHost:
 SPEED_TOLERANCE = 4e-3  # the speed's fixed point is solved to this much (a 0.4-0.8% error
 # in host costs, well inside the 5% a prediction is judged by)
 MAX_SPEED_STEPS = 12
+SPELL_DRAWS = 4096  # spell factors drawn at a time
 
 
 def simulate_host(
@@ -198,13 +210,17 @@ def simulate_host(
     falls outside), so two to four runs usually suffice.
     """
     if not host.duty:
-        return _simulate_at(config, table, workload, host, 1.0)[0]
+        return _simulate_at(config, table, workload, host, 1.0, None)[0]
     lo, hi = min(host.duty_speed), 1.0
     speed = hi
+    duty = None
     for _ in range(MAX_SPEED_STEPS):
-        result, duty = _simulate_at(config, table, workload, host, speed)
+        result, last = _simulate_at(config, table, workload, host, speed, duty)
+        first, duty = duty is None, last
         gap = host.speed_at_duty(duty) - speed
         if abs(gap) <= SPEED_TOLERANCE or (speed == 1.0 and gap >= 0):
+            if first and host.duty_chain_s:  # the spells follow the run's duty: known now
+                result = _simulate_at(config, table, workload, host, speed, duty)[0]
             return result
         if gap > 0:
             lo = speed
@@ -231,7 +247,12 @@ def _local_root(host: HostTerms, busy_times_speed: float, lo: float, hi: float) 
 
 
 def _simulate_at(
-    config: SimConfig, table: ServiceTable, workload: Workload, host: HostTerms, speed: float
+    config: SimConfig,
+    table: ServiceTable,
+    workload: Workload,
+    host: HostTerms,
+    speed: float,
+    spell_duty: float | None,
 ) -> tuple[RunResult, float]:
     """One run with the host at ``speed``; returns it and the host's duty (busy ÷ span).
 
@@ -379,12 +400,24 @@ def _simulate_at(
                 yield env.timeout(t - env.now)
             cpu.delay_active(host.arrival_penalty_gate_s, host.arrival_penalty_worker_s)
 
+    spell = None if spell_duty is None else host.spell_at_duty(spell_duty)
+
+    def spells(window_s: float, p10: float, p90: float) -> Generator[simpy.Event, None, None]:
+        """The machine's spells: a new factor on every step's wall time each window (one
+        request's chain), drawn with the chain's measured p10 and p90 over its median."""
+        draw = streams(config.seed)["host"]
+        ones = np.ones(SPELL_DRAWS)
+        while True:
+            for f in two_piece_normal(draw, ones, p10, p90).tolist():
+                cpu.set_spell(f)
+                yield env.timeout(window_s)
+
     if host.arrival_penalty_gate_s > 0 or host.arrival_penalty_worker_s > 0:
         env.process(generator())
-    env.process(gate())
-    for d in range(n_dev):
-        env.process(worker(d))
-    env.run()
+    procs = [env.process(gate())] + [env.process(worker(d)) for d in range(n_dev)]
+    if spell is not None:
+        env.process(spells(*spell))
+    env.run(until=simpy.AllOf(env, procs))
 
     nb = len(b_expert)
     sizes = np.array([len(x) for x in b_members], dtype=np.int64)

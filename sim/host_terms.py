@@ -35,7 +35,10 @@ class HostTerms:
     (0, 1] of the gate / a worker while the other is active (1 = no
     interference); ``duty_speed[i]``: speed of the
     host while it is busy a fraction ``duty[i]`` of the time (increasing duty,
-    interpolated, held flat outside; empty = always 1);
+    interpolated, held flat outside; empty = always 1); ``duty_chain_s[i]``,
+    ``duty_p10[i]``, ``duty_p90[i]``: at that duty, one request's chain (median)
+    and its p10 and p90 over that median, the spells the host model draws a
+    factor on every step's wall time from, one per chain-long window (empty: none);
     ``handoff_gate_s[i]`` / ``handoff_worker_s[i]``: wall time from handing a
     waiting thread work (an arrival put in the gate's inbox, a batch notified
     to an idle device worker) to that thread running, after it waited
@@ -57,6 +60,9 @@ class HostTerms:
     worker_rate: float = 1.0
     duty: tuple[float, ...] = ()
     duty_speed: tuple[float, ...] = ()
+    duty_chain_s: tuple[float, ...] = ()
+    duty_p10: tuple[float, ...] = ()
+    duty_p90: tuple[float, ...] = ()
     handoff_idle_s: tuple[float, ...] = ()
     handoff_gate_s: tuple[float, ...] = ()
     handoff_worker_s: tuple[float, ...] = ()
@@ -83,6 +89,17 @@ class HostTerms:
         if not self.duty:
             return 1.0
         return float(np.interp(duty, self.duty, self.duty_speed))
+
+    def spell_at_duty(self, duty: float) -> tuple[float, float, float] | None:
+        """(window s, p10, p90) of the host's speed spells at ``duty``: one request's chain
+        and its spread, p10 / p90 over the median (None without them)."""
+        if not self.duty_chain_s:
+            return None
+        chain, p10, p90 = (
+            float(np.interp(duty, self.duty, c))
+            for c in (self.duty_chain_s, self.duty_p10, self.duty_p90)
+        )
+        return chain, p10, p90
 
     def gate_handoff(self, waited_s: float) -> float:
         """Seconds from an arrival to the gate running it, the gate having waited ``waited_s``."""
@@ -141,6 +158,17 @@ class HostTerms:
         for curve in (self.wake_handoff_s, self.wake_cost_s):
             if curve and (len(curve) != len(self.wake_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one wake time >= 0 per wake idle time")
+        if self.duty_chain_s and (
+            not len(self.duty_chain_s) == len(self.duty_p10) == len(self.duty_p90) == len(self.duty)
+            or min(self.duty_chain_s) <= 0
+            or any(
+                not 0.0 < lo <= 1.0 <= hi
+                for lo, hi in zip(self.duty_p10, self.duty_p90, strict=True)
+            )
+        ):
+            raise SimConfigError(
+                "host model: per duty, a chain > 0 and its p10 <= 1 <= p90 over the median"
+            )
         if list(self.wake_idle_s) != sorted(self.wake_idle_s):
             raise SimConfigError("host model: wake idle times must increase")
 
@@ -173,6 +201,9 @@ class HostTerms:
         at 1), so the curve also absorbs the noise of those isolated timings.
         Even back to back the chain costs more than its steps timed one kind at
         a time (each step finds the others' code and data in the caches).
+        The chain's own p10 and p90 over its median at each level (where the profile
+        has them) are the machine's spells at that duty: the host model draws a factor
+        on every step's wall time from them, one per chain-long window.
         The speeds are made non-decreasing in duty (pool-adjacent-violators):
         a busier host is never slower, and a non-monotone measured curve is the
         noise of the shared machine. Older profiles' ``wake`` rows
@@ -196,6 +227,7 @@ class HostTerms:
         comps = profile.components
         duty: tuple[float, ...] = ()
         speed: tuple[float, ...] = ()
+        spells: tuple[tuple[float, ...], ...] = ((), (), ())
         duty_rows = "duty_threads"  # timed in the server's two threads; older profiles: "duty"
         phases = _idle_curve(comps, duty_rows)
         if phases is None:
@@ -218,12 +250,17 @@ class HostTerms:
                         "per duty_threads level"
                     )
                 chains = [c - w for c, w in zip(chains, wake[2], strict=True)]
+            spread = _spread(comps, duty_rows)
             pairs = sorted(
-                (chain / (chain + idle), min(1.0, steps / chain))
-                for idle, chain in zip(phases[0], chains, strict=True)
+                (chain / (chain + idle), min(1.0, steps / chain), raw, lo, hi)
+                for idle, chain, raw, (lo, hi) in zip(
+                    phases[0], chains, phases[1], spread, strict=True
+                )
             )
-            duty = tuple(u for u, _ in pairs)
-            speed = tuple(float(x) for x in _non_decreasing([sp for _, sp in pairs]))
+            duty = tuple(p[0] for p in pairs)
+            speed = tuple(float(x) for x in _non_decreasing([p[1] for p in pairs]))
+            if all(p[3] > 0 for p in pairs):
+                spells = tuple(tuple(p[i] for p in pairs) for i in (2, 3, 4))
         gate_h, worker_h = _idle_curve(comps, "handoff_gate"), _idle_curve(comps, "handoff_worker")
         if (gate_h is None) != (worker_h is None) or (
             gate_h and worker_h and gate_h[0] != worker_h[0]
@@ -260,6 +297,9 @@ class HostTerms:
             worker_rate=min(1.0, v["worker_alone"] / v["worker_contended"]),
             duty=duty,
             duty_speed=speed,
+            duty_chain_s=spells[0],
+            duty_p10=spells[1],
+            duty_p90=spells[2],
             handoff_idle_s=handoff_idle,
             handoff_gate_s=() if gate_h is None else gate_h[1],
             handoff_worker_s=() if worker_h is None else worker_h[1],
@@ -311,6 +351,19 @@ def _wake_curves(
         )
     cost = tuple(max(0.0, a - b) for a, b in zip(first[1], warm[1], strict=True))
     return hand[0], hand[1], cost
+
+
+def _spread(comps: pl.DataFrame, component: str) -> list[tuple[float, float]]:
+    """(p10, p90) over the median of each ``component`` row, by idle time; (0, 0) where
+    the profile has no spread."""
+    rows = comps.filter(pl.col("component") == component).sort("idle_s")
+    if not {"latency_p10_s", "latency_p90_s"} <= set(rows.columns):
+        return [(0.0, 0.0)] * rows.height
+    out = []
+    for med, lo, hi in rows.select("latency_s", "latency_p10_s", "latency_p90_s").iter_rows():
+        ok = lo is not None and hi is not None and med > 0 and lo <= med <= hi
+        out.append((lo / med, hi / med) if ok else (0.0, 0.0))
+    return out
 
 
 def _idle_curve(

@@ -12,8 +12,10 @@ of predictions a host faster or slower by P % would give.
 What is scaled: the expert latency table (median, p10, p90), the gate and
 combine costs and batch overhead of the config, and the shared-host model's
 costs (dispatch, collect, hand-offs, loop overheads, arrival penalties, the
-time contention adds). Not scaled: the contention rates and the duty-speed
-curve, which are ratios, and the arrivals, which are the workload's own.
+time contention adds). Not scaled: the contention rates, the duty-speed curve
+and the spells' spread, which are ratios, the spells' windows (the same spells
+at the same instants, so that the band shows the costs and not a redraw), and
+the arrivals, which are the workload's own.
 """
 
 from __future__ import annotations

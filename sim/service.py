@@ -16,7 +16,7 @@ from sim.errors import SimConfigError
 from sim.host_terms import HostTerms
 from traces.profile import LatencyProfile
 
-__all__ = ["ServiceTable", "draw_service"]
+__all__ = ["ServiceTable", "draw_service", "two_piece_normal"]
 
 # Standard normal quantile of 0.9: p90 = median + Z90 * sigma_hi for a normal upper half.
 Z90 = 1.2815515655446004
@@ -87,8 +87,19 @@ def draw_service(
         return rng.exponential(med)
     if table.p10 is None or table.p90 is None:
         raise SimConfigError("service model 'spread' needs latency_p10_s/latency_p90_s columns")
-    # Two-piece normal: median as mode, halves scaled to hit p10 and p90; never below 10% of it.
-    z = rng.standard_normal(len(med))
-    hi = (table.p90[expert, size] - med) / Z90
-    lo = (med - table.p10[expert, size]) / Z90
+    return two_piece_normal(rng, med, table.p10[expert, size], table.p90[expert, size])
+
+
+def two_piece_normal(
+    rng: np.random.Generator,
+    median: np.ndarray | float,
+    p10: np.ndarray | float,
+    p90: np.ndarray | float,
+) -> np.ndarray:
+    """Draws with the given median, p10 and p90: a normal's halves scaled to hit each
+    quantile (measured spreads are skewed), never below 10% of the median."""
+    med = np.asarray(median, dtype=float)
+    z = rng.standard_normal(med.shape)
+    hi = (np.asarray(p90) - med) / Z90
+    lo = (med - np.asarray(p10)) / Z90
     return np.maximum(med + z * np.where(z > 0, hi, lo), 0.1 * med)

@@ -720,3 +720,93 @@ def test_check_applies_the_host_model_to_cpu_runs(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["check", str(cpu), "--profile", str(prof), "--terms", "replay",
                               "--host"])  # fmt: skip
     assert bad.exit_code == 2 and "--terms profile" in bad.stderr
+
+
+# --- the machine's spells ---------------------------------------------------------------
+
+
+def test_a_spell_stretches_the_work_left_from_its_start() -> None:
+    """Speed 0.5: the gate's 1.0 s of work takes 2.0 s alone. A spell of factor 2 from 1.0 s
+    (speed 0.25) leaves 0.5 s of work to do at 0.25: done at 3.0; one of factor 0.5 from
+    1.0 s (speed 1.0): done at 1.5."""
+    for factor, end in ((2.0, 3.0), (0.5, 1.5)):
+        env = simpy.Environment()
+        host = SharedHost(env, 1.0, 1.0, speed=0.5)
+        done: list[float] = []
+        env.process(_job_then_stamp(env, host, done))
+        env.process(_spell_at(env, host, 1.0, factor))
+        env.run()
+        assert done == [pytest.approx(end)]
+        assert host.speed == pytest.approx(0.5 / factor)
+
+
+def _job_then_stamp(
+    env: simpy.Environment, host: SharedHost, done: list[float]
+) -> Generator[simpy.Event, None, None]:
+    yield from host.work(GATE, 1.0)
+    done.append(env.now)
+
+
+def _spell_at(
+    env: simpy.Environment, host: SharedHost, at: float, factor: float
+) -> Generator[simpy.Event, None, None]:
+    yield env.timeout(at)
+    host.set_spell(factor)
+
+
+def _threads_frame(p10: float | None, p90: float | None) -> pl.DataFrame:
+    """The host test profile with its duty rows timed in two threads, with a spread."""
+    is_duty = pl.col("component") == "duty"
+    return host_profile_frame().with_columns(
+        pl.when(is_duty)
+        .then(pl.lit("duty_threads"))
+        .otherwise(pl.col("component"))
+        .alias("component"),
+        pl.when(is_duty).then(pl.col("latency_s") * p10 if p10 else None).alias("latency_p10_s"),
+        pl.when(is_duty).then(pl.col("latency_s") * p90 if p90 else None).alias("latency_p90_s"),
+    )
+
+
+def test_the_chains_spread_is_read_as_the_spells_per_duty() -> None:
+    """Each duty level keeps its chain and the chain's p10 / p90 over its median, in duty
+    order; levels without a spread (older profiles) give no spells."""
+    terms = HostTerms.from_profile(profile_from_frame(_threads_frame(0.8, 1.5)), 64)
+    assert terms is not None
+    by_duty = sorted((c / (c + i), c * 1e-6) for i, c in DUTY_ROWS)
+    assert terms.duty_chain_s == pytest.approx([c for _, c in by_duty])
+    assert terms.duty_p10 == pytest.approx([0.8] * 5) and terms.duty_p90 == pytest.approx([1.5] * 5)
+    mid = 0.5 * (by_duty[1][0] + by_duty[2][0])
+    window, p10, p90 = terms.spell_at_duty(mid)  # type: ignore[misc]
+    assert window == pytest.approx(0.5 * (by_duty[1][1] + by_duty[2][1]))
+    assert (p10, p90) == (pytest.approx(0.8), pytest.approx(1.5))
+    flat = HostTerms.from_profile(profile_from_frame(_threads_frame(None, None)), 64)
+    assert flat is not None and flat.spell_at_duty(0.5) is None
+    with pytest.raises(SimConfigError, match="p10 <= 1 <= p90"):
+        replace(terms, duty_p10=(1.2,) * 5)
+
+
+def _spell_run(p10: float, p90: float, n: int = 4000) -> np.ndarray:
+    """Latency ÷ its value without spells at B = 1, one request per 1 ms window."""
+    g, e, period = 1e-4, 1.5e-4, 1e-3
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=n, max_backlog=None,
+        gate_latency_s=g, warmup=0, host=True, seed=5,
+    )  # fmt: skip
+    work = Workload.from_lists([i * period for i in range(n)], [[0]] * n)
+    host = HostTerms(
+        np.zeros(2), duty=(0.0, 1.0), duty_speed=(1.0, 1.0), duty_chain_s=(period, period),
+        duty_p10=(p10, p10), duty_p90=(p90, p90),
+    )  # fmt: skip
+    res = simulate_host(cfg, ServiceTable.constant([[e]]), work, host)
+    return (res.completion_s - np.asarray(work.arrival_s)) / (g + e)
+
+
+def test_spells_give_each_request_its_windows_factor() -> None:
+    """Arrivals on the window boundaries and requests shorter than a window: each request
+    runs within one spell, so its latency is its work times that spell's factor, and the
+    latencies' p10 / median / p90 are the chain's (within sampling error of 4000 draws)."""
+    ratio = _spell_run(0.8, 1.5)
+    q10, q50, q90 = np.quantile(ratio, [0.1, 0.5, 0.9])
+    assert q50 == pytest.approx(1.0, abs=0.03)
+    assert q10 == pytest.approx(0.8, abs=0.02) and q90 == pytest.approx(1.5, abs=0.04)
+    np.testing.assert_allclose(_spell_run(1.0, 1.0, 200), 1.0, rtol=1e-9)  # no spread: none
