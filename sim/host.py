@@ -31,14 +31,14 @@ each window as long as one request's chain, every step's wall time is
 multiplied by a factor drawn from that chain's measured spread at the run's
 duty, so that a request's steps share their slowness as in the server.
 Every arrival that finds the gate waiting, and every batch that finds its
-worker waiting, first pays the measured hand-off time of waking that thread
-(a longer one when the gate thread that formed the batch goes straight on to
-its next request; the woken worker is then company for the gate while it
-waits: it contends for the interpreter lock and the core), and a woken
-worker's next step also pays the measured cold start of a first step after a
-wake; every arrival also costs each thread then at work the measured penalty
-of the load generator's wake-up; and the server's own loops add their
-measured overheads to the gate, dispatch and combine jobs.
+worker waiting, first pays the measured hand-off time of waking that thread,
+and a woken worker's next step also pays the measured cold start of a first
+step after a wake; a worker woken by a gate thread that goes straight on to
+its next request runs only once that gate is done (the gate thread keeps the
+interpreter lock meanwhile), after the plain hand-off; every arrival also
+costs each thread then at work the measured penalty of the load generator's
+wake-up; and the server's own loops add their measured overheads to the gate,
+dispatch and combine jobs.
 
 Host work per step (all isolated costs from the profile): the gate; per
 batch of b samples, the dispatch (gathering its inputs, ``dispatch`` rows)
@@ -73,9 +73,7 @@ class SharedHost:
 
     A thread runs one step at a time: ``yield from host.work(thread, seconds)``
     returns when ``seconds`` of isolated work are done at the speeds the set of
-    active threads allows; ``yield from host.hold(thread, seconds)`` keeps a thread
-    that does no work of its own present as company for that long (a woken thread
-    waiting to run). A single pending timeout (the next completion) is
+    active threads allows. A single pending timeout (the next completion) is
     kept; a change of the active set re-plans it and older timeouts are ignored.
     """
 
@@ -93,7 +91,6 @@ class SharedHost:
         self._done: dict[int, simpy.Event] = {}
         self._since = 0.0
         self._plan = 0  # version of the pending timeout
-        self._present: set[int] = set()  # threads held as company without work
 
     @property
     def speed(self) -> float:
@@ -109,7 +106,7 @@ class SharedHost:
 
     def rate(self, thread: int) -> float:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
-        if len(self._left) <= 1 and not self._present - {thread}:
+        if len(self._left) <= 1:
             return self._speed
         shared = self._shared.get(thread)
         if shared is not None:
@@ -133,19 +130,6 @@ class SharedHost:
         done = self._done[thread] = self.env.event()
         self._replan()
         yield done
-
-    def hold(self, thread: int, seconds: float) -> Generator[simpy.Event, None, None]:
-        """Keep ``thread`` present for ``seconds`` of wall time without work of its own:
-        the threads at work meanwhile run at their rates with company."""
-        if seconds <= 0:
-            return
-        self._advance()
-        self._present.add(thread)
-        self._replan()
-        yield self.env.timeout(seconds)
-        self._advance()
-        self._present.discard(thread)
-        self._replan()
 
     def delay_active(self, gate_s: float, worker_s: float) -> None:
         """Add to each thread now at work the work it would do in ``gate_s`` / ``worker_s`` of
@@ -283,7 +267,7 @@ def _simulate_at(
     generation = [0] * m  # bumps whenever a queue empties: stale flush deadlines see it
     ready: list[list[tuple[float, int, int]]] = [[] for _ in range(n_dev)]
     wake: list[simpy.Event | None] = [None] * n_dev
-    waker_busy = [False] * n_dev  # the gate went straight on after waking that worker
+    waker_busy = [False] * n_dev  # the gate went straight on to a gate after waking it
     cold = [0.0] * n_dev  # wall time a woken worker's next step pays for its cold start
     b_expert: list[int] = []
     b_kind: list[int] = []
@@ -293,6 +277,7 @@ def _simulate_at(
     b_start: list[float] = []
     b_end: list[float] = []
     state = {"drained": False, "gate_goes_on": False}
+    gate_job: list[simpy.Event] = [env.event()]  # succeeds when the gate's current job ends
 
     def form(e: int, kind: int) -> None:
         j = len(b_expert)
@@ -328,10 +313,12 @@ def _simulate_at(
                 waited = arrival[i] - free_since
                 yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
             gate_start[i] = env.now
+            gate_job[0] = env.event()
             yield from cpu.work(
                 GATE, config.gate_latency_s + host.gate_overhead_s, host.gate_contention_s
             )
             gate_done[i] = env.now
+            gate_job[0].succeed()
             free_since = env.now
             state["gate_goes_on"] = i + 1 < n and arrival[i + 1] <= env.now
             for e in experts[i, : k[i]].tolist():  # increasing expert index (§3)
@@ -360,13 +347,13 @@ def _simulate_at(
                 yield wake[d]
                 if ready[d]:  # woken by a batch: the notified thread takes a while to run
                     waited = env.now - since
-                    handoff = host.worker_handoff(waited, waker_busy[d])
-                    if waker_busy[d] and host.handoff_worker_busy_s:
-                        yield from cpu.hold(d, handoff)  # company for the gate meanwhile
-                    elif handoff > 0:
-                        yield env.timeout(handoff)
-                    waker_busy[d] = False
-                    cold[d] = host.worker_wake_cost(waited)
+                    if waker_busy[d] and host.shares_lock:  # the gate keeps the lock meanwhile
+                        waker_busy[d] = False
+                        yield gate_job[0]
+                        yield env.timeout(host.worker_handoff_after_gate(waited))
+                    else:
+                        yield env.timeout(host.worker_handoff(waited))
+                        cold[d] = host.worker_wake_cost(waited)
                 continue
             j = heapq.heappop(ready[d])[2]
             members = b_members[j]

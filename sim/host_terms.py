@@ -42,9 +42,7 @@ class HostTerms:
     ``handoff_gate_s[i]`` / ``handoff_worker_s[i]``: wall time from handing a
     waiting thread work (an arrival put in the gate's inbox, a batch notified
     to an idle device worker) to that thread running, after it waited
-    ``handoff_idle_s[i]`` (interpolated; empty = 0); ``handoff_worker_busy_s[i]``:
-    the worker's hand-off when the notifying gate thread goes straight on to its
-    next request (empty: the plain worker hand-off); ``wake_idle_s[i]``: a
+    ``handoff_idle_s[i]`` (interpolated; empty = 0); ``wake_idle_s[i]``: a
     worker's wait before a wake, at which ``wake_handoff_s[i]`` is its hand-off
     measured in the server's two-thread chain (used instead of
     ``handoff_worker_s`` when present) and ``wake_cost_s[i]`` the wall time its
@@ -66,7 +64,6 @@ class HostTerms:
     handoff_idle_s: tuple[float, ...] = ()
     handoff_gate_s: tuple[float, ...] = ()
     handoff_worker_s: tuple[float, ...] = ()
-    handoff_worker_busy_s: tuple[float, ...] = ()
     wake_idle_s: tuple[float, ...] = ()
     wake_handoff_s: tuple[float, ...] = ()
     wake_cost_s: tuple[float, ...] = ()
@@ -105,13 +102,21 @@ class HostTerms:
         """Seconds from an arrival to the gate running it, the gate having waited ``waited_s``."""
         return _at(waited_s, self.handoff_idle_s, self.handoff_gate_s)
 
-    def worker_handoff(self, waited_s: float, waker_busy: bool = False) -> float:
-        """Seconds from a batch's forming to its idle worker running, after ``waited_s``;
-        ``waker_busy``: the gate thread that formed it went straight on to another request."""
-        if waker_busy and self.handoff_worker_busy_s:
-            return _at(waited_s, self.handoff_idle_s, self.handoff_worker_busy_s)
+    def worker_handoff(self, waited_s: float) -> float:
+        """Seconds from a batch's forming to its idle worker running, after ``waited_s``."""
         if self.wake_handoff_s:
             return _at(waited_s, self.wake_idle_s, self.wake_handoff_s)
+        return _at(waited_s, self.handoff_idle_s, self.handoff_worker_s)
+
+    @property
+    def shares_lock(self) -> bool:
+        """Whether the threads interfere (measured contention, or rates below 1): then a
+        worker woken while the gate goes on waits for that gate, as it waits for the lock."""
+        return bool(self.gate_contention_s) or self.gate_rate < 1.0 or self.worker_rate < 1.0
+
+    def worker_handoff_after_gate(self, waited_s: float) -> float:
+        """Seconds from the end of the gate that kept a woken worker waiting to that worker
+        running: the plain notify hand-off (the notifier then blocks), after ``waited_s``."""
         return _at(waited_s, self.handoff_idle_s, self.handoff_worker_s)
 
     def worker_wake_cost(self, waited_s: float) -> float:
@@ -152,7 +157,7 @@ class HostTerms:
                 "host model: contention is a gate time and (dispatch, expert, combine) "
                 "worker times, all >= 0"
             )
-        for curve in (self.handoff_gate_s, self.handoff_worker_s, self.handoff_worker_busy_s):
+        for curve in (self.handoff_gate_s, self.handoff_worker_s):
             if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one hand-off time >= 0 per idle time")
         for curve in (self.wake_handoff_s, self.wake_cost_s):
@@ -210,9 +215,9 @@ class HostTerms:
         (one call after one sleep) are not read: the host's speed follows its
         duty over the last tens of milliseconds, not the last gap (system-model §8).
         The hand-off curves are the ``handoff_gate`` / ``handoff_worker`` rows
-        (profiles older than them have none: no hand-off time) and the
-        ``handoff_worker_busy`` rows, at the same idle times (older profiles: the
-        plain worker hand-off also when the gate goes on). The overheads
+        (profiles older than them have none: no hand-off time); older profiles'
+        ``handoff_worker_busy`` rows are not read (the notified worker waits for the
+        going-on gate's end in the server, not what that curve times). The overheads
         and penalties are the ``gate_overhead``, ``batch_overhead``,
         ``completion_overhead``, ``arrival_penalty_gate`` and
         ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``; none
@@ -270,12 +275,6 @@ class HostTerms:
                 "at the same idle times"
             )
         handoff_idle = () if gate_h is None else gate_h[0]
-        busy_h = _idle_curve(comps, "handoff_worker_busy")
-        if busy_h is not None and busy_h[0] != handoff_idle:
-            raise SimConfigError(
-                f"{profile.source}: handoff_worker_busy rows need the handoff_worker rows, "
-                "at the same idle times"
-            )
         over = {c: profile.component_latency_s(c) for c in LOOP_COMPONENTS}
         combine_cost = v["collect"] + float(combine or 0.0)
         extra_w = max(0.0, v["worker_contended"] - v["worker_alone"])
@@ -303,7 +302,6 @@ class HostTerms:
             handoff_idle_s=handoff_idle,
             handoff_gate_s=() if gate_h is None else gate_h[1],
             handoff_worker_s=() if worker_h is None else worker_h[1],
-            handoff_worker_busy_s=() if busy_h is None else busy_h[1],
             wake_idle_s=() if wake is None else wake[0],
             wake_handoff_s=() if wake is None else wake[1],
             wake_cost_s=() if wake is None else wake[2],

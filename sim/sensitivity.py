@@ -49,7 +49,6 @@ def _scale_host(host: HostTerms, factor: float) -> HostTerms:
         collect_s=host.collect_s * factor,
         handoff_gate_s=times(host.handoff_gate_s),
         handoff_worker_s=times(host.handoff_worker_s),
-        handoff_worker_busy_s=times(host.handoff_worker_busy_s),
         wake_handoff_s=times(host.wake_handoff_s),
         wake_cost_s=times(host.wake_cost_s),
         gate_overhead_s=host.gate_overhead_s * factor,

@@ -69,8 +69,9 @@ HOST_COMPONENTS = (
 )
 # curves over an idle time ``idle_s``: the host's chain at a duty (mean idle gap between
 # chains; ``duty_threads``: timed in the server's two threads, ``duty``: older profiles, in
-# one), the hand-off to a gate / device worker thread that waited that long, and to a
-# worker whose waker goes straight on to run the gate (optional: older profiles lack them);
+# one), the hand-off to a gate / device worker thread that waited that long (optional:
+# older profiles lack them), and, in profiles of 2026-11-24 ... 2026-12-02 only, to a worker
+# whose waker goes straight on to run the gate (``handoff_worker_busy``, no longer read);
 # ``wake``: older profiles' chain after one sleep, no longer read
 IDLE_COMPONENTS = (
     "duty_threads",

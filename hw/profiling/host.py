@@ -51,12 +51,10 @@ simulator's shared-host model.
   gate's inbox) and a ``Condition.notify`` to a thread in ``wait`` (an idle
   device worker). The server pays one of these on every arrival that finds
   the gate idle and on every batch that finds its worker idle.
-- ``handoff_worker_busy`` (one row per idle time): the same notify, but the
-  notifying thread then goes straight on to run the gate, as the server's gate
-  thread does when the next request is already in its inbox. The woken thread
-  then waits on a thread that keeps the interpreter lock and its core busy: on
-  this box 78–301 µs (median) where a notifier that blocks gives 47 µs, and
-  about one time in ten it runs only once the notifier's gates are done.
+- (profiles before 2026-12-02 also have ``handoff_worker_busy``: the notify,
+  then the gate in the notifying thread. The woken thread there often ran
+  during that one gate, where in the server it waits for the going-on gate's
+  end; the simulator no longer reads it, and it is no longer timed.)
 
 Every level of a curve is visited in a seeded random order (hand-offs: one
 call per visit; duty: phases, each visited ``duty_visits`` times, the first
@@ -205,10 +203,9 @@ def _queue_handoff() -> Iterator[Callable[[], float]]:
 
 
 @contextmanager
-def _notify_handoff(then: Callable[[], Any] | None = None) -> Iterator[Callable[[], float]]:
-    """A thread in ``Condition.wait`` (an idle device worker); the call notifies it, runs
-    ``then`` (if given: the notifier going on with its own work), and returns the seconds
-    from the notify until the woken thread ran."""
+def _notify_handoff() -> Iterator[Callable[[], float]]:
+    """A thread in ``Condition.wait`` (an idle device worker); the call notifies it and
+    returns the seconds from the notify until the woken thread ran."""
     cond = threading.Condition(threading.Lock())
     box: list[float | None] = []
     reply: queue.SimpleQueue[float] = queue.SimpleQueue()
@@ -229,8 +226,6 @@ def _notify_handoff(then: Callable[[], Any] | None = None) -> Iterator[Callable[
         with cond:
             box.append(time.perf_counter())
             cond.notify()
-        if then is not None:
-            then()
         return reply.get()
 
     try:
@@ -484,21 +479,12 @@ def measure_host(
                     chain, timing.idle_s, timing.duty_phase_s, timing.duty_visits, seed
                 )
             found.update(chain_curves(levels))
-            with (
-                _queue_handoff() as to_gate,
-                _notify_handoff() as to_worker,
-                _notify_handoff(then=gate) as to_busy_worker,
-            ):
+            with _queue_handoff() as to_gate, _notify_handoff() as to_worker:
                 for _ in range(5):
                     to_gate()
                     to_worker()
-                    to_busy_worker()
                 curves = idle_curves(
-                    {
-                        "handoff_gate": to_gate,
-                        "handoff_worker": to_worker,
-                        "handoff_worker_busy": to_busy_worker,
-                    },
+                    {"handoff_gate": to_gate, "handoff_worker": to_worker},
                     timing.idle_s,
                     timing.idle_calls,
                     seed=seed,

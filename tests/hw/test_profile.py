@@ -143,7 +143,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     for comp in HOST_COMPONENTS[1:]:
         assert f.filter(f["component"] == comp).height == 1, comp
     curves = f.filter(f["idle_s"].is_not_null())
-    hand_offs = ("handoff_gate", "handoff_worker", "handoff_worker_busy")
+    hand_offs = ("handoff_gate", "handoff_worker")
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step")
     assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs, *chain}
     for comp in chain:  # at the worker's mean wait of each duty level: gap + gate
@@ -173,7 +173,6 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert all(0 < v <= 1 for v in terms.duty_speed)
     assert list(terms.duty_speed) == sorted(terms.duty_speed)
     assert terms.handoff_idle_s == IDLE_S and terms.gate_handoff(0.0) > 0
-    assert len(terms.handoff_worker_busy_s) == len(IDLE_S)
     assert len(terms.wake_cost_s) == len(IDLE_S) and min(terms.wake_cost_s) >= 0
     assert terms.worker_handoff(1e-3) > 0
     from traces.profile import LOOP_COMPONENTS
@@ -302,9 +301,9 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     from hw.profiling.host import IDLE_S
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
-    # completion pair; 7 idle curves (duty, 3 hand-offs, the chain's hand-off and first and
+    # completion pair; 6 idle curves (duty, 2 hand-offs, the chain's hand-off and first and
     # next worker step); 3 server-loop overheads, 2 arrival penalties
-    assert doc["rows"] == 8 + 2 + 5 + 2 + 7 * len(IDLE_S) + 5
+    assert doc["rows"] == 8 + 2 + 5 + 2 + 6 * len(IDLE_S) + 5
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())

@@ -251,7 +251,7 @@ def test_regression_shipped_run_predicted_from_a_two_thread_profile() -> None:
     `hw profile` taken just before it (2026-12-02, this machine; both in traces/data), the
     profile with the duty chain timed in the server's two threads and the worker's wake
     from it: B >= 2 within the issue's tolerance (the ideal model misses B = 2), B = 1 p50
-    within it too, with the spells drawn from the chain's spread (recorded: -2.0 %; -12.7 %
+    within it too, with the spells drawn from the chain's spread (recorded: -2.2 %; -12.7 %
     before the spells were modelled, -54.8 % from the ideal model)."""
     from sim.host_terms import HostTerms
     from traces import data_path

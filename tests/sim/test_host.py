@@ -107,30 +107,6 @@ def test_additive_contention_is_paid_in_proportion_to_the_overlap() -> None:
     assert slow[GATE] == pytest.approx(1.1)
 
 
-def test_a_held_thread_is_company_without_work_of_its_own() -> None:
-    # Gate 0.3 s of work with 0.6 s of contention (rate 1/3 in company); a worker held
-    # present 0.1-0.3 s (woken, waiting to run). Alone to 0.1 (0.2 left), in company
-    # 0.1-0.3 (0.2 / 3 done), alone again for the last 0.4 / 3: done at 0.3 + 0.4 / 3.
-    env = simpy.Environment()
-    host = SharedHost(env, 1.0, 1.0)
-    done: dict[int, float] = {}
-
-    def gate() -> Generator[simpy.Event, None, None]:
-        yield from host.work(GATE, 0.3, 0.6)
-        done[GATE] = env.now
-
-    def held() -> Generator[simpy.Event, None, None]:
-        yield env.timeout(0.1)
-        yield from host.hold(0, 0.2)
-        done[0] = env.now
-
-    env.process(gate())
-    env.process(held())
-    env.run()
-    assert done == {GATE: pytest.approx(0.3 + 0.4 / 3), 0: pytest.approx(0.3)}
-    assert host.busy_s == pytest.approx(0.3 + 0.4 / 3)  # holding is not work
-
-
 def test_rates_of_one_mean_no_interference() -> None:
     done = _run_jobs([(GATE, 0.0, 1.0), (0, 0.1, 0.2), (1, 0.2, 0.3)], 1.0, 1.0)
     assert done == {GATE: pytest.approx(1.0), 0: pytest.approx(0.3), 1: pytest.approx(0.5)}
@@ -293,6 +269,8 @@ def test_arrivals_and_batches_that_find_their_thread_waiting_pay_its_hand_off() 
     assert res.gate_start_s.tolist() == pytest.approx([5.2e-4, 6.2e-4, 2.03e-3])
     # worker: woken by batch 0 at 0.62 (+50 µs) -> 0.67-0.87; batch 1 (formed 0.72) was
     # waiting, no hand-off: 0.87-1.07; batch 2 formed 2.13, worker idle again: 2.18-2.38
+    # (no contention in these terms: the threads do not share a lock, so the worker woken
+    # while the gate goes on runs at once)
     assert res.batch_start_s.tolist() == pytest.approx([6.7e-4, 8.7e-4, 2.18e-3])
     assert res.completion_s.tolist() == pytest.approx([8.7e-4, 1.07e-3, 2.38e-3])
 
@@ -318,42 +296,40 @@ def test_a_woken_worker_pays_the_chains_hand_off_and_its_cold_start() -> None:
     assert res.completion_s.tolist() == pytest.approx(
         [b0 + 2e-4, b0 + 4e-4, 2.13e-3 + 100e-6 + 2e-4]
     )
-    assert host.worker_handoff(5e-4, waker_busy=True) == pytest.approx(50e-6)  # no busy curve
+    assert host.worker_handoff_after_gate(5e-4) == pytest.approx(50e-6)  # the plain curve
 
 
-def test_a_worker_woken_while_the_gate_goes_on_pays_the_busy_hand_off_as_company() -> None:
+def test_a_worker_woken_while_the_gate_goes_on_waits_for_that_gate() -> None:
     """Requests 0 and 1 arrive together, request 2 alone at 2 ms; B = 1, k = 1, gate 100 µs
-    with 200 µs of contention (rate 1/3 in company), expert 300 µs without contention.
-    Worker hand-off 50 µs, 100 µs when the gate goes straight on to a waiting request."""
+    with 200 µs of contention, expert 300 µs. Plain worker hand-off 50 µs; the chain's
+    hand-off and cold start (used for a worker woken by a gate that then blocks) 80 and
+    30 µs. In the server a worker notified by a gate thread that goes straight on to its
+    next request runs only once that gate is done (benchmarks/README.md, session 8)."""
     cfg = SimConfig(
         batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=3, max_backlog=None,
         gate_latency_s=1e-4, warmup=0, host=True,
     )  # fmt: skip
     work = Workload.from_lists([0.0, 0.0, 2e-3], [[0], [0], [0]])
-    plain = HostTerms(
+    host = HostTerms(
         np.zeros(2),
         gate_contention_s=2e-4,
         worker_contention_s=(0.0, 0.0, 0.0),
         handoff_idle_s=(0.0, 1e-3),
         handoff_gate_s=(10e-6, 10e-6),
         handoff_worker_s=(50e-6, 50e-6),
+        wake_idle_s=(0.0, 1e-3),
+        wake_handoff_s=(80e-6, 80e-6),
+        wake_cost_s=(30e-6, 30e-6),
     )
-    busy = replace(plain, handoff_worker_busy_s=(100e-6, 100e-6))
-    table = ServiceTable.constant([[3e-4]])
-    res = simulate_host(cfg, table, work, busy)
-    # gate 0-0.1 ms alone; batch 0 formed at 0.1 with request 1 waiting: the worker is held
-    # 0.1-0.2 as company (the gate does 0.1 / 3 of request 1), then runs its batch 0.2-0.5
-    # while the gate, still in company, does its last 0.2 / 3 in 0.2 ms: done at 0.4.
-    # Batch 1 waits for the worker: 0.5-0.8. Request 2 wakes the gate (+10 µs): 2.01-2.11
-    # alone; the gate does not go on, so the plain hand-off: 2.16-2.46.
-    assert res.gate_done_s.tolist() == pytest.approx([1e-4, 4e-4, 2.11e-3])
-    assert res.batch_start_s.tolist() == pytest.approx([2e-4, 5e-4, 2.16e-3])
-    assert res.completion_s.tolist() == pytest.approx([5e-4, 8e-4, 2.46e-3])
-    # without the busy curve: the plain 50 µs and no company until the batch starts at 0.15;
-    # the gate does 0.05 alone, then its last 0.05 at rate 1/3: done at 0.3
-    old = simulate_host(cfg, table, work, plain)
-    assert old.gate_done_s.tolist() == pytest.approx([1e-4, 3e-4, 2.11e-3])
-    assert old.batch_start_s.tolist() == pytest.approx([1.5e-4, 4.5e-4, 2.16e-3])
+    res = simulate_host(cfg, ServiceTable.constant([[3e-4]]), work, host)
+    # gate 0-0.1 ms; batch 0 formed at 0.1 with request 1 waiting: the gate runs request 1
+    # 0.1-0.2 alone (the woken worker is not company), the worker starts 50 µs after it:
+    # batch 0 at 0.25-0.55, no cold start; batch 1 (formed at 0.2) follows at 0.55-0.85.
+    # Request 2 wakes the gate (+10 µs): 2.01-2.11; the gate does not go on, so the
+    # worker, idle since 0.85, pays the chain's hand-off and cold start: 2.11 + 0.08 + 0.03.
+    assert res.gate_done_s.tolist() == pytest.approx([1e-4, 2e-4, 2.11e-3])
+    assert res.batch_start_s.tolist() == pytest.approx([2.5e-4, 5.5e-4, 2.22e-3])
+    assert res.completion_s.tolist() == pytest.approx([5.5e-4, 8.5e-4, 2.52e-3])
 
 
 def test_host_speed_is_the_fixed_point_of_the_measured_duty_curve() -> None:
@@ -597,33 +573,23 @@ def test_the_chains_wake_curves_are_read_and_their_cold_start_leaves_the_duty_sp
         )
 
 
-def test_the_busy_worker_hand_off_is_read_with_the_other_curves() -> None:
-    """``handoff_worker_busy`` rows give the hand-off when the gate goes on; without them it
-    is the plain one; on other idle times than the plain curves they are refused."""
+def test_older_profiles_busy_hand_off_rows_are_not_read() -> None:
+    """``handoff_worker_busy`` rows (profiles before 2026-12-02) change nothing, on any
+    idle times: a worker woken while the gate goes on waits for that gate's end."""
     busy = pl.DataFrame(
         {
             "expert": [-1] * 3,
             "batch_size": [1] * 3,
             "latency_s": [w * 1e-6 for w in (200, 300, 400)],
             "component": ["handoff_worker_busy"] * 3,
-            "idle_s": [i for i, _, _ in HANDOFF_ROWS],
+            "idle_s": [2 * i + 1e-4 for i, _, _ in HANDOFF_ROWS],
         }
     )
     frame = pl.concat([host_profile_frame(), busy], how="diagonal_relaxed")
     terms = HostTerms.from_profile(profile_from_frame(frame), 64)
     assert terms is not None
-    assert terms.worker_handoff(5e-4, waker_busy=True) == pytest.approx(250e-6)
     assert terms.worker_handoff(5e-4) == pytest.approx(45e-6)
-    older = HostTerms.from_profile(profile_from_frame(host_profile_frame()), 64)
-    assert older is not None and older.worker_handoff(5e-4, waker_busy=True) == pytest.approx(45e-6)
-    shifted = frame.with_columns(
-        pl.when(pl.col("component") == "handoff_worker_busy")
-        .then(pl.col("idle_s") * 2)
-        .otherwise(pl.col("idle_s"))
-        .alias("idle_s")
-    )
-    with pytest.raises(SimConfigError, match="handoff_worker_busy"):
-        HostTerms.from_profile(profile_from_frame(shifted), 64)
+    assert terms.worker_handoff_after_gate(5e-4) == pytest.approx(45e-6)
 
 
 def test_host_off_changes_nothing(host_profile_path: Path, test_profile_path: Path) -> None:

@@ -38,7 +38,6 @@ def _host() -> HostTerms:
         handoff_idle_s=(0.0, 1e-3),
         handoff_gate_s=(1e-5, 5e-5),
         handoff_worker_s=(2e-5, 6e-5),
-        handoff_worker_busy_s=(3e-5, 7e-5),
         wake_idle_s=(1e-4, 2e-3),
         wake_handoff_s=(4e-5, 5e-5),
         wake_cost_s=(2e-5, 5e-5),
