@@ -21,6 +21,7 @@ from sim.runner import (
     PointRun,
     auto_jobs,
     default_profile_path,
+    noisy_profile_note,
     parse_b_values,
     profile_has_host_terms,
     profile_is_cpu,
@@ -199,6 +200,7 @@ def run_cmd(
         raise SimConfigError("--chrome-trace needs exactly one B value")
     spec = _gate_spec(k, gate, routing)
     prof = read_profile(profile or default_profile_path())
+    _warn_noisy(profile or default_profile_path())
     trace = read_routing(routing) if routing is not None else None
     m = experts or (trace.n_experts if trace is not None else len(prof.experts))
     if gate_latency_s is None:
@@ -309,6 +311,7 @@ def sweep_cmd(
         max(p.config.n_experts for p in spec.points),
         max(p.config.batch_size for p in spec.points),
     )
+    _warn_noisy(Path(spec.profile))
     with progress_bar() as bar:
         task = bar.add_task("sweep points", total=len(spec.points))
         table, ran = run_sweep(
@@ -395,6 +398,8 @@ def check_cmd(
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     rows = check_runs(measured, profile, tol, service, which, host, spread)
+    if which is Terms.PROFILE:
+        _warn_noisy(profile or default_profile_path())
     if json_:
         for r in rows:
             print(json.dumps(r.to_json()))
@@ -449,6 +454,13 @@ def check_cmd(
                 "runs' own spread: more runs are needed to tell a model error from noise"
             )
         raise typer.Exit(1)
+
+
+def _warn_noisy(profile: Path) -> None:
+    """Say so on stderr when the profile was measured on a machine changing speed."""
+    note = noisy_profile_note(profile)
+    if note is not None:
+        err_console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ contract never see them (:meth:`LatencyProfile.component_latency_s`).
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ __all__ = [
     "LatencyProfile",
     "ProfileError",
     "ProfileExtrapolationWarning",
+    "meta_path",
     "profile_from_frame",
+    "profile_variation",
     "read_profile",
     "steps_path",
     "write_profile",
@@ -179,6 +182,26 @@ def steps_path(path: str | Path) -> Path:
     """
     path = Path(path)
     return path.with_name(f"{path.stem}.steps{path.suffix}")
+
+
+def meta_path(path: str | Path) -> Path:
+    """Where ``hw profile`` records how it measured the profile at ``path``
+    (``NAME.parquet.meta.json``: its settings, device and run-to-run variation)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.meta.json")
+
+
+def profile_variation(path: str | Path) -> float | None:
+    """The median run-to-run variation of the profile's medians ((max - min) / min over passes)
+    that ``hw profile`` recorded beside it; None where it recorded none (a profile from
+    another tool, one pass, or an unreadable record: the record is not part of the
+    profile contract, so its absence is never an error)."""
+    try:
+        meta = json.loads(meta_path(path).read_text())
+        value = float(meta["variation"]["median_rel"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if np.isfinite(value) and value >= 0 else None
 
 
 def _read_table(path: Path) -> pl.DataFrame:

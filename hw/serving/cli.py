@@ -142,7 +142,7 @@ def profile_cmd(
     """Per-expert latency against batch size, plus the gate's and the combine step's cost."""
     from hw.profiling.profile import ProfileConfig, run_profile
     from traces.atomic import atomic_write_text
-    from traces.profile import write_profile
+    from traces.profile import meta_path, write_profile
 
     _check_out(out, (".parquet", ".csv"), force)
     if warmup < 0 or min_calls < 1 or min_time_s < 0 or idle_calls < 1 or not duty_phase_s > 0:
@@ -194,7 +194,7 @@ def profile_cmd(
             result = run_profile(cfg)
     write_profile(result.frame, out)
     meta = {**result.meta(), "slurm_job": job}
-    atomic_write_text(out.with_name(out.name + ".meta.json"), json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(meta_path(out), json.dumps(meta, indent=1) + "\n")
     _print_profile(result, out, json_)
 
 
@@ -259,7 +259,7 @@ def _host_terms_line(frame: Any) -> str:
 def _print_profile(result: Any, out: Path, json_: bool) -> None:
     import polars as pl
 
-    from traces.profile import steps_path
+    from traces.profile import meta_path, steps_path
 
     frame = result.frame
     var = None if result.variation is None else result.variation.to_dict()
@@ -298,7 +298,7 @@ def _print_profile(result: Any, out: Path, json_: bool) -> None:
             f"p90 {var['p90_rel']:.1%}, max {var['max_rel']:.1%} ({var['worst']})"
         )
     out_console.print(
-        f"wrote {out}, {steps_path(out).name} and {out.name}.meta.json in {result.wall_s:.1f} s"
+        f"wrote {out}, {steps_path(out).name} and {meta_path(out).name} in {result.wall_s:.1f} s"
     )
 
 

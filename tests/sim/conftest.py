@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from traces.profile import write_profile
+from traces.profile import meta_path, write_profile
 
 TEST_PROFILE_EXPERTS = 8
 TEST_PROFILE_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -32,6 +33,16 @@ def sim_fixture_profile_frame(n_experts: int = TEST_PROFILE_EXPERTS) -> pl.DataF
 def test_profile_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sim-profile") / "TEST-sim-fixture-profile.parquet"
     write_profile(sim_fixture_profile_frame(), path)
+    return path
+
+
+def profile_with_variation(directory: Path, variation: float) -> Path:
+    """The TEST profile as ``hw profile`` would leave it after passes that differ by
+    ``variation`` (its record beside it)."""
+    path = directory / f"TEST-profile-varied-{variation:g}.parquet"
+    write_profile(sim_fixture_profile_frame(), path)
+    record = {"device": "cpu:test", "variation": {"median_rel": variation, "worst": "gate b=1"}}
+    meta_path(path).write_text(json.dumps(record))
     return path
 
 

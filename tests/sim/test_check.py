@@ -27,7 +27,7 @@ from sim.workload import make_workload
 from traces.profile import ProfileError, profile_from_frame
 from traces.serving import write_records
 
-from .conftest import sim_fixture_profile_frame
+from .conftest import profile_with_variation, sim_fixture_profile_frame
 
 runner = CliRunner()
 
@@ -81,6 +81,18 @@ def test_check_passes_on_a_faithful_run(faithful: Path, test_profile_path: Path)
     assert res.exit_code == 0, res.stderr
     docs = [json.loads(x) for x in res.stdout.splitlines()]
     assert [d["B"] for d in docs] == [1, 4, 16] and all(d["within"] for d in docs)
+
+
+def test_check_flags_a_profile_measured_while_the_machine_changed_speed(
+    faithful: Path, tmp_path: Path
+) -> None:
+    noisy = str(profile_with_variation(tmp_path, 0.5))
+    res = runner.invoke(app, ["check", str(faithful), "--profile", noisy, "--json"])
+    assert res.exit_code == 0, res.stderr  # the same prediction: still within tolerance
+    assert "differ by 50%" in " ".join(res.stderr.split())
+    # --terms replay takes every cost from the run, none from the profile: nothing to say
+    res = runner.invoke(app, ["check", str(faithful), "--profile", noisy, "--terms", "replay"])
+    assert "warning" not in res.stderr
 
 
 def test_check_exits_1_when_the_hardware_is_slower(slower: Path, test_profile_path: Path):

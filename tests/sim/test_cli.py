@@ -18,7 +18,7 @@ from traces.profile import write_profile
 from traces.routing import RoutingTrace, write_routing
 from traces.serving import read_records, read_summary, summary_path
 
-from .conftest import sim_fixture_profile_frame
+from .conftest import profile_with_variation, sim_fixture_profile_frame
 
 runner = CliRunner()
 
@@ -232,3 +232,16 @@ def test_chrome_trace_has_every_batch_on_its_device(test_profile_path: Path, tmp
         str(tmp_path / "x.json"),
     )
     assert code == 2 and "one B value" in err
+
+
+def test_a_profile_measured_while_the_machine_changed_speed_is_flagged(tmp_path: Path) -> None:
+    args = ["--B", "2", "--requests", "2000", "--json"]
+    noisy = _run(*args, "--profile", str(profile_with_variation(tmp_path, 0.86)))
+    steady = _run(*args, "--profile", str(profile_with_variation(tmp_path, 0.02)))
+    assert noisy[0] == steady[0] == 0
+    assert noisy[1] == steady[1]  # the note changes no number
+    said = " ".join(noisy[2].split())
+    assert "warning:" in said and "differ by 86%" in said and "quiet machine" in said
+    assert "warning" not in steady[2]
+    # the bundled default profile was measured steadily enough to say nothing
+    assert "warning" not in _run("--B", "1", "--requests", "500", "--json")[2]

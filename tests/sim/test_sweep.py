@@ -19,6 +19,8 @@ from sim.errors import SweepSpecError
 from sim.runner import simulate_summary
 from sim.sweep import load_spec, parts_dir, run_sweep, slurm_cluster
 
+from .conftest import profile_with_variation
+
 runner = CliRunner()
 
 
@@ -127,11 +129,13 @@ def test_killed_sweep_process_resumes_to_the_same_table(
     assert_frame_equal(table, fresh)
 
 
-def test_cli_sweep_json_and_table(tmp_path: Path, test_profile_path: Path) -> None:
-    path = _spec(tmp_path, test_profile_path, requests=1000, seeds="0")
+def test_cli_sweep_json_and_table(tmp_path: Path) -> None:
+    noisy = profile_with_variation(tmp_path, 0.4)  # measured while the machine changed speed
+    path = _spec(tmp_path, noisy, requests=1000, seeds="0")
     res = runner.invoke(app, ["sweep", str(path), "--threads", "--workers", "1", "--json"])
     assert res.exit_code == 0, res.stderr
     assert len(res.stdout.strip().splitlines()) == 6
+    assert "differ by 40%" in " ".join(res.stderr.split())
     res = runner.invoke(app, ["sweep", str(path), "--threads"])
     assert res.exit_code == 0 and "0 points run now, 6 already finished" in res.stderr
 

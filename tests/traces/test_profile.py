@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -115,3 +116,19 @@ def test_a_component_column_in_the_contract_file_is_refused(tmp_path: Path) -> N
     _frame().with_columns(pl.lit("expert").alias("component")).write_parquet(path)
     with pytest.raises(ProfileError, match="steps file"):
         read_profile(path)
+
+
+def test_profile_variation_is_read_from_hw_profiles_record(tmp_path: Path) -> None:
+    from traces.profile import meta_path, profile_variation
+
+    path = tmp_path / "p.parquet"
+    write_profile(_frame(), path)
+    assert meta_path(path) == tmp_path / "p.parquet.meta.json"
+    assert profile_variation(path) is None  # another tool's profile: no record, no error
+    record = {"device": "cpu:test", "variation": {"median_rel": 0.31, "max_rel": 0.9}}
+    meta_path(path).write_text(json.dumps(record))
+    assert profile_variation(path) == pytest.approx(0.31)
+    for broken in ("{not json", '{"variation": null}', '{"variation": {"median_rel": -1}}',
+                   '{"variation": {"median_rel": "NaN"}}', "[]"):  # fmt: skip
+        meta_path(path).write_text(broken)
+        assert profile_variation(path) is None, broken
