@@ -62,8 +62,10 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "error_pct": pl.Float64(),
     "tolerance_pct": pl.Float64(),
     "within": pl.Boolean(),
+    "profile_variation": pl.Float64(),
 }
-"""``sim check --json`` lines, one row per (B, metric); tolerance from ``<file>.meta.json``."""
+"""``sim check --json`` lines, one row per (B, metric); tolerance from ``<file>.meta.json``;
+``profile_variation``: the profile's recorded run-to-run variation (null: unrecorded)."""
 
 
 @dataclass(frozen=True)
@@ -159,9 +161,15 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "error_pct": err,
                     "tolerance_pct": tolerance.get(metric),
                     "within": bool(d["within"]),
+                    "profile_variation": _float_or_none(d.get("profile_variation")),
                 }
             )
     return pl.DataFrame(rows, schema=SIMCHECK_SCHEMA)
+
+
+def _float_or_none(value: object) -> float | None:
+    """A number of a JSON line, or None for null, absent or not a number (older outputs)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 VERIFY_SCHEMA: dict[str, pl.DataType] = {

@@ -15,6 +15,7 @@ import polars as pl
 from reports.chart import MIB
 from reports.figures_queues import points_table
 from reports.inputs import Inputs
+from traces.profile import NOISY_PROFILE
 
 __all__ = ["render_writeup"]
 
@@ -263,9 +264,23 @@ def _fidelity(inp: Inputs, report: str) -> str:
     out.append(
         f"\n**Conclusion.** {within} of {total} (point, metric) pairs are within tolerance. "
         + ("The model is faithful at every point checked." if not misses else f"Outside: {misses}.")
+        + _noisy_profile(c)
         + "\n"
     )
     return "\n".join(out)
+
+
+def _noisy_profile(check: pl.DataFrame) -> str:
+    """A caveat when the profile behind the predictions was measured on a moving machine."""
+    worst = check["profile_variation"].max() if "profile_variation" in check.columns else None
+    if not isinstance(worst, float) or worst <= NOISY_PROFILE:
+        return ""
+    return (
+        f" Caveat: the latency profile behind these predictions varied by {worst:.0%} between "
+        "hw profile's passes: the machine changed speed while it was measured, and the "
+        "errors above carry that; profile again on a quiet machine before reading them as "
+        "the model's."
+    )
 
 
 def _steps(inp: Inputs, report: str) -> str:

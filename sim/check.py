@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from sim.sensitivity import scale_costs
 from sim.service import ServiceTable
 from sim.terms import ServiceTerms, replay_terms, sampled_terms
 from sim.workload import Workload
-from traces.profile import LatencyProfile, read_profile
+from traces.profile import LatencyProfile, profile_variation, read_profile
 from traces.serving import ServeConfig, read_records, summarize
 
 __all__ = [
@@ -104,6 +104,9 @@ class CheckRow:
     # per metric, the standard error of ``error_pct`` over the runs (their paired
     # simulated - measured differences): how finely the runs resolve the error
     error_se_pct: dict[str, float] | None = None
+    # hw profile's recorded run-to-run variation of the profile the costs came from (None:
+    # unrecorded, or costs taken from the run): how much the machine moved while profiled
+    profile_variation: float | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -148,6 +151,7 @@ class CheckRow:
             "within": self.within,
             "overloaded": self.overloaded,
             "host": self.host,
+            "profile_variation": self.profile_variation,
             **extra,
         }
 
@@ -238,7 +242,18 @@ def check_run(
     if records.height == 0:
         raise CheckError(f"{measured_path}: the measured run has no records")
     profile = read_profile(profile_path or default_profile_path())
-    return _check_loaded(records, cfg, profile, tolerance, service, terms, host, sensitivity)
+    rows = _check_loaded(records, cfg, profile, tolerance, service, terms, host, sensitivity)
+    return _with_variation(rows, profile_path, terms)
+
+
+def _with_variation(
+    rows: list[CheckRow], profile_path: str | Path | None, terms: Terms
+) -> list[CheckRow]:
+    """The rows with the profile's recorded variation, where the costs came from it."""
+    if terms is not Terms.PROFILE:
+        return rows
+    variation = profile_variation(profile_path or default_profile_path())
+    return [replace(r, profile_variation=variation) for r in rows]
 
 
 def _check_loaded(
@@ -361,7 +376,7 @@ def check_runs(
         for records, cfg in loaded
     ]
     if len(per_run) == 1:
-        return per_run[0]
+        return _with_variation(per_run[0], profile_path, terms)
     by_b = [{r.B: r for r in rows} for rows in per_run]
     for path, rows in zip(measured_paths, by_b, strict=True):
         if rows.keys() != by_b[0].keys():
@@ -369,7 +384,8 @@ def check_runs(
                 f"{path} has records for B = {sorted(rows)}, {measured_paths[0]} for "
                 f"B = {sorted(by_b[0])}: not repeats of one command"
             )
-    return [_mean_row([rows[b] for rows in by_b], tol) for b in sorted(by_b[0])]
+    means = [_mean_row([rows[b] for rows in by_b], tol) for b in sorted(by_b[0])]
+    return _with_variation(means, profile_path, terms)
 
 
 def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:

@@ -24,6 +24,7 @@ from sim.workload import Workload, make_workload
 from traces import data_path
 from traces.cli_support import parse_int_list
 from traces.profile import (
+    NOISY_PROFILE,
     LatencyProfile,
     ProfileExtrapolationWarning,
     profile_variation,
@@ -46,11 +47,6 @@ __all__ = [
 ]
 
 DEFAULT_PROFILE = "profiles/cpu-default.parquet"
-# A profile whose medians moved more than this between hw profile's passes was measured
-# while the machine changed speed by as much, an error every prediction from it inherits
-# (one at 86 % predicted a p50 of 54 ms where six runs gave 0.9-17 ms: benchmarks/README.md,
-# "Fidelity, session 9"); the bundled profiles lie at 0.6-25 %.
-NOISY_PROFILE = 0.25
 
 
 def default_profile_path() -> Path:

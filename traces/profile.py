@@ -32,6 +32,7 @@ __all__ = [
     "HOST_COMPONENTS",
     "IDLE_COMPONENTS",
     "LOOP_COMPONENTS",
+    "NOISY_PROFILE",
     "OPTIONAL_COLUMNS",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
@@ -182,6 +183,13 @@ def steps_path(path: str | Path) -> Path:
     """
     path = Path(path)
     return path.with_name(f"{path.stem}.steps{path.suffix}")
+
+
+# A profile whose medians moved more than this between hw profile's passes was measured
+# while the machine changed speed by as much, an error every prediction from it inherits
+# (one at 86 % predicted a p50 of 54 ms where six runs gave 0.9-17 ms: benchmarks/README.md,
+# "Fidelity, session 9"); the bundled profiles lie at 0.6-25 %.
+NOISY_PROFILE = 0.25
 
 
 def meta_path(path: str | Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import sys
 from pathlib import Path
@@ -88,6 +89,25 @@ def test_writeup_answers_every_question_from_the_files(small_run: Path, tmp_path
     # reuse folded in (exact here), the plain graph/1 error (25 %) is shown beside it
     assert "| inductor | 1 | 0.000 | 0.000 | 25.000 | 1 |" in text
     assert "fx level worst 0.05 %; inductor level worst 0.00 %" in text
+
+
+def test_writeup_cautions_when_the_checks_profile_was_measured_on_a_moving_machine(
+    small_run: Path, tmp_path: Path
+) -> None:
+    check = small_run / "simcheck.jsonl"
+    lines = [json.loads(x) for x in check.read_text().splitlines()]
+    texts = {}
+    for variation in (0.02, 0.4, None):  # steady, moving, unrecorded (older outputs)
+        check.write_text("".join(json.dumps({**x, "profile_variation": variation}) + "\n"
+                                 for x in lines))  # fmt: skip
+        out = tmp_path / f"results-{variation}.md"
+        res = runner.invoke(app, ["writeup", str(small_run), "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        texts[variation] = out.read_text()
+    assert "varied by 40% between hw profile's passes" in texts[0.4]
+    assert "Caveat" not in texts[0.02] and "Caveat" not in texts[None]
+    # the caveat adds to the fidelity conclusion, it does not replace it
+    assert "3 of 4 (point, metric) pairs are within tolerance" in texts[0.4]
 
 
 def test_demo_covers_every_tool_in_order(tmp_path: Path) -> None:

@@ -90,6 +90,10 @@ def test_check_flags_a_profile_measured_while_the_machine_changed_speed(
     res = runner.invoke(app, ["check", str(faithful), "--profile", noisy, "--json"])
     assert res.exit_code == 0, res.stderr  # the same prediction: still within tolerance
     assert "differ by 50%" in " ".join(res.stderr.split())
+    docs = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [d["profile_variation"] for d in docs] == [0.5] * 3  # for the report's caveat
+    assert all(r.profile_variation == 0.5 for r in check_runs([faithful, faithful], noisy))
+    assert check_run(faithful, noisy, terms=Terms.REPLAY)[0].profile_variation is None
     # --terms replay takes every cost from the run, none from the profile: nothing to say
     res = runner.invoke(app, ["check", str(faithful), "--profile", noisy, "--terms", "replay"])
     assert "warning" not in res.stderr
