@@ -408,3 +408,27 @@ def test_profile_component_rows_are_validated() -> None:
         )
     with pytest.raises(ProfileError, match=">= 0"):  # no component column: the old contract
         profile_from_frame(pl.DataFrame(base))
+
+
+@pytest.mark.parametrize("json_", [False, True])
+def test_cli_warns_when_the_profiles_passes_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, json_: bool
+) -> None:
+    import dataclasses
+
+    import hw.profiling.profile as profiling
+    from hw.profiling.profile import Variation
+    from traces.profile import profile_variation
+
+    small = {"n_experts": 2, "d_model": 8, "expert_hidden": 8}
+    cfg = ProfileConfig(model=small, batch_sizes=(1,), min_calls=3, min_time_s=0.0, rounds=1,
+                        host_terms=False)  # fmt: skip
+    measured = run_profile(cfg)  # a real result; only its recorded variation is replaced
+    for median, says in ((0.6, True), (0.05, False)):
+        moved = dataclasses.replace(measured, variation=Variation(median, 0.9, 1.2, "gate b=1"))
+        monkeypatch.setattr(profiling, "run_profile", lambda cfg, *a, _r=moved, **k: _r)
+        out = tmp_path / f"p-{median}.parquet"
+        res = runner.invoke(app, ["profile", "--out", str(out), *ARGS, *(["--json"] * json_)])
+        assert res.exit_code == 0, res.output
+        assert ("differ by 60%" in " ".join(res.stderr.split())) is says
+        assert profile_variation(out) == pytest.approx(median)  # what sim reads back
