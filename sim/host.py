@@ -269,6 +269,7 @@ def _simulate_at(
     wake: list[simpy.Event | None] = [None] * n_dev
     waker_busy = [False] * n_dev  # the gate went straight on to a gate after waking it
     cold = [0.0] * n_dev  # wall time a woken worker's next step pays for its cold start
+    cold_gather = [0.0] * n_dev  # the part of it in that step's gather
     b_expert: list[int] = []
     b_kind: list[int] = []
     b_formed: list[float] = []
@@ -354,18 +355,25 @@ def _simulate_at(
                     else:
                         yield env.timeout(host.worker_handoff(waited))
                         cold[d] = host.worker_wake_cost(waited)
+                        cold_gather[d] = host.worker_wake_gather_cost(waited)
                 continue
             j = heapq.heappop(ready[d])[2]
             members = b_members[j]
-            # the cold start is measured wall time at the run's speed: as work, cost x speed
+            # the cold start is measured wall time at the run's speed: as work, cost x speed;
+            # it falls partly in the gather (before the batch's start), partly in the expert
+            gather_cold, expert_cold = cold_gather[d], cold[d] - cold_gather[d]
+            cold[d] = cold_gather[d] = 0.0
             yield from cpu.work(
                 d,
-                float(host.dispatch_s[len(members)]) + host.batch_overhead_s + cold[d] * cpu.speed,
+                float(host.dispatch_s[len(members)])
+                + host.batch_overhead_s
+                + gather_cold * cpu.speed,
                 host.worker_contention(0),
             )
-            cold[d] = 0.0
             b_start[j] = env.now
-            yield from cpu.work(d, b_service[j], host.worker_contention(1))
+            yield from cpu.work(
+                d, b_service[j] + expert_cold * cpu.speed, host.worker_contention(1)
+            )
             b_end[j] = env.now
             completing = []
             for r in members:  # every answer is delivered at the batch's end

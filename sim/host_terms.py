@@ -46,7 +46,9 @@ class HostTerms:
     worker's wait before a wake, at which ``wake_handoff_s[i]`` is its hand-off
     measured in the server's two-thread chain (used instead of
     ``handoff_worker_s`` when present) and ``wake_cost_s[i]`` the wall time its
-    first step after the wake takes beyond a warm one (empty: none); ``gate_overhead_s``,
+    first step after the wake takes beyond a warm one (empty: none), of which
+    ``wake_gather_cost_s[i]`` falls in its gather, the rest in its expert call
+    (empty: all in the gather, as profiles without the split are read); ``gate_overhead_s``,
     ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
     around the gate call (per request), around a batch's gather and expert
     (per batch) and around a request's collect and combine (per completion).
@@ -67,6 +69,7 @@ class HostTerms:
     wake_idle_s: tuple[float, ...] = ()
     wake_handoff_s: tuple[float, ...] = ()
     wake_cost_s: tuple[float, ...] = ()
+    wake_gather_cost_s: tuple[float, ...] = ()
     gate_overhead_s: float = 0.0
     batch_overhead_s: float = 0.0
     completion_overhead_s: float = 0.0
@@ -124,6 +127,14 @@ class HostTerms:
         it waited ``waited_s``: its code and data are cold (0 without the curve)."""
         return _at(waited_s, self.wake_idle_s, self.wake_cost_s)
 
+    def worker_wake_gather_cost(self, waited_s: float) -> float:
+        """The part of :meth:`worker_wake_cost` that falls in the woken worker's gather,
+        before its batch starts (all of it where the profile does not split it)."""
+        total = self.worker_wake_cost(waited_s)
+        if not self.wake_gather_cost_s:
+            return total
+        return min(total, _at(waited_s, self.wake_idle_s, self.wake_gather_cost_s))
+
     def __post_init__(self) -> None:
         for name in ("gate_rate", "worker_rate"):
             v = getattr(self, name)
@@ -160,7 +171,7 @@ class HostTerms:
         for curve in (self.handoff_gate_s, self.handoff_worker_s):
             if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one hand-off time >= 0 per idle time")
-        for curve in (self.wake_handoff_s, self.wake_cost_s):
+        for curve in (self.wake_handoff_s, self.wake_cost_s, self.wake_gather_cost_s):
             if curve and (len(curve) != len(self.wake_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one wake time >= 0 per wake idle time")
         if self.duty_chain_s and (
@@ -305,6 +316,7 @@ class HostTerms:
             wake_idle_s=() if wake is None else wake[0],
             wake_handoff_s=() if wake is None else wake[1],
             wake_cost_s=() if wake is None else wake[2],
+            wake_gather_cost_s=() if wake is None else wake[3],
             gate_overhead_s=float(over["gate_overhead"] or 0.0),
             batch_overhead_s=float(over["batch_overhead"] or 0.0),
             completion_overhead_s=float(over["completion_overhead"] or 0.0),
@@ -333,10 +345,12 @@ def _at(waited_s: float, idle_s: tuple[float, ...], curve: tuple[float, ...]) ->
 
 def _wake_curves(
     source: object, comps: pl.DataFrame | None
-) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None:
-    """(worker waits, hand-offs, wake costs) from the two-thread chain's curves: the
-    ``handoff_worker_chain`` rows, and the ``chain_first_step`` - ``chain_next_step`` rows
-    (floored at 0: a warm first step costs nothing extra); None without all three."""
+) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]] | None:
+    """(worker waits, hand-offs, wake costs, their gather parts) from the two-thread chain's
+    curves: the ``handoff_worker_chain`` rows, the ``chain_first_step`` - ``chain_next_step``
+    rows (floored at 0: a warm first step costs nothing extra) and the ``chain_first_gather``
+    - ``chain_next_gather`` rows (floored at 0, at most the whole; empty where the profile
+    lacks them); None without the first three."""
     hand = _idle_curve(comps, "handoff_worker_chain")
     first = _idle_curve(comps, "chain_first_step")
     warm = _idle_curve(comps, "chain_next_step")
@@ -348,7 +362,20 @@ def _wake_curves(
             "must come at the same idle times"
         )
     cost = tuple(max(0.0, a - b) for a, b in zip(first[1], warm[1], strict=True))
-    return hand[0], hand[1], cost
+    first_g, warm_g = (
+        _idle_curve(comps, "chain_first_gather"),
+        _idle_curve(comps, "chain_next_gather"),
+    )
+    if first_g is None or warm_g is None:
+        return hand[0], hand[1], cost, ()
+    if not hand[0] == first_g[0] == warm_g[0]:
+        raise SimConfigError(
+            f"{source}: chain_first_gather and chain_next_gather rows must come at the "
+            "idle times of the chain's other rows"
+        )
+    parts = zip(first_g[1], warm_g[1], cost, strict=True)
+    gather = tuple(min(c, max(0.0, a - b)) for a, b, c in parts)
+    return hand[0], hand[1], cost, gather
 
 
 def _spread(comps: pl.DataFrame, component: str) -> list[tuple[float, float]]:

@@ -84,10 +84,12 @@ IDLE_COMPONENTS = (
     "handoff_worker",
     "handoff_worker_busy",
     # from the two-thread chain, at the worker's wait: its hand-off, and its first (cold)
-    # and second (warm) worker step after the wake
+    # and second (warm) worker step after the wake, and the gather of each
     "handoff_worker_chain",
     "chain_first_step",
     "chain_next_step",
+    "chain_first_gather",
+    "chain_next_gather",
 )
 # the real server's own Python around the gate call (per request), a batch (per batch) and
 # a completion (per request): hw.profiling.server_loops; optional, older profiles lack them

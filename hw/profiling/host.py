@@ -34,7 +34,11 @@ simulator's shared-host model.
   its wake (gap + gate): ``handoff_worker_chain`` (the gate's end to the worker
   running) and ``chain_first_step`` / ``chain_next_step`` (its first worker
   step after the wake and the second, warm one: the difference is the cold
-  start a wake costs, which one speed per run would spread over all work).
+  start a wake costs, which one speed per run would spread over all work),
+  with ``chain_first_gather`` / ``chain_next_gather`` the gather of each (the
+  server stamps a batch's start between gather and expert, and in its records
+  a woken worker's expert call takes 14–27 µs more than a busy one's, about
+  half the cold start: where it falls shows in the queue wait).
   A CPU that keeps going idle runs slower (caches, clock,
   the hypervisor): on this box the same chain took about twice as long at
   a 10% duty as back to back, and how busy the last tens of milliseconds were
@@ -134,6 +138,20 @@ def worker_step(served: ServedModel, pool: torch.Tensor) -> Callable[[], Any]:
     """One device worker step at batch size 1: dispatch, then expert 0."""
     gather = dispatch_call(served, 0, 1, pool)
     return lambda: served.expert(0, gather())
+
+
+def worker_step_halves(
+    served: ServedModel, pool: torch.Tensor
+) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """:func:`worker_step` as two calls, the gather and then expert 0 on what it gathered,
+    so that a chain can stamp between them as the server stamps a batch's start."""
+    gather = dispatch_call(served, 0, 1, pool)
+    held: list[Any] = [None]
+
+    def take() -> None:
+        held[0] = gather()
+
+    return take, lambda: served.expert(0, held[0])
 
 
 def contended_samples(
@@ -379,7 +397,10 @@ def chain_curves(
     at the level's mean gap between chains) and, at the worker's mean wait before it was
     woken (gap + gate), ``handoff_worker_chain`` (gate end to the worker running),
     ``chain_first_step`` and ``chain_next_step`` (its first and second worker steps: the
-    first pays the wake's cold start, the second runs warm; k >= 2 only)."""
+    first pays the wake's cold start, the second runs warm; k >= 2 only), and
+    ``chain_first_gather`` / ``chain_next_gather`` (the gather of each: where in the step
+    the cold start falls). The chain's worker steps are timed in two parts each, the
+    gather and the expert (:func:`worker_step_halves`), then the completion."""
     found: dict[tuple[str, float], list[float]] = {}
     for kept in levels:
         if not kept:  # a phase too short to keep a chain: no point at this level
@@ -389,9 +410,12 @@ def chain_curves(
         found[("duty_threads", float(np.mean(gaps)))] = [t.work_s for t in timings]
         waited = float(np.mean([g + (t.gate_end - t.gate_start) for g, t in kept]))
         found[("handoff_worker_chain", waited)] = [t.handoff_s for t in timings]
-        if all(len(t.steps_s) >= 3 for t in timings):  # two worker steps before the combine
-            found[("chain_first_step", waited)] = [t.steps_s[0] for t in timings]
-            found[("chain_next_step", waited)] = [t.steps_s[1] for t in timings]
+        if all(len(t.steps_s) >= 5 for t in timings):  # two worker steps before the combine
+            parts = [t.steps_s for t in timings]
+            found[("chain_first_step", waited)] = [p[0] + p[1] for p in parts]
+            found[("chain_next_step", waited)] = [p[2] + p[3] for p in parts]
+            found[("chain_first_gather", waited)] = [p[0] for p in parts]
+            found[("chain_next_gather", waited)] = [p[2] for p in parts]
     return found
 
 
@@ -472,7 +496,8 @@ def measure_host(
                     )
                     found.setdefault((name, None), []).extend(got)
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
-            with _server_chain(gate, (*[work] * k, completion)) as chain:
+            take, run = worker_step_halves(served, pool)
+            with _server_chain(gate, (*[take, run] * k, completion)) as chain:
                 for _ in range(5):
                     chain()
                 levels = duty_curve(

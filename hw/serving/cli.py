@@ -245,6 +245,13 @@ def _host_terms_line(frame: Any) -> str:
             f", worker wake hand-off {hand.min():.0f}–{hand.max():.0f}, "
             f"cold start {cold.min():.0f}–{cold.max():.0f}"
         )
+        gather = [
+            frame.filter(pl.col("component") == c).sort("idle_s")["latency_s"].to_numpy() * 1e6
+            for c in ("chain_first_gather", "chain_next_gather")
+        ]
+        if all(len(g) == len(cold) for g in gather):  # where in the step it falls
+            in_gather = gather[0] - gather[1]
+            line += f" (in the gather {in_gather.min():.0f}–{in_gather.max():.0f})"
     loops = {c: at1.filter(pl.col("component") == c)["latency_s"].median() for c in LOOP_COMPONENTS}
     if all(v is not None for v in loops.values()):
         v = {c: float(x) * 1e6 for c, x in loops.items()}  # type: ignore[arg-type]

@@ -144,11 +144,18 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
         assert f.filter(f["component"] == comp).height == 1, comp
     curves = f.filter(f["idle_s"].is_not_null())
     hand_offs = ("handoff_gate", "handoff_worker")
-    chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step")
+    chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step",
+             "chain_first_gather", "chain_next_gather")  # fmt: skip
     assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs, *chain}
     for comp in chain:  # at the worker's mean wait of each duty level: gap + gate
         got = curves.filter(curves["component"] == comp).sort("idle_s")
         assert got.height == len(IDLE_S) and (got["latency_s"] > 0).all()
+    for which in ("first", "next"):  # a step's gather is a part of it
+        step, gather = (
+            curves.filter(curves["component"] == f"chain_{which}_{part}").sort("idle_s")
+            for part in ("step", "gather")
+        )
+        assert (gather["latency_s"] < step["latency_s"]).all()
     for comp in hand_offs:
         got = curves.filter(curves["component"] == comp).sort("idle_s")
         assert got["idle_s"].to_list() == list(IDLE_S) and (got["latency_s"] > 0).all()
@@ -231,20 +238,24 @@ def test_chain_curves_are_the_chains_work_hand_off_and_cold_first_step() -> None
     (k = 1) there is no warm step to compare, so no step curves."""
     from hw.profiling.host import ChainTiming, chain_curves
 
-    # gate 0-100 µs, worker from 130: steps of 60 (cold) and 20 (warm) µs, combine 40
-    a = ChainTiming(0.0, 100e-6, 130e-6, (190e-6, 210e-6, 250e-6))
-    b = ChainTiming(0.0, 200e-6, 240e-6, (300e-6, 320e-6, 360e-6))
+    # gate 0-100 µs, worker from 130: steps of 60 (cold: gather 25 + expert 35) and 20
+    # (warm: gather 5 + expert 15) µs, each timed in its two parts, then the combine, 40
+    a = ChainTiming(0.0, 100e-6, 130e-6, (155e-6, 190e-6, 195e-6, 210e-6, 250e-6))
+    b = ChainTiming(0.0, 200e-6, 240e-6, (265e-6, 300e-6, 305e-6, 320e-6, 360e-6))
     got = chain_curves([[(1e-3, a), (3e-3, b)], []])
     idle = {name: at for name, at in got}
     assert idle["duty_threads"] == pytest.approx(2e-3)  # the mean gap between chains
-    for name in ("handoff_worker_chain", "chain_first_step", "chain_next_step"):
+    chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step")
+    for name in (*chain, "chain_first_gather", "chain_next_gather"):
         assert idle[name] == pytest.approx(2.15e-3)  # the worker's mean wait: gap + gate
     by_name = {name: v for (name, _), v in got.items()}
     assert by_name["duty_threads"] == pytest.approx([220e-6, 320e-6])
     assert by_name["handoff_worker_chain"] == pytest.approx([30e-6, 40e-6])
     assert by_name["chain_first_step"] == pytest.approx([60e-6, 60e-6])
     assert by_name["chain_next_step"] == pytest.approx([20e-6, 20e-6])
-    one = ChainTiming(0.0, 100e-6, 130e-6, (190e-6, 230e-6))
+    assert by_name["chain_first_gather"] == pytest.approx([25e-6, 25e-6])
+    assert by_name["chain_next_gather"] == pytest.approx([5e-6, 5e-6])
+    one = ChainTiming(0.0, 100e-6, 130e-6, (150e-6, 190e-6, 230e-6))  # k = 1: gather, expert
     assert {name for name, _ in chain_curves([[(1e-3, one)]])} == {
         "duty_threads",
         "handoff_worker_chain",
@@ -301,9 +312,9 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     from hw.profiling.host import IDLE_S
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
-    # completion pair; 6 idle curves (duty, 2 hand-offs, the chain's hand-off and first and
-    # next worker step); 3 server-loop overheads, 2 arrival penalties
-    assert doc["rows"] == 8 + 2 + 5 + 2 + 6 * len(IDLE_S) + 5
+    # completion pair; 8 idle curves (duty, 2 hand-offs, the chain's hand-off and first and
+    # next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties
+    assert doc["rows"] == 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())

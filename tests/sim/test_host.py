@@ -299,6 +299,29 @@ def test_a_woken_worker_pays_the_chains_hand_off_and_its_cold_start() -> None:
     assert host.worker_handoff_after_gate(5e-4) == pytest.approx(50e-6)  # the plain curve
 
 
+def test_the_cold_start_part_outside_the_gather_falls_after_the_batchs_start() -> None:
+    """The scenario above with the cold start split: of 20-40 µs, 5-15 µs in the gather
+    (before the batch's start), the rest in the expert call (after it), as the chain's
+    gather rows say: the start moves earlier by the expert's part, the end stays."""
+    whole = replace(
+        HANDOFF_HOST,
+        wake_idle_s=(0.0, 1e-3),
+        wake_handoff_s=(40e-6, 60e-6),
+        wake_cost_s=(20e-6, 40e-6),
+    )
+    split = replace(whole, wake_gather_cost_s=(5e-6, 15e-6))
+    table = ServiceTable.constant([[2e-4]])
+    a = simulate_host(HANDOFF_CFG, table, HANDOFF_WORK, whole)
+    b = simulate_host(HANDOFF_CFG, table, HANDOFF_WORK, split)
+    # batch 0: waited 0.62 ms: cold 32.4 µs, of which 11.2 in the gather; batch 1 was
+    # waiting (no cold start); batch 2 waited over 1 ms: 40 µs, 15 in the gather
+    in_expert = [32.4e-6 - 11.2e-6, 0.0, 25e-6]
+    assert b.batch_start_s.tolist() == pytest.approx(
+        [x - c for x, c in zip(a.batch_start_s, in_expert, strict=True)]
+    )
+    assert b.completion_s.tolist() == pytest.approx(a.completion_s.tolist())
+
+
 def test_a_worker_woken_while_the_gate_goes_on_waits_for_that_gate() -> None:
     """Requests 0 and 1 arrive together, request 2 alone at 2 ms; B = 1, k = 1, gate 100 µs
     with 200 µs of contention, expert 300 µs. Plain worker hand-off 50 µs; the chain's
@@ -570,6 +593,34 @@ def test_the_chains_wake_curves_are_read_and_their_cold_start_leaves_the_duty_sp
     with pytest.raises(SimConfigError, match="same idle times"):
         HostTerms.from_profile(
             profile_from_frame(pl.concat([threads, bad], how="diagonal_relaxed")), 64
+        )
+    # without the gather rows the whole cold start falls in the gather (older profiles)
+    assert terms.wake_gather_cost_s == ()
+    assert terms.worker_wake_gather_cost(1.5e-4) == pytest.approx(90e-6)
+    # with them, the gather's part: first - next gather, floored at 0, at most the whole
+    gathers = pl.DataFrame(
+        {
+            "expert": -1,
+            "batch_size": 1,
+            "latency_s": [40e-6, 30e-6, 100e-6, 5e-6, 20e-6, *[10e-6] * 5],
+            "samples": 1,
+            "component": [*["chain_first_gather"] * 5, *["chain_next_gather"] * 5],
+            "device": "cpu:test",
+            "idle_s": waits * 2,
+        }
+    )
+    frames = [threads, wake, gathers]
+    split = HostTerms.from_profile(
+        profile_from_frame(pl.concat(frames, how="diagonal_relaxed")), 64
+    )
+    assert split is not None
+    assert split.wake_gather_cost_s == pytest.approx([30e-6, 20e-6, 70e-6, 0.0, 0.0])
+    assert split.wake_cost_s == terms.wake_cost_s and split.duty == terms.duty
+    assert split.worker_wake_gather_cost(2.5e-4) == pytest.approx(45e-6)  # between levels
+    moved = gathers.with_columns((pl.col("idle_s") * 3).alias("idle_s"))
+    with pytest.raises(SimConfigError, match="chain_first_gather"):
+        HostTerms.from_profile(
+            profile_from_frame(pl.concat([threads, wake, moved], how="diagonal_relaxed")), 64
         )
 
 
