@@ -21,14 +21,13 @@ from sim.runner import (
     PointRun,
     auto_jobs,
     default_profile_path,
-    noisy_profile_note,
     parse_b_values,
     profile_has_host_terms,
     profile_is_cpu,
     run_points,
 )
 from traces.cli_support import cli_errors, err_console, out_console, refuse_overwrite
-from traces.profile import read_profile
+from traces.profile import noisy_profile_note, profile_variation, read_profile
 from traces.routing import read_routing
 
 __all__ = ["JSON_KEYS", "app", "main"]
@@ -199,8 +198,9 @@ def run_cmd(
     if chrome_trace is not None and len(bs) != 1:
         raise SimConfigError("--chrome-trace needs exactly one B value")
     spec = _gate_spec(k, gate, routing)
-    prof = read_profile(profile or default_profile_path())
-    _warn_noisy(profile or default_profile_path())
+    profile = profile or default_profile_path()
+    prof = read_profile(profile)
+    _warn_noisy(profile, profile_variation(profile))
     trace = read_routing(routing) if routing is not None else None
     m = experts or (trace.n_experts if trace is not None else len(prof.experts))
     if gate_latency_s is None:
@@ -262,7 +262,7 @@ def run_cmd(
             summary_frame([p.summary for p in points]),
             serve_config(
                 configs,
-                str(profile or default_profile_path()),
+                str(profile),
                 [p.result.config.batch_size for p in points if p.result.stopped_early],
             ),
         )
@@ -311,7 +311,7 @@ def sweep_cmd(
         max(p.config.n_experts for p in spec.points),
         max(p.config.batch_size for p in spec.points),
     )
-    _warn_noisy(Path(spec.profile))
+    _warn_noisy(Path(spec.profile), profile_variation(spec.profile))
     with progress_bar() as bar:
         task = bar.add_task("sweep points", total=len(spec.points))
         table, ran = run_sweep(
@@ -398,8 +398,8 @@ def check_cmd(
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     rows = check_runs(measured, profile, tol, service, which, host, spread)
-    if which is Terms.PROFILE:
-        _warn_noisy(profile or default_profile_path())
+    if rows:  # they carry the profile's recorded variation (None: --terms from the run)
+        _warn_noisy(profile or default_profile_path(), rows[0].profile_variation)
     if json_:
         for r in rows:
             print(json.dumps(r.to_json()))
@@ -456,11 +456,12 @@ def check_cmd(
         raise typer.Exit(1)
 
 
-def _warn_noisy(profile: Path) -> None:
-    """Say so on stderr when the profile was measured on a machine changing speed."""
-    note = noisy_profile_note(profile)
+def _warn_noisy(profile: Path, variation: float | None) -> None:
+    """Say so on stderr when the profile was measured on a machine changing speed
+    (``variation``: its recorded run-to-run variation, None if unrecorded)."""
+    note = noisy_profile_note(variation)
     if note is not None:
-        err_console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+        err_console.print(f"[yellow]warning:[/yellow] {profile}: {note}", highlight=False)
 
 
 def main() -> None:

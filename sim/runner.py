@@ -23,22 +23,14 @@ from sim.service import ServiceTable
 from sim.workload import Workload, make_workload
 from traces import data_path
 from traces.cli_support import parse_int_list
-from traces.profile import (
-    NOISY_PROFILE,
-    LatencyProfile,
-    ProfileExtrapolationWarning,
-    profile_variation,
-    read_profile,
-)
+from traces.profile import LatencyProfile, ProfileExtrapolationWarning, read_profile
 from traces.routing import RoutingTrace, read_routing
 
 __all__ = [
     "DEFAULT_PROFILE",
-    "NOISY_PROFILE",
     "PointRun",
     "auto_jobs",
     "load_service",
-    "noisy_profile_note",
     "parse_b_values",
     "profile_has_host_terms",
     "profile_is_cpu",
@@ -52,21 +44,6 @@ DEFAULT_PROFILE = "profiles/cpu-default.parquet"
 def default_profile_path() -> Path:
     """The bundled CPU profile (shipped by ``hw profile`` in ``traces/data``)."""
     return data_path(DEFAULT_PROFILE)
-
-
-def noisy_profile_note(path: str | Path) -> str | None:
-    """One line for the user when ``hw profile`` recorded that the profile at ``path`` moved
-    more than :data:`NOISY_PROFILE` between its passes (max - min of each row's pass
-    medians over the least, the median over rows; None otherwise, or unrecorded):
-    every prediction from it inherits that error, which no model term can remove."""
-    variation = profile_variation(path)
-    if variation is None or variation <= NOISY_PROFILE:
-        return None
-    return (
-        f"{path}: hw profile's passes differ by {variation:.0%} (median over its rows): "
-        "the machine changed speed while it was measured, and predictions from it carry "
-        "that error; profile again on a quiet machine"
-    )
 
 
 def parse_b_values(text: str) -> list[int]:

@@ -40,6 +40,7 @@ __all__ = [
     "ProfileError",
     "ProfileExtrapolationWarning",
     "meta_path",
+    "noisy_profile_note",
     "profile_from_frame",
     "profile_variation",
     "read_profile",
@@ -212,6 +213,18 @@ def profile_variation(path: str | Path) -> float | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return value if np.isfinite(value) and value >= 0 else None
+
+
+def noisy_profile_note(variation: float | None) -> str | None:
+    """The sentence every tool prints when a profile's recorded variation is over
+    :data:`NOISY_PROFILE` (None when it is not, or unrecorded)."""
+    if variation is None or variation <= NOISY_PROFILE:
+        return None
+    return (
+        f"hw profile's passes differ by {variation:.0%} (median over its rows): the machine "
+        "changed speed while it was measured, and predictions from it carry that error; "
+        "profile again on a quiet machine"
+    )
 
 
 def _read_table(path: Path) -> pl.DataFrame:

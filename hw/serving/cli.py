@@ -263,18 +263,14 @@ def _host_terms_line(frame: Any) -> str:
     return line
 
 
-def _warn_if_moving(var: dict[str, Any] | None) -> None:
+def _warn_if_moving(out: Path, var: dict[str, Any] | None) -> None:
     """Say so on stderr now, not only when sim reads the profile, if its passes differ by
     more than sim's threshold: the machine changed speed while it was measured."""
-    from traces.profile import NOISY_PROFILE
+    from traces.profile import noisy_profile_note
 
-    if var is not None and var["median_rel"] > NOISY_PROFILE:
-        err_console.print(
-            f"[yellow]warning:[/yellow] the passes differ by {var['median_rel']:.0%} (median "
-            f"over rows, over {NOISY_PROFILE:.0%}): the machine changed speed while profiling, "
-            "and predictions from this profile will carry that; profile again when it is quiet",
-            highlight=False,
-        )
+    note = noisy_profile_note(None if var is None else var["median_rel"])
+    if note is not None:
+        err_console.print(f"[yellow]warning:[/yellow] {out}: {note}", highlight=False)
 
 
 def _print_profile(result: Any, out: Path, json_: bool) -> None:
@@ -294,7 +290,7 @@ def _print_profile(result: Any, out: Path, json_: bool) -> None:
                 "wall_s": result.wall_s,
             }
         )
-        _warn_if_moving(var)
+        _warn_if_moving(out, var)
         return
     wide = (
         frame.group_by(["component", "batch_size"])
@@ -322,7 +318,7 @@ def _print_profile(result: Any, out: Path, json_: bool) -> None:
     out_console.print(
         f"wrote {out}, {steps_path(out).name} and {meta_path(out).name} in {result.wall_s:.1f} s"
     )
-    _warn_if_moving(var)
+    _warn_if_moving(out, var)
 
 
 # --- hw serve ---------------------------------------------------------------------------------
