@@ -23,7 +23,7 @@ import torch
 
 from traces.errors import DeltasimError
 
-__all__ = ["LatencyStats", "TimingError", "measure_latency", "measure_samples"]
+__all__ = ["LatencyStats", "TimingError", "gc_paused", "measure_latency", "measure_samples"]
 
 # perf_counter's resolution: the smallest non-zero duration a CPU sample can report
 _RESOLUTION_S = max(time.get_clock_info("perf_counter").resolution, 1e-9)
@@ -65,7 +65,8 @@ class LatencyStats:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
+    """The garbage collector off inside (as ``timeit`` does): a collection is not a sample's."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -120,7 +121,7 @@ def measure_samples(
         torch.cuda.synchronize(device)
     samples: list[float] = []
     t_start = time.perf_counter()
-    with _gc_paused():
+    with gc_paused():
         while True:
             samples.append(_time_cuda(fn, device) if cuda else _time_cpu(fn))
             elapsed = time.perf_counter() - t_start

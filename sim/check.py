@@ -23,6 +23,7 @@ import polars as pl
 from sim.config import GateSpec, ServiceModel, SimConfig
 from sim.engine import simulate
 from sim.errors import CheckError
+from sim.host_speed import speed_factor
 from sim.output import records_of
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
@@ -107,6 +108,9 @@ class CheckRow:
     # hw profile's recorded run-to-run variation of the profile the costs came from (None:
     # unrecorded, or costs taken from the run): how much the machine moved while profiled
     profile_variation: float | None = None
+    # the host's speed during the run ÷ while profiled (sim.host_speed): the factor every cost
+    # of the replay was multiplied by; None: not applied (no probes, or --no-speed-probe)
+    speed_factor: float | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -152,6 +156,7 @@ class CheckRow:
             "overloaded": self.overloaded,
             "host": self.host,
             "profile_variation": self.profile_variation,
+            "speed_factor": self.speed_factor,
             **extra,
         }
 
@@ -226,6 +231,7 @@ def check_run(
     terms: Terms = Terms.PROFILE,
     host: bool | None = None,
     sensitivity: float | None = None,
+    speed_probe: bool | None = None,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -237,12 +243,17 @@ def check_run(
     vary, and the variation is measured), else ``median``. ``host`` (profile
     terms only) runs the shared-host model of system-model §8; None: on for a
     run on CPU devices when the profile has the host terms, off otherwise.
+    ``speed_probe`` (host model only) scales every cost of a B by the host's speed during
+    its run ÷ while profiled (:mod:`sim.host_speed`); None: on when the run and the
+    profile both carry the probe.
     """
     records, cfg = read_records(measured_path)
     if records.height == 0:
         raise CheckError(f"{measured_path}: the measured run has no records")
     profile = read_profile(profile_path or default_profile_path())
-    rows = _check_loaded(records, cfg, profile, tolerance, service, terms, host, sensitivity)
+    rows = _check_loaded(
+        records, cfg, profile, tolerance, service, terms, host, sensitivity, speed_probe
+    )
     return _with_variation(rows, profile_path, terms)
 
 
@@ -265,6 +276,7 @@ def _check_loaded(
     terms: Terms,
     host: bool | None,
     sensitivity: float | None,
+    speed_probe: bool | None = None,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -283,18 +295,33 @@ def _check_loaded(
         )
     if sensitivity is not None and terms is not Terms.PROFILE:
         raise CheckError("--sensitivity scales the profile's costs: use it with --terms profile")
+    if speed_probe and not host:
+        raise CheckError(
+            "--speed-probe scales the shared-host model's costs: use it with --terms profile "
+            "on a run on CPU devices and a profile with the host terms"
+        )
     measured = summarize(records, cfg)
     out = []
     for b in b_values:
         rows = records.filter(pl.col("B") == b)
         work = _workload(rows)
         sim_cfg = replay_config(cfg, int(b), work.n_requests, service, profile if host else None)
+        factor, b_table = None, table
+        if host and speed_probe is not False:
+            factor = speed_factor(cfg, profile, int(b))
+            if factor is None and speed_probe:
+                raise CheckError(
+                    f"--speed-probe: no host speed probe for B = {b} in the run (hw serve "
+                    f"--speed-probe-s 0, or older) or in {profile.source} (profile again)"
+                )
+            if factor is not None:
+                sim_cfg, b_table = scale_costs(sim_cfg, table, factor)
         measured_terms = None
         if terms is Terms.REPLAY:
             measured_terms = replay_terms(rows, cfg.max_wait_s)
         elif terms is Terms.SAMPLED:
             measured_terms = sampled_terms(rows, cfg.max_wait_s, cfg.seed)
-        s = _predict(sim_cfg, table, work, measured_terms, cfg)
+        s = _predict(sim_cfg, b_table, work, measured_terms, cfg)
         meas = measured.filter(pl.col("B") == b).row(0, named=True)
         m = {k: float(meas[col]) for k, col in METRICS.items()}
         e = {k: _err(s[k], m[k]) for k in METRICS}
@@ -302,11 +329,12 @@ def _check_loaded(
         band = None
         if sensitivity is not None:
             ends = [
-                _predict(*scale_costs(sim_cfg, table, 1.0 + sign * sensitivity), work, None, cfg)
+                _predict(*scale_costs(sim_cfg, b_table, 1.0 + sign * sensitivity), work, None, cfg)
                 for sign in (-1.0, 1.0)
             ]
             band = {k: (min(x[k] for x in ends), max(x[k] for x in ends)) for k in METRICS}
-        out.append(CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host, band))
+        row = CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host, band)
+        out.append(replace(row, speed_factor=factor))
     return out
 
 
@@ -341,6 +369,7 @@ def check_runs(
     terms: Terms = Terms.PROFILE,
     host: bool | None = None,
     sensitivity: float | None = None,
+    speed_probe: bool | None = None,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means.
 
@@ -372,7 +401,7 @@ def check_runs(
                     )
         loaded.append((records, cfg))
     per_run = [
-        _check_loaded(records, cfg, profile, tol, service, terms, host, sensitivity)
+        _check_loaded(records, cfg, profile, tol, service, terms, host, sensitivity, speed_probe)
         for records, cfg in loaded
     ]
     if len(per_run) == 1:
@@ -424,6 +453,9 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         },
         runs_within=sum(r.within for r in rows),
         error_se_pct=se,
+        speed_factor=None
+        if any(r.speed_factor is None for r in rows)
+        else float(np.mean([r.speed_factor for r in rows])),
     )
 
 

@@ -385,6 +385,14 @@ def check_cmd(
             "the band of predictions: how far a host that much faster or slower moves them.",
         ),
     ] = None,
+    speed_probe: Annotated[
+        bool | None,
+        typer.Option(
+            "--speed-probe/--no-speed-probe",
+            help="Scale the host model's costs per B by the host's speed during the run ÷ "
+            "while profiled (both from hw's speed probe). Default: on when both have it.",
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,
 ) -> None:
     """Replay a measured `hw serve` run (or repeats of one) in the model; exit 1 past tolerance."""
@@ -397,7 +405,7 @@ def check_cmd(
         raise SimConfigError(f"--terms must be profile, replay or sampled, got {terms!r}") from None
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
-    rows = check_runs(measured, profile, tol, service, which, host, spread)
+    rows = check_runs(measured, profile, tol, service, which, host, spread, speed_probe)
     if rows:  # they carry the profile's recorded variation (None: --terms from the run)
         _warn_noisy(profile or default_profile_path(), rows[0].profile_variation)
     if json_:
@@ -420,6 +428,9 @@ def check_cmd(
         if spread is not None:
             for name in ("p50", "p99"):
                 t.add_column(f"{name} sim ms, costs ±{sensitivity:g}%", justify="right")
+        probed = any(r.speed_factor is not None for r in rows)
+        if probed:
+            t.add_column("host slower ×", justify="right")
         for r in rows:
             cells = [str(r.B)]
             for name in METRICS:
@@ -442,6 +453,8 @@ def check_cmd(
                     lo, hi = r.band[name]
                     mark = " ∋ meas" if r.in_band(name) else ""
                     cells.append(f"{lo * 1e3:.3f}–{hi * 1e3:.3f}{mark}")
+            if probed:
+                cells.append("" if r.speed_factor is None else f"{r.speed_factor:.2f}")
             t.add_row(*cells)
         out_console.print(t)
     bad = [r.B for r in rows if not r.within]

@@ -36,6 +36,7 @@ __all__ = [
     "OPTIONAL_COLUMNS",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
+    "SPEED_PROBE",
     "LatencyProfile",
     "ProfileError",
     "ProfileExtrapolationWarning",
@@ -104,9 +105,14 @@ LOOP_COMPONENTS = (
 # a request's completion work (collect, then combine) alone and while a second thread loops
 # the gate: the combine job's own contention (optional: older profiles lack it)
 COMPLETION_COMPONENTS = ("completion_alone", "completion_contended")
+# the host's speed while profiled: the gate on one request after exponential gaps of mean
+# ``idle_s``, sampled before each pass and after the last (hw.profiling.speed_probe); hw serve
+# records the same probe around each B, and sim check scales the costs by the ratio
+# (optional: older profiles lack it)
+SPEED_PROBE = "speed_probe"
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
-    *COMPLETION_COMPONENTS, "wake",
+    *COMPLETION_COMPONENTS, "wake", SPEED_PROBE,
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}

@@ -39,6 +39,14 @@ ModelSeedOpt = Annotated[int, typer.Option(help="Seed of the random weights (no 
 DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda (cuda:N).")]
 DtypeOpt = Annotated[str, typer.Option(help="float32, float16, bfloat16 or float64.")]
 ThreadsOpt = Annotated[int, typer.Option(help="torch intra-op threads while measuring.")]
+SpeedProbeOpt = Annotated[
+    float,
+    typer.Option(
+        "--speed-probe-s",
+        help="CPU: seconds of each host speed probe (profile: before each pass and at the end; "
+        "serve: before, between and after the B values), for sim check; 0: none.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -119,6 +127,7 @@ def profile_cmd(
     duty_phase_s: Annotated[
         float, typer.Option(help="CPU host terms: seconds per phase of the duty curve.")
     ] = 0.5,
+    speed_probe_s: SpeedProbeOpt = 0.5,
     rounds: Annotated[
         int, typer.Option(help="Round-robin visits of every point within a pass.")
     ] = 4,
@@ -165,6 +174,7 @@ def profile_cmd(
         seed=seed,
         idle_calls=idle_calls,
         duty_phase_s=duty_phase_s,
+        speed_probe_s=speed_probe_s,
     )
     job = None
     if slurm is not None:
@@ -203,7 +213,7 @@ def _host_terms_line(frame: Any) -> str:
     empty when this profile did not measure them (GPU, or ``host_terms=False``)."""
     import polars as pl
 
-    from traces.profile import LOOP_COMPONENTS
+    from traces.profile import LOOP_COMPONENTS, SPEED_PROBE
 
     at1 = frame.filter(pl.col("batch_size") == 1)
     if "idle_s" in at1.columns:
@@ -260,6 +270,9 @@ def _host_terms_line(frame: Any) -> str:
             f"{v['completion_overhead']:.0f} (gate/batch/completion), per arrival "
             f"+{v['arrival_penalty_gate']:.0f}/{v['arrival_penalty_worker']:.0f} (gate/worker)"
         )
+    probe = frame.filter(pl.col("component") == SPEED_PROBE)
+    if probe.height:  # the host's speed while profiled, for sim check (newer profiles)
+        line += f", speed probe {probe['latency_s'][0] * 1e6:.0f}"
     return line
 
 
@@ -368,6 +381,7 @@ def serve_cmd(
     gil_switch_s: Annotated[
         float, typer.Option("--gil-switch-s", help="Python's GIL switch interval during the run.")
     ] = 1e-5,
+    speed_probe_s: SpeedProbeOpt = 0.5,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     force: ForceOpt = False,
     json_: JsonOpt = False,
@@ -394,7 +408,7 @@ def serve_cmd(
         requests = 500
     if requests is not None and duration is not None:
         raise DeltasimError("give --requests or --duration, not both")
-    settings = ServerSettings(device, dtype, threads, gil_switch_s)
+    settings = ServerSettings(device, dtype, threads, gil_switch_s, speed_probe_s)
     resolve_device(device)
     spec = _model_spec(checkpoint, experts, d_model, expert_hidden, model_seed, k)
     model = model_from_spec(spec)

@@ -8,12 +8,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+import numpy as np
 import polars as pl
 import torch
 
 from hw.moe.models import MoEClassifier
 from hw.profiling.errors import ServeError
 from hw.profiling.model import DTYPES, ServedModel, device_label, resolve_device
+from hw.profiling.speed_probe import PROBE_GAP_S, PROBE_S, probe_samples
 from hw.serving.plan import plan_workload
 from hw.serving.server import PointResult, QueuedServer, prewarm
 from traces.serving import (
@@ -39,12 +41,16 @@ class ServerSettings:
     default 5 ms, a busy device worker can make every one of those re-acquires
     wait (a convoy), which inflated the gate's service several-fold here
     (``docs/serving.md``).
+    ``speed_probe_s``: on a CPU, seconds of the host speed probe
+    (:mod:`hw.profiling.speed_probe`) before the first B, between two B and after the
+    last, recorded with the run for ``sim check``; 0 turns it off.
     """
 
     device: str = "cpu"
     dtype: str = "float32"
     threads: int = 1
     switch_interval_s: float = 1e-5
+    speed_probe_s: float = PROBE_S
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -53,6 +59,8 @@ class ServerSettings:
             raise ServeError(f"--threads must be >= 1, got {self.threads}")
         if not self.switch_interval_s > 0:
             raise ServeError(f"GIL switch interval must be > 0, got {self.switch_interval_s}")
+        if not self.speed_probe_s >= 0:
+            raise ServeError(f"--speed-probe-s must be >= 0, got {self.speed_probe_s}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,20 @@ def _median(values: pl.Series) -> float | None:
     return float(v.median()) if len(v) else None  # type: ignore[arg-type]
 
 
+def _probe_record(b_values: tuple[int, ...], probes: list[float], seconds: float) -> dict:
+    """``{"speed_probe": {...}}`` for the config's ``extra`` (empty without probes): per B,
+    the medians of the probe just before and just after its run (``median_s``)."""
+    if len(probes) != len(b_values) + 1:
+        return {}
+    return {
+        "speed_probe": {
+            "seconds": seconds,
+            "mean_gap_s": PROBE_GAP_S,
+            "median_s": {str(b): probes[i : i + 2] for i, b in enumerate(b_values)},
+        }
+    }
+
+
 def run_sweep(
     model: MoEClassifier,
     cfg: ServeConfig,
@@ -95,7 +117,8 @@ def run_sweep(
 
     Returns the records, the summary, and the config completed with what the
     run measured (median gate and combine service, points stopped at
-    ``max_backlog``, devices, torch version).
+    ``max_backlog``, devices, torch version, and on a CPU the speed probes
+    around each B: ``extra["speed_probe"]``, see :func:`_probe_record`).
     """
     served = place_model(model, cfg, settings)
     wl = plan_workload(cfg)
@@ -103,9 +126,21 @@ def run_sweep(
     torch.set_num_threads(settings.threads)
     sys.setswitchinterval(settings.switch_interval_s)
     points: list[PointResult] = []
+    probe = settings.speed_probe_s > 0 and served.devices[0].type == "cpu"
+    probes: list[float] = []
+
+    def take_probe() -> None:
+        if probe:
+            got = probe_samples(
+                served, settings.speed_probe_s, PROBE_GAP_S, cfg.seed + len(probes),
+                settings.switch_interval_s,
+            )  # fmt: skip
+            probes.append(float(np.median(got)))
+
     try:
         x = served.inputs(wl.n, cfg.seed)
         gate_k = cfg.k if cfg.routing == "gate" and served.cfg.gate == "topk" else None
+        take_probe()
         for b in cfg.b_values:
             prewarm(served, b)
             server = QueuedServer(
@@ -119,6 +154,7 @@ def run_sweep(
             )
             cb = None if on_progress is None else (lambda d, t, _b=b: on_progress(_b, d, t))
             points.append(server.run(wl, x, cb))
+            take_probe()
     finally:
         torch.set_num_threads(old_threads)
         sys.setswitchinterval(old_switch)
@@ -137,6 +173,7 @@ def run_sweep(
             "threads": settings.threads,
             "gil_switch_interval_s": settings.switch_interval_s,
             "wall_s": {str(p.B): p.wall_s for p in points},
+            **_probe_record(cfg.b_values, probes, settings.speed_probe_s),
         },
     )
     return ServeRun(records, summarize(records, cfg), cfg, points)

@@ -25,7 +25,10 @@ from traces.profile import read_profile, write_profile
 
 runner = CliRunner()
 TINY = {"n_experts": 2, "d_model": 8, "expert_hidden": 8, "seed": 0}
-FAST = dict(warmup=1, min_calls=3, min_time_s=0.0, repeats=2, idle_calls=3, duty_phase_s=0.04)
+FAST = dict(
+    warmup=1, min_calls=3, min_time_s=0.0, repeats=2, idle_calls=3, duty_phase_s=0.04,
+    speed_probe_s=0.03,
+)  # fmt: skip
 
 
 def _error_line(result: Any) -> str:
@@ -135,7 +138,9 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     row each (the duty and hand-off curves one row per idle level), and the simulator reads
     them back into rates and curves it can use."""
     from hw.profiling.host import IDLE_S
+    from hw.profiling.speed_probe import PROBE_GAP_S
     from sim.host_terms import HOST_COMPONENTS, HostTerms
+    from traces.profile import SPEED_PROBE
 
     res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4), **FAST))
     f = res.frame
@@ -146,7 +151,12 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     hand_offs = ("handoff_gate", "handoff_worker")
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step",
              "chain_first_gather", "chain_next_gather")  # fmt: skip
-    assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs, *chain}
+    assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs, *chain, SPEED_PROBE}
+    # the host speed probe: one row pooled over three probes (before each pass, at the end),
+    # each of at least 5 calls after idle gaps of the probe's mean
+    probe = curves.filter(curves["component"] == SPEED_PROBE)
+    assert probe.height == 1 and probe["idle_s"][0] == PROBE_GAP_S
+    assert probe["samples"][0] >= 3 * 5 and probe["latency_s"][0] > 0
     for comp in chain:  # at the worker's mean wait of each duty level: gap + gate
         got = curves.filter(curves["component"] == comp).sort("idle_s")
         assert got.height == len(IDLE_S) and (got["latency_s"] > 0).all()
@@ -265,7 +275,12 @@ def test_chain_curves_are_the_chains_work_hand_off_and_cold_first_step() -> None
 def test_host_terms_are_skipped_when_asked_or_without_gate() -> None:
     for kw in ({"host_terms": False}, {"gate_and_combine": False}):
         f = run_profile(ProfileConfig(model=TINY, batch_sizes=(1,), **kw, **FAST)).frame
-        assert not set(f["component"].to_list()) & {"dispatch", "duty_threads", "gate_contended"}
+        assert not set(f["component"].to_list()) & {
+            "dispatch", "duty_threads", "gate_contended", "speed_probe"
+        }  # fmt: skip
+    f = run_profile(ProfileConfig(model=TINY, batch_sizes=(1,), **{**FAST, "speed_probe_s": 0}))
+    assert "speed_probe" not in f.frame["component"].to_list()  # asked for none
+    assert "duty_threads" in f.frame["component"].to_list()
 
 
 def test_profile_is_monotone_ish_in_batch_size() -> None:
@@ -301,7 +316,7 @@ def test_unknown_expert_in_profile_is_an_error() -> None:
 
 ARGS = ["--experts", "2", "--d-model", "8", "--expert-hidden", "8", "--batch-sizes", "1,2",
         "--min-calls", "3", "--min-time-s", "0", "--warmup", "1", "--idle-calls", "3",
-        "--duty-phase-s", "0.04"]  # fmt: skip
+        "--duty-phase-s", "0.04", "--speed-probe-s", "0.03"]  # fmt: skip
 
 
 def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
@@ -313,8 +328,9 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
     # completion pair; 8 idle curves (duty, 2 hand-offs, the chain's hand-off and first and
-    # next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties
-    assert doc["rows"] == 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5
+    # next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
+    # the speed probe
+    assert doc["rows"] == 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
@@ -327,7 +343,7 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     assert "host terms (µs, b=1): dispatch" in printed
     assert "request chain in the server's threads busiest/idlest" in printed
     assert "worker wake hand-off" in printed and "cold start" in printed
-    assert "per arrival +" in printed
+    assert "per arrival +" in printed and "speed probe" in printed
 
 
 @pytest.mark.parametrize(
@@ -340,6 +356,7 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
         (["--checkpoint", "/nonexistent/m.pt"], "no such checkpoint"),
         (["--warmup", "-1"], "--warmup"),
         (["--duty-phase-s", "0"], "--duty-phase-s"),
+        (["--speed-probe-s", "-1"], "--speed-probe-s"),
     ],
 )
 def test_cli_bad_arguments_are_one_line_and_write_nothing(
@@ -443,3 +460,26 @@ def test_cli_warns_when_the_profiles_passes_differ(
         assert res.exit_code == 0, res.output
         assert ("differ by 60%" in " ".join(res.stderr.split())) is says
         assert profile_variation(out) == pytest.approx(median)  # what sim reads back
+
+
+def test_speed_probe_times_the_gate_after_idle_gaps() -> None:
+    """The probe (hw.profiling.speed_probe) times single gate calls after idle gaps: with
+    2 ms gaps it makes far fewer calls in the same time than back to back, each a gate's."""
+    from types import SimpleNamespace
+
+    from hw.profiling.speed_probe import probe_samples
+
+    served = ServedModel(random_model(2, 8, 8, seed=0), [torch.device("cpu")])
+    t0 = time.perf_counter()
+    gapped = probe_samples(served, 0.05, 2e-3, seed=1)
+    wall = time.perf_counter() - t0
+    assert len(gapped) >= 5 and all(0 < s < wall for s in gapped)
+    assert sum(gapped) < 0.8 * wall  # most of the time went to the gaps
+    back_to_back = probe_samples(served, 0.05, 0.0)
+    assert len(back_to_back) > 2 * len(gapped)
+    for bad in ({"seconds": 0.0}, {"mean_gap_s": -1.0}):
+        with pytest.raises(TimingError, match="speed probe"):
+            probe_samples(served, **bad)
+    gpu = SimpleNamespace(devices=[torch.device("cuda", 0)])
+    with pytest.raises(TimingError, match="on a CPU"):
+        probe_samples(gpu, 0.01)  # type: ignore[arg-type]

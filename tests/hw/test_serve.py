@@ -20,11 +20,13 @@ import torch
 from typer.testing import CliRunner
 
 from hw.cli import app
+from hw.profiling.errors import ServeError
 from hw.profiling.model import random_model
+from hw.profiling.speed_probe import PROBE_GAP_S
 from hw.serving.plan import plan_workload, poisson_arrivals, policy_routes
 from hw.serving.run import ServerSettings, ServeRun, run_sweep
 from traces.routing import RoutingTrace, write_routing
-from traces.serving import ServeConfig, read_records, read_summary, summary_path
+from traces.serving import ServeConfig, read_records, read_summary, summary_path, write_records
 
 runner = CliRunner()
 ORDER = [
@@ -43,7 +45,7 @@ ORDER = [
 def _sweep(
     b_values: tuple[int, ...] = (1, 3), M: int = 4, k: int = 2, **kw: Any
 ) -> tuple[ServeRun, ServeConfig]:
-    settings = kw.pop("settings", ServerSettings())
+    settings = kw.pop("settings", ServerSettings(speed_probe_s=0.03))
     base: dict[str, Any] = dict(rate_rps=400.0, requests=100, warmup=5)
     base.update(kw)
     cfg = ServeConfig(n_experts=M, b_values=b_values, k=k, **base)
@@ -311,7 +313,8 @@ def test_policy_routes_follow_the_popularity_law() -> None:
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-TINY = ["--experts", "4", "--d-model", "8", "--expert-hidden", "8", "--warmup", "3"]
+TINY = ["--experts", "4", "--d-model", "8", "--expert-hidden", "8", "--warmup", "3",
+        "--speed-probe-s", "0.03"]  # fmt: skip
 
 
 def _error_line(result: Any) -> str:
@@ -351,6 +354,7 @@ def test_cli_writes_records_and_summary_in_the_shared_schema(tmp_path: Path) -> 
         (["--rate", "10", "--k", "9"], "k must be"),
         (["--rate", "10", "--warmup", "600"], "warmup"),
         (["--rate", "10", "--duration", "1"], "not both"),
+        (["--rate", "10", "--speed-probe-s", "-0.5"], "--speed-probe-s"),
     ],
 )
 def test_cli_bad_arguments_are_one_line_and_write_nothing(
@@ -361,6 +365,25 @@ def test_cli_bad_arguments_are_one_line_and_write_nothing(
     line = _error_line(runner.invoke(app, args))
     assert needle in line
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_host_speed_is_probed_before_between_and_after_the_b_values(tmp_path: Path) -> None:
+    """Each B gets the probe taken just before its run and the one just after (shared with
+    the next B), stored with the run for sim check; none when turned off."""
+    run, _ = _sweep((1, 3, 2), settings=ServerSettings(speed_probe_s=0.03))
+    rec = run.config.extra["speed_probe"]
+    assert rec["mean_gap_s"] == PROBE_GAP_S and rec["seconds"] == 0.03
+    pairs = rec["median_s"]
+    assert list(pairs) == ["1", "3", "2"] and all(len(p) == 2 for p in pairs.values())
+    assert pairs["1"][1] == pairs["3"][0] and pairs["3"][1] == pairs["2"][0]
+    assert all(0 < v < 0.03 for p in pairs.values() for v in p)  # a gate, not the whole probe
+    path = tmp_path / "m.parquet"
+    write_records(path, run.records, run.config)
+    assert read_records(path)[1].extra["speed_probe"] == rec  # it survives the file
+    off, _ = _sweep((1,), settings=ServerSettings(speed_probe_s=0))
+    assert "speed_probe" not in off.config.extra
+    with pytest.raises(ServeError, match="--speed-probe-s"):
+        ServerSettings(speed_probe_s=-1)
 
 
 @pytest.mark.gpu

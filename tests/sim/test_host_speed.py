@@ -1,0 +1,197 @@
+"""The host's speed during a measured run ÷ while profiled (sim.host_speed): read from the
+probes that `hw serve` and `hw profile` record, and applied by `sim check` to every cost.
+
+The decisive test: a "measured" run made by the host model on a host exactly twice as slow
+as its profile's is reproduced exactly once its probes say so, and missed without them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from sim.check import check_run, check_runs
+from sim.cli import app
+from sim.config import ServiceModel, SimConfig
+from sim.engine import simulate
+from sim.errors import CheckError
+from sim.host_speed import profile_probe_s, run_probe_s, speed_factor
+from sim.output import records_of, serve_config
+from sim.sensitivity import scale_costs
+from sim.service import ServiceTable
+from sim.workload import make_workload
+from traces.profile import SPEED_PROBE, profile_from_frame, read_profile, write_profile
+from traces.serving import ServeConfig, write_records
+
+from .test_host import host_profile_frame
+
+runner = CliRunner()
+GAP_S = 2e-3
+PROFILE_PROBE_S = 300e-6
+
+
+def _probe_frame(median_s: float = PROFILE_PROBE_S, gap_s: float = GAP_S) -> pl.DataFrame:
+    row = {"expert": -1, "batch_size": 1, "latency_s": median_s, "samples": 200,
+           "component": SPEED_PROBE, "device": "cpu:test", "idle_s": gap_s}  # fmt: skip
+    probe = pl.DataFrame([row], schema_overrides={"idle_s": pl.Float64})
+    return pl.concat([host_profile_frame(), probe], how="diagonal_relaxed")
+
+
+@pytest.fixture(scope="module")
+def probed_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("speed") / "probed.parquet"
+    write_profile(_probe_frame(), path)
+    return path
+
+
+def _record(pairs: dict[int, list[float]], gap_s: float = GAP_S) -> dict[str, Any]:
+    median = {str(b): p for b, p in pairs.items()}
+    return {"speed_probe": {"seconds": 0.5, "mean_gap_s": gap_s, "median_s": median}}
+
+
+def _slow_run(
+    tmp_path: Path, profile: Path, slower: float, probes: dict[str, Any] | None, seed: int = 5
+) -> Path:
+    """A run made by the host model with every cost ×``slower``, stored as hw serve stores one,
+    with ``probes`` as its speed-probe record."""
+    table = ServiceTable.from_profile(read_profile(profile), 8, 16)
+    configs = [
+        SimConfig(
+            batch_size=b,
+            n_experts=8,
+            rate_rps=1500.0,
+            n_requests=2000,
+            max_backlog=None,
+            gate_latency_s=200e-6,
+            combine_latency_s=60e-6,
+            seed=seed,
+            host=True,
+            warmup=200,
+        )
+        for b in (1, 4, 16)
+    ]
+    work = make_workload(configs[0])
+    records = pl.concat(
+        [records_of(simulate(*scale_costs(c, table, slower), work)) for c in configs]
+    )
+    cfg = replace(serve_config(configs), device_names=("cpu:test",), placement=(0,) * 8)
+    cfg = replace(cfg, extra={**cfg.extra, **(probes or {})})
+    path = tmp_path / f"run-{slower}-{seed}.parquet"
+    write_records(path, records, cfg)
+    return path
+
+
+def test_a_run_on_a_host_twice_as_slow_is_reproduced_from_its_probes(
+    tmp_path: Path, probed_profile: Path
+) -> None:
+    """The probes before and after B = 1 average 2× the profile's (one 1.5×, one 2.5×), B = 4
+    and 16 exactly 2×: every cost of the replay ×2 gives the run back to the last digit."""
+    p = PROFILE_PROBE_S
+    probes = _record({1: [1.5 * p, 2.5 * p], 4: [2 * p, 2 * p], 16: [2 * p, 2 * p]})
+    run = _slow_run(tmp_path, probed_profile, 2.0, probes)
+    rows = check_run(run, probed_profile, service=ServiceModel.MEDIAN)
+    assert [r.speed_factor for r in rows] == [pytest.approx(2.0)] * 3
+    for r in rows:
+        assert r.within and all(abs(e) < 1e-6 for e in r.error_pct.values()), r
+    plain = check_run(run, probed_profile, service=ServiceModel.MEDIAN, speed_probe=False)
+    assert all(r.speed_factor is None for r in plain)
+    assert plain[0].error_pct["p50"] < -40  # the profile's own speed: half the latency at B=1
+    assert plain[0].error_pct["throughput"] > 0 or not plain[0].within
+
+
+def test_equal_probes_change_nothing(tmp_path: Path, probed_profile: Path) -> None:
+    p = PROFILE_PROBE_S
+    run = _slow_run(tmp_path, probed_profile, 1.0, _record({b: [p, p] for b in (1, 4, 16)}))
+    on = check_run(run, probed_profile, service=ServiceModel.MEDIAN)
+    off = check_run(run, probed_profile, service=ServiceModel.MEDIAN, speed_probe=False)
+    assert [r.speed_factor for r in on] == [pytest.approx(1.0)] * 3
+    assert [r.simulated for r in on] == [r.simulated for r in off]
+
+
+def test_repeats_report_the_mean_factor(tmp_path: Path, probed_profile: Path) -> None:
+    p = PROFILE_PROBE_S
+    runs = [
+        _slow_run(tmp_path, probed_profile, f, _record({b: [f * p, f * p] for b in (1, 4, 16)}), s)
+        for f, s in ((1.0, 5), (2.0, 6))
+    ]
+    rows = check_runs(runs, probed_profile, service=ServiceModel.MEDIAN)
+    assert [r.speed_factor for r in rows] == [pytest.approx(1.5)] * 3
+    assert all(r.within for r in rows)
+
+
+def test_no_probe_on_either_side_means_no_factor(tmp_path: Path, probed_profile: Path) -> None:
+    unprobed = tmp_path / "plain.parquet"
+    write_profile(host_profile_frame(), unprobed)
+    probed_run = _slow_run(tmp_path, probed_profile, 1.0, _record({1: [1e-4, 1e-4]}))
+    bare_run = _slow_run(tmp_path, probed_profile, 1.0, None, seed=6)
+    for run, prof in ((probed_run, unprobed), (bare_run, probed_profile)):
+        assert all(r.speed_factor is None for r in check_run(run, prof))
+    # the probed run has a probe for B = 1 only: B = 4 and 16 are replayed as they are
+    rows = check_run(probed_run, probed_profile)
+    assert rows[0].speed_factor == pytest.approx(1e-4 / PROFILE_PROBE_S)
+    assert rows[1].speed_factor is None and rows[2].speed_factor is None
+    with pytest.raises(CheckError, match="no host speed probe for B = 4"):
+        check_run(probed_run, probed_profile, speed_probe=True)
+    with pytest.raises(CheckError, match="shared-host model"):
+        check_run(probed_run, probed_profile, host=False, speed_probe=True)
+
+
+def _cfg(extra: dict[str, Any]) -> ServeConfig:
+    return ServeConfig(n_experts=2, b_values=(1,), rate_rps=10.0, extra=extra)
+
+
+@pytest.mark.parametrize(
+    ("record", "needle"),
+    [
+        ({"speed_probe": [1, 2]}, "malformed"),
+        ({"speed_probe": {"mean_gap_s": 0.002}}, "malformed"),
+        ({"speed_probe": {"mean_gap_s": -1, "median_s": {"1": [1e-4, 1e-4]}}}, "mean_gap_s"),
+        ({"speed_probe": {"mean_gap_s": "x", "median_s": {"1": [1e-4, 1e-4]}}}, "mean_gap_s"),
+        ({"speed_probe": {"mean_gap_s": 0.002, "median_s": {"1": [0, 1e-4]}}}, "B = 1"),
+        ({"speed_probe": {"mean_gap_s": 0.002, "median_s": {"1": []}}}, "B = 1"),
+        ({"speed_probe": {"mean_gap_s": 0.002, "median_s": {"1": 3e-4}}}, "B = 1"),
+        ({"speed_probe": {"mean_gap_s": 0.002, "median_s": {"1": [None, 1e-4]}}}, "B = 1"),
+    ],
+)
+def test_a_malformed_run_record_is_an_error(record: dict[str, Any], needle: str) -> None:
+    """A record that is there but broken would silently drop the correction: refuse it."""
+    with pytest.raises(CheckError, match=needle):
+        run_probe_s(_cfg(record), 1)
+
+
+def test_the_readers() -> None:
+    cfg = _cfg(_record({1: [2e-4, 4e-4], 2: [4e-4]}))
+    assert run_probe_s(cfg, 1) == pytest.approx((3e-4, GAP_S))
+    assert run_probe_s(cfg, 2) == pytest.approx((4e-4, GAP_S))
+    assert run_probe_s(cfg, 3) is None and run_probe_s(_cfg({}), 1) is None
+    prof = profile_from_frame(_probe_frame(5e-4))
+    assert profile_probe_s(prof) == pytest.approx((5e-4, GAP_S))
+    assert profile_probe_s(profile_from_frame(host_profile_frame())) is None
+    assert speed_factor(cfg, prof, 1) == pytest.approx(0.6)
+    other_gap = profile_from_frame(_probe_frame(5e-4, gap_s=1e-3))
+    with pytest.raises(CheckError, match="do not compare"):
+        speed_factor(cfg, other_gap, 1)
+
+
+def test_cli_shows_and_emits_the_factor(tmp_path: Path, probed_profile: Path) -> None:
+    p = PROFILE_PROBE_S
+    run = _slow_run(tmp_path, probed_profile, 2.0, _record({b: [2 * p, 2 * p] for b in (1, 4, 16)}))
+    args = ["check", str(run), "--profile", str(probed_profile), "--service", "median"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [d["speed_factor"] for d in lines] == [pytest.approx(2.0)] * 3
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "│ 2.00 │" in table.stdout  # the last column
+    off = runner.invoke(app, [*args, "--no-speed-probe", "--json"])
+    assert off.exit_code == 1  # B = 1 now misses: the profile's host is twice as fast
+    assert all(json.loads(x)["speed_factor"] is None for x in off.stdout.splitlines())
+    bad = runner.invoke(app, [*args, "--speed-probe", "--no-host"])
+    assert bad.exit_code == 2 and "shared-host model" in bad.stderr
+    assert "Traceback" not in bad.output
