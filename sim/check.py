@@ -23,7 +23,7 @@ import polars as pl
 from sim.config import GateSpec, ServiceModel, SimConfig
 from sim.engine import simulate
 from sim.errors import CheckError
-from sim.host_speed import speed_factor
+from sim.host_speed import at_host_speed, speed_factor
 from sim.output import records_of
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
@@ -315,7 +315,7 @@ def _check_loaded(
                     f"--speed-probe-s 0, or older) or in {profile.source} (profile again)"
                 )
             if factor is not None:
-                sim_cfg, b_table = scale_costs(sim_cfg, table, factor)
+                b_table = at_host_speed(table, profile, factor)
         measured_terms = None
         if terms is Terms.REPLAY:
             measured_terms = replay_terms(rows, cfg.max_wait_s)
