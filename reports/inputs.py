@@ -63,9 +63,12 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "tolerance_pct": pl.Float64(),
     "within": pl.Boolean(),
     "profile_variation": pl.Float64(),
+    "speed_factor": pl.Float64(),
 }
 """``sim check --json`` lines, one row per (B, metric); tolerance from ``<file>.meta.json``;
-``profile_variation``: the profile's recorded run-to-run variation (null: unrecorded)."""
+``profile_variation``: the profile's recorded run-to-run variation (null: unrecorded);
+``speed_factor``: how much slower the host idled during the run than while profiled, as
+the host model took it from the speed probes (null: not applied, or older outputs)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "tolerance_pct": tolerance.get(metric),
                     "within": bool(d["within"]),
                     "profile_variation": _float_or_none(d.get("profile_variation")),
+                    "speed_factor": _float_or_none(d.get("speed_factor")),
                 }
             )
     return pl.DataFrame(rows, schema=SIMCHECK_SCHEMA)

@@ -239,7 +239,7 @@ def _fidelity(inp: Inputs, report: str) -> str:
     out.append(
         "**Setup.** `sim check` replays each measured run (same arrivals, routing, B, costs "
         "from the latency profile) in the SimPy model and compares throughput, p50 and p99. "
-        f"Figure: [error per point]({report}#sim-vs-measured).\n"
+        f"Figure: [error per point]({report}#sim-vs-measured)." + _probed_state(c) + "\n"
     )
     per = (
         c.group_by("metric")
@@ -268,6 +268,19 @@ def _fidelity(inp: Inputs, report: str) -> str:
         + "\n"
     )
     return "\n".join(out)
+
+
+def _probed_state(check: pl.DataFrame) -> str:
+    """Say so when the host model took each run's machine state from the speed probes."""
+    factors = check["speed_factor"].drop_nulls() if "speed_factor" in check.columns else None
+    if factors is None or not len(factors):
+        return ""
+    lo, hi = float(factors.min()), float(factors.max())  # type: ignore[arg-type]
+    return (
+        " The shared-host model took each run's machine state from the host speed probe "
+        f"that `hw serve` and `hw profile` both take: the host idled ×{lo:.2f}–×{hi:.2f} as "
+        "slowly as while profiled (`docs/system-model.md` §8)."
+    )
 
 
 def _noisy_profile(check: pl.DataFrame) -> str:

@@ -110,6 +110,28 @@ def test_writeup_cautions_when_the_checks_profile_was_measured_on_a_moving_machi
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts[0.4]
 
 
+def test_writeup_says_when_the_model_took_the_runs_state_from_the_probes(
+    small_run: Path, tmp_path: Path
+) -> None:
+    check = small_run / "simcheck.jsonl"
+    lines = [json.loads(x) for x in check.read_text().splitlines()]
+    texts = {}
+    for name, factors in (("probed", (0.91, 1.37)), ("plain", (None, None)), ("older", ())):
+        rows = [
+            {**x, "speed_factor": factors[i % 2]} if factors else
+            {k: v for k, v in x.items() if k != "speed_factor"}
+            for i, x in enumerate(lines)
+        ]  # fmt: skip
+        check.write_text("".join(json.dumps(x) + "\n" for x in rows))
+        out = tmp_path / f"results-{name}.md"
+        res = runner.invoke(app, ["writeup", str(small_run), "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        texts[name] = out.read_text()
+    assert "idled ×0.91–×1.37 as slowly as while profiled" in texts["probed"]
+    assert "speed probe" not in texts["plain"] and "speed probe" not in texts["older"]
+    assert "3 of 4 (point, metric) pairs are within tolerance" in texts["probed"]
+
+
 def test_demo_covers_every_tool_in_order(tmp_path: Path) -> None:
     steps = demo_steps(tmp_path)
     verbs = [(Path(s.argv[0]).name, s.argv[1]) for s in steps]
