@@ -108,8 +108,8 @@ class CheckRow:
     # hw profile's recorded run-to-run variation of the profile the costs came from (None:
     # unrecorded, or costs taken from the run): how much the machine moved while profiled
     profile_variation: float | None = None
-    # the host's speed during the run ÷ while profiled (sim.host_speed): the factor every cost
-    # of the replay was multiplied by; None: not applied (no probes, or --no-speed-probe)
+    # the run's speed probe ÷ the profile's (sim.host_speed): how much slower the host idled
+    # during the run, as the replay took it; None: not applied (no probes, --no-speed-probe)
     speed_factor: float | None = None
 
     def unresolved(self) -> bool:
@@ -243,9 +243,9 @@ def check_run(
     vary, and the variation is measured), else ``median``. ``host`` (profile
     terms only) runs the shared-host model of system-model §8; None: on for a
     run on CPU devices when the profile has the host terms, off otherwise.
-    ``speed_probe`` (host model only) scales every cost of a B by the host's speed during
-    its run ÷ while profiled (:mod:`sim.host_speed`); None: on when the run and the
-    profile both carry the probe.
+    ``speed_probe`` (host model only) takes each B's machine state from the speed probes:
+    the host model's idle slowdown grows with the run's probe ÷ the profile's
+    (:mod:`sim.host_speed`); None: on when the run and the profile both carry the probe.
     """
     records, cfg = read_records(measured_path)
     if records.height == 0:

@@ -389,8 +389,8 @@ def check_cmd(
         bool | None,
         typer.Option(
             "--speed-probe/--no-speed-probe",
-            help="Scale the host model's costs per B by the host's speed during the run ÷ "
-            "while profiled (both from hw's speed probe). Default: on when both have it.",
+            help="Take each B's machine state from hw's speed probe: the host model idles "
+            "as much slower as the run's probe ÷ the profile's. Default: on when both have it.",
         ),
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,

@@ -107,8 +107,8 @@ LOOP_COMPONENTS = (
 COMPLETION_COMPONENTS = ("completion_alone", "completion_contended")
 # the host's speed while profiled: the gate on one request after exponential gaps of mean
 # ``idle_s``, sampled before each pass and after the last (hw.profiling.speed_probe); hw serve
-# records the same probe around each B, and sim check scales the costs by the ratio
-# (optional: older profiles lack it)
+# records the same probe around each B, and sim check slows the host model's idle speed by
+# the ratio (sim.host_speed; optional: older profiles lack it)
 SPEED_PROBE = "speed_probe"
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
