@@ -24,6 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from traces.atomic import atomic_write_text
 from traces.cli_support import err_console
 from traces.errors import DeltasimError
+from traces.sidecar import meta_path
 
 __all__ = ["DemoError", "Step", "demo_steps", "run_demo"]
 
@@ -65,7 +66,7 @@ def demo_steps(out: Path) -> list[Step]:
 
     def check_meta() -> None:
         meta = {"run": measured.stem, "tolerance_pct": TOLERANCE}
-        atomic_write_text(check.with_name(check.name + ".meta.json"), json.dumps(meta) + "\n")
+        atomic_write_text(meta_path(check), json.dumps(meta) + "\n")
 
     steps = [
         Step(

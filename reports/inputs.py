@@ -22,6 +22,7 @@ from traces.moe_load import read_load
 from traces.moe_results import read_results
 from traces.routing import read_routing
 from traces.serving import read_summary
+from traces.sidecar import meta_path
 from traces.table_schema import FORMAT_KEY
 
 __all__ = [
@@ -138,14 +139,14 @@ def _graph_name(path: str) -> str:
 def read_simcheck(path: str | Path) -> pl.DataFrame:
     """Rows of a saved ``sim check --json`` output; tolerances from the ``.meta.json`` beside it."""
     path = Path(path)
-    meta_path = path.with_name(path.name + ".meta.json")
+    record = meta_path(path)
     tolerance: dict[str, float] = {}
     run = path.name.removesuffix(".jsonl")
-    if meta_path.is_file():
+    if record.is_file():
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = json.loads(record.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise FormatError(str(meta_path), "(json)", exc.msg) from None
+            raise FormatError(str(record), "(json)", exc.msg) from None
         tolerance = {str(k): float(v) for k, v in meta.get("tolerance_pct", {}).items()}
         run = str(meta.get("run", run))
     rows = []

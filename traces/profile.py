@@ -25,6 +25,7 @@ import polars as pl
 
 from traces.atomic import atomic_write_with
 from traces.errors import FormatError
+from traces.sidecar import meta_path  # where hw profile records how it measured a profile
 
 __all__ = [
     "COMPLETION_COMPONENTS",
@@ -199,13 +200,6 @@ def steps_path(path: str | Path) -> Path:
 # (one at 86 % predicted a p50 of 54 ms where six runs gave 0.9-17 ms: benchmarks/README.md,
 # "Fidelity, session 9"); the bundled profiles lie at 0.6-25 %.
 NOISY_PROFILE = 0.25
-
-
-def meta_path(path: str | Path) -> Path:
-    """Where ``hw profile`` records how it measured the profile at ``path``
-    (``NAME.parquet.meta.json``: its settings, device and run-to-run variation)."""
-    path = Path(path)
-    return path.with_name(f"{path.name}.meta.json")
 
 
 def profile_variation(path: str | Path) -> float | None:
