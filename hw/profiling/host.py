@@ -45,6 +45,13 @@ simulator's shared-host model.
   mattered more than the last gap alone. Chain ÷ (chain + idle) is the
   phase's duty; the simulator takes the chain's steps as it prices them ÷
   this chain as its speed (``sim.host_terms.HostTerms.from_profile``).
+- ``speed_probe`` (``idle_s`` = its mean gap): the host speed probe
+  (:mod:`hw.profiling.speed_probe`), one phase of it visited among the duty curve's
+  phases, as often and in the same shuffled order, so that the reference ``sim check``
+  divides a run's probe by saw the same states of the machine as the curve it then
+  scales (probed before the passes and after the host terms instead, the ratio of the
+  low-duty chain to the probe varied ×1.45–×2.6 between profiles, and so did each
+  profile's prediction).
 - the server's own loops (``gate_overhead``, ``batch_overhead``,
   ``completion_overhead``) and the load generator's per-arrival penalties
   (``arrival_penalty_gate``, ``arrival_penalty_worker``):
@@ -84,7 +91,9 @@ import torch
 
 from hw.profiling.model import ServedModel
 from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
+from hw.profiling.speed_probe import PROBE_GAP_S, probe_samples
 from hw.timing import LatencyStats, measure_samples
+from traces.profile import SPEED_PROBE
 
 __all__ = [
     "IDLE_S",
@@ -115,6 +124,7 @@ class HostTiming:
     idle_calls: int = 100  # hand-offs, per idle time: one call per sleep
     duty_phase_s: float = 0.5  # duty curve: length of one phase ...
     duty_visits: int = 3  # ... and visits of each level
+    speed_probe_s: float = 0.0  # the speed probe's phase, visited among the duty levels
 
 
 def dispatch_call(
@@ -367,15 +377,26 @@ def duty_curve(
     phase_s: float,
     visits: int,
     seed: int,
-) -> list[list[tuple[float, ChainTiming]]]:
+    probe: Callable[[], list[float]] | None = None,
+) -> tuple[list[list[tuple[float, ChainTiming]]], list[float]]:
     """Per level of ``mean_idle_s``, (idle gap before it, timing) of each kept chain: each
     visit a phase of ``phase_s`` seconds of chains separated by exponential idle gaps of
     that mean (0: back to back), of which the second half is kept (module docstring). The
-    gap runs from the previous chain's end to this one's start."""
+    gap runs from the previous chain's end to this one's start.
+
+    ``probe`` (the host speed probe, :mod:`hw.profiling.speed_probe`) is visited as one more
+    level, as often and in the same shuffled order, so that its samples (returned second)
+    see the same states of the machine as the curve that ``sim check`` scales by them."""
     rng = np.random.default_rng(seed)
-    order = rng.permutation(np.repeat(np.arange(len(mean_idle_s)), visits)).tolist()
+    levels = len(mean_idle_s) + (probe is not None)
+    order = rng.permutation(np.repeat(np.arange(levels), visits)).tolist()
     kept: list[list[tuple[float, ChainTiming]]] = [[] for _ in mean_idle_s]
+    probed: list[float] = []
     for level in order:
+        if level == len(mean_idle_s):
+            assert probe is not None
+            probed += probe()
+            continue
         mean = mean_idle_s[level]
         start = time.perf_counter()
         end = prev_end = start
@@ -387,7 +408,7 @@ def duty_curve(
             if got.start - start >= phase_s / 2:
                 kept[level].append((got.start - prev_end, got))
             prev_end = end
-    return kept
+    return kept, probed
 
 
 def chain_curves(
@@ -500,10 +521,17 @@ def measure_host(
             with _server_chain(gate, (*[take, run] * k, completion)) as chain:
                 for _ in range(5):
                     chain()
-                levels = duty_curve(
-                    chain, timing.idle_s, timing.duty_phase_s, timing.duty_visits, seed
+                probe = None
+                if timing.speed_probe_s > 0:
+                    probe = lambda: probe_samples(  # noqa: E731
+                        served, timing.speed_probe_s, PROBE_GAP_S, seed, timing.switch_interval_s
+                    )
+                levels, probed = duty_curve(
+                    chain, timing.idle_s, timing.duty_phase_s, timing.duty_visits, seed, probe
                 )
             found.update(chain_curves(levels))
+            if probed:
+                found[(SPEED_PROBE, PROBE_GAP_S)] = probed
             with _queue_handoff() as to_gate, _notify_handoff() as to_worker:
                 for _ in range(5):
                     to_gate()

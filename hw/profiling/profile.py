@@ -23,9 +23,9 @@ import torch
 from hw.profiling.errors import ProfilingError
 from hw.profiling.host import HostTiming, dispatch_call, measure_host
 from hw.profiling.model import DTYPES, ServedModel, device_label, model_from_spec, resolve_device
-from hw.profiling.speed_probe import PROBE_GAP_S, PROBE_S, probe_samples
+from hw.profiling.speed_probe import PROBE_S
 from hw.timing import LatencyStats, measure_samples
-from traces.profile import SPEED_PROBE, profile_from_frame
+from traces.profile import profile_from_frame
 
 __all__ = [
     "DEFAULT_BATCH_SIZES",
@@ -54,10 +54,10 @@ class ProfileConfig:
     collect, the GIL contention pairs, the duty and hand-off curves) for the simulator's
     shared-host model, with the server's GIL switch interval ``gil_switch_s``,
     ``idle_calls`` calls per idle time for its hand-off curves and phases of
-    ``duty_phase_s`` seconds for its duty curve; with them, ``speed_probe_s`` seconds of the
-    host speed probe (:mod:`hw.profiling.speed_probe`) before each pass and after the host
-    terms, pooled into one ``speed_probe`` row (0: none), for ``sim check`` to compare the
-    host's speed during a measured run with its speed here.
+    ``duty_phase_s`` seconds for its duty curve; with them, phases of ``speed_probe_s``
+    seconds of the host speed probe (:mod:`hw.profiling.speed_probe`) visited among the
+    duty curve's, pooled into one ``speed_probe`` row (0: none), for ``sim check`` to
+    compare the host's state during a measured run with its state here.
     """
 
     model: dict[str, Any] = field(default_factory=dict)
@@ -201,15 +201,9 @@ def run_profile(
         calls = {(c, e, b): make(b) for c, e, make in steps for b in cfg.batch_sizes}
         total = len(calls) * cfg.repeats * cfg.rounds
         passes: list[dict[tuple[str, int, int], list[float]]] = []
-        probe: list[float] = []  # the host's speed (speed_probe): before each pass, at the end
         with_host = _with_host(cfg, served)
-        probing = with_host and cfg.speed_probe_s > 0
         done = 0
-        for i in range(cfg.repeats):
-            if probing:
-                probe += probe_samples(
-                    served, cfg.speed_probe_s, PROBE_GAP_S, cfg.seed + i, cfg.gil_switch_s
-                )
+        for _ in range(cfg.repeats):
             found: dict[tuple[str, int, int], list[float]] = {k: [] for k in calls}
             for r in range(cfg.rounds):
                 for key, call in calls.items():
@@ -235,13 +229,9 @@ def run_profile(
                 switch_interval_s=cfg.gil_switch_s,
                 idle_calls=cfg.idle_calls,
                 duty_phase_s=cfg.duty_phase_s,
+                speed_probe_s=cfg.speed_probe_s,
             )
             host = measure_host(served, timing, torch.Generator().manual_seed(cfg.seed + 1))
-            if probing:
-                probe += probe_samples(
-                    served, cfg.speed_probe_s, PROBE_GAP_S, cfg.seed + cfg.repeats, cfg.gil_switch_s
-                )
-                host.append((SPEED_PROBE, 1, PROBE_GAP_S, LatencyStats.from_samples(probe)))
     finally:
         torch.set_num_threads(old_threads)
     label = device_label(device)

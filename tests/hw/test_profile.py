@@ -152,8 +152,8 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step",
              "chain_first_gather", "chain_next_gather")  # fmt: skip
     assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs, *chain, SPEED_PROBE}
-    # the host speed probe: one row pooled over three probes (before each pass, at the end),
-    # each of at least 5 calls after idle gaps of the probe's mean
+    # the host speed probe: one row pooled over its phases among the duty curve's (as many
+    # as each duty level's visits, 3), each of at least 5 calls after idle gaps of its mean
     probe = curves.filter(curves["component"] == SPEED_PROBE)
     assert probe.height == 1 and probe["idle_s"][0] == PROBE_GAP_S
     assert probe["samples"][0] >= 3 * 5 and probe["latency_s"][0] > 0
@@ -483,3 +483,29 @@ def test_speed_probe_times_the_gate_after_idle_gaps() -> None:
     gpu = SimpleNamespace(devices=[torch.device("cuda", 0)])
     with pytest.raises(TimingError, match="on a CPU"):
         probe_samples(gpu, 0.01)  # type: ignore[arg-type]
+
+
+def test_the_speed_probe_is_visited_among_the_duty_phases() -> None:
+    """The probe's phases are shuffled in with the duty levels' (as often as each level), so
+    its reference sees the same states of the machine as the curve it is compared with."""
+    from hw.profiling.host import ChainTiming, duty_curve
+
+    seen: list[str] = []
+
+    def chain() -> ChainTiming:
+        seen.append("chain")
+        t = time.perf_counter()
+        return ChainTiming(t, t + 1e-6, t + 2e-6, (time.perf_counter() + 1e-3,))
+
+    def probe() -> list[float]:
+        seen.append("probe")
+        return [1e-4, 2e-4]
+
+    levels, probed = duty_curve(chain, (0.0, 1e-4), 0.01, 3, seed=6, probe=probe)
+    assert len(levels) == 2 and all(levels)
+    assert seen.count("probe") == 3 and probed == [1e-4, 2e-4] * 3
+    phases = [k for i, k in enumerate(seen) if i == 0 or k != seen[i - 1]]
+    first, last = phases.index("probe"), len(phases) - 1 - phases[::-1].index("probe")
+    assert "chain" in phases[first:last]  # not one block: chains between the probe's phases
+    levels, probed = duty_curve(chain, (0.0,), 0.01, 2, seed=4)
+    assert probed == [] and len(levels) == 1
