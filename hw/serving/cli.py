@@ -43,7 +43,7 @@ SpeedProbeOpt = Annotated[
     float,
     typer.Option(
         "--speed-probe-s",
-        help="CPU: seconds of each host speed probe (profile: before each pass and at the end; "
+        help="CPU: seconds of each host speed probe (profile: phases among the duty curve's; "
         "serve: before, between and after the B values), for sim check; 0: none.",
     ),
 ]
