@@ -467,6 +467,7 @@ def _print_serve(run: Any, out: Path, json_: bool) -> None:
                 "records": str(out),
                 "summary": str(summary_path(out)),
                 "warmup_excluded": cfg.warmup,
+                "speed_probe": cfg.extra.get("speed_probe"),
                 "points": rows,
             }
         )
@@ -497,3 +498,10 @@ def _print_serve(run: Any, out: Path, json_: bool) -> None:
         f"combine {(cfg.combine_latency_s or 0) * 1e6:.0f} µs (medians); "
         f"wrote {out} and {summary_path(out).name}"
     )
+    probe = cfg.extra.get("speed_probe")
+    if probe:  # the host's state around each B, for sim check (docs/serving.md)
+        times = [t * 1e6 for pair in probe["median_s"].values() for t in pair]
+        out_console.print(
+            f"host speed probe (gate after {probe['mean_gap_s'] * 1e3:g} ms gaps) around the "
+            f"B values: {min(times):.0f}–{max(times):.0f} µs"
+        )

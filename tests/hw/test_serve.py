@@ -332,6 +332,7 @@ def test_cli_writes_records_and_summary_in_the_shared_schema(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["warmup_excluded"] == 3 and [p["B"] for p in doc["points"]] == [1, 2]
+    assert list(doc["speed_probe"]["median_s"]) == ["1", "2"]  # the host's state around each B
     records, cfg = read_records(out)
     summary, cfg2 = read_summary(summary_path(out))
     assert cfg == cfg2 and cfg.b_values == (1, 2) and cfg.model["n_experts"] == 4
@@ -339,6 +340,7 @@ def test_cli_writes_records_and_summary_in_the_shared_schema(tmp_path: Path) -> 
     assert summary["requests"].to_list() == [37, 37]
     text = runner.invoke(app, [*args, "--force", "--no-progress"])
     assert text.exit_code == 0 and "warm-up" in text.stdout
+    assert "host speed probe" in " ".join(text.stdout.split())
 
 
 @pytest.mark.parametrize(
