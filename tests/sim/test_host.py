@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -687,12 +688,15 @@ def test_sim_run_defaults_to_the_host_model_for_a_cpu_profile_with_its_terms(
     assert p50_host > p50_ideal  # contention and the wake speed only ever slow the host
 
 
-def _host_run(tmp_path: Path, device: str) -> Path:
-    """A 'measured' run made by the host model itself, stored as `hw serve` stores a run."""
-    from traces.profile import read_profile
-
-    prof = read_profile(tmp_path / "TEST-host-profile.parquet")
-    table = ServiceTable.from_profile(prof, 8, 16)
+def host_model_run(
+    path: Path,
+    table: ServiceTable,
+    device: str = "cpu:test",
+    seed: int = 5,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """A 'measured' run at B = 1, 4, 16 made by the host model itself from ``table``, stored
+    at ``path`` as `hw serve` stores a run (``extra`` added to its config's)."""
     configs = [
         SimConfig(
             batch_size=b,
@@ -702,7 +706,7 @@ def _host_run(tmp_path: Path, device: str) -> Path:
             max_backlog=None,
             gate_latency_s=200e-6,
             combine_latency_s=60e-6,
-            seed=5,
+            seed=seed,
             host=True,
             warmup=200,
         )
@@ -711,12 +715,19 @@ def _host_run(tmp_path: Path, device: str) -> Path:
     work = make_workload(configs[0])
     records = pl.concat([records_of(simulate(c, table, work)) for c in configs])
     cfg = serve_config(configs)
-    from dataclasses import replace
-
-    cfg = replace(cfg, device_names=(device,), placement=(0,) * 8)
-    path = tmp_path / f"run-{device.split(':')[0]}.parquet"
+    cfg = replace(
+        cfg, device_names=(device,), placement=(0,) * 8, extra={**cfg.extra, **(extra or {})}
+    )
     write_records(path, records, cfg)
     return path
+
+
+def _host_run(tmp_path: Path, device: str) -> Path:
+    from traces.profile import read_profile
+
+    prof = read_profile(tmp_path / "TEST-host-profile.parquet")
+    path = tmp_path / f"run-{device.split(':')[0]}.parquet"
+    return host_model_run(path, ServiceTable.from_profile(prof, 8, 16), device)
 
 
 def test_check_applies_the_host_model_to_cpu_runs(tmp_path: Path) -> None:

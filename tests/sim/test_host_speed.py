@@ -11,7 +11,6 @@ missed without them.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from typer.testing import CliRunner
 
 from sim.check import check_run, check_runs
 from sim.cli import app
-from sim.config import ServiceModel, SimConfig
-from sim.engine import simulate
+from sim.config import ServiceModel
 from sim.errors import CheckError
 from sim.host_speed import (
     at_host_speed,
@@ -33,13 +31,11 @@ from sim.host_speed import (
     speed_factor,
 )
 from sim.host_terms import HostTerms
-from sim.output import records_of, serve_config
 from sim.service import ServiceTable
-from sim.workload import make_workload
 from traces.profile import SPEED_PROBE, profile_from_frame, read_profile, write_profile
-from traces.serving import ServeConfig, write_records
+from traces.serving import ServeConfig
 
-from .test_host import host_profile_frame
+from .test_host import host_model_run, host_profile_frame
 
 runner = CliRunner()
 GAP_S = 2e-3
@@ -72,28 +68,7 @@ def _slow_run(
     as hw serve stores one, with ``probes`` as its speed-probe record."""
     prof = read_profile(profile)
     table = at_host_speed(ServiceTable.from_profile(prof, 8, 16), prof, slower)
-    configs = [
-        SimConfig(
-            batch_size=b,
-            n_experts=8,
-            rate_rps=1500.0,
-            n_requests=2000,
-            max_backlog=None,
-            gate_latency_s=200e-6,
-            combine_latency_s=60e-6,
-            seed=seed,
-            host=True,
-            warmup=200,
-        )
-        for b in (1, 4, 16)
-    ]
-    work = make_workload(configs[0])
-    records = pl.concat([records_of(simulate(c, table, work)) for c in configs])
-    cfg = replace(serve_config(configs), device_names=("cpu:test",), placement=(0,) * 8)
-    cfg = replace(cfg, extra={**cfg.extra, **(probes or {})})
-    path = tmp_path / f"run-{slower}-{seed}.parquet"
-    write_records(path, records, cfg)
-    return path
+    return host_model_run(tmp_path / f"run-{slower}-{seed}.parquet", table, seed=seed, extra=probes)
 
 
 def test_a_run_in_a_state_twice_as_slow_is_reproduced_from_its_probes(
