@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -91,42 +92,49 @@ def test_writeup_answers_every_question_from_the_files(small_run: Path, tmp_path
     assert "fx level worst 0.05 %; inductor level worst 0.00 %" in text
 
 
+def _writeups_of_saved_checks(
+    run: Path, tmp_path: Path, variants: dict[str, Any]
+) -> dict[str, str]:
+    """``report writeup`` of ``run`` once per variant, its saved ``sim check --json`` lines
+    rewritten by the variant (a function of a line's index and dict) each time."""
+    check = run / "simcheck.jsonl"
+    lines = [json.loads(x) for x in check.read_text().splitlines()]
+    texts = {}
+    for name, rewrite in variants.items():
+        check.write_text("".join(json.dumps(rewrite(i, x)) + "\n" for i, x in enumerate(lines)))
+        out = tmp_path / f"results-{name}.md"
+        res = runner.invoke(app, ["writeup", str(run), "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        texts[name] = out.read_text()
+    return texts
+
+
 def test_writeup_cautions_when_the_checks_profile_was_measured_on_a_moving_machine(
     small_run: Path, tmp_path: Path
 ) -> None:
-    check = small_run / "simcheck.jsonl"
-    lines = [json.loads(x) for x in check.read_text().splitlines()]
-    texts = {}
-    for variation in (0.02, 0.4, None):  # steady, moving, unrecorded (older outputs)
-        check.write_text("".join(json.dumps({**x, "profile_variation": variation}) + "\n"
-                                 for x in lines))  # fmt: skip
-        out = tmp_path / f"results-{variation}.md"
-        res = runner.invoke(app, ["writeup", str(small_run), "--out", str(out)])
-        assert res.exit_code == 0, res.output
-        texts[variation] = out.read_text()
-    assert "varied by 40% between hw profile's passes" in texts[0.4]
-    assert "Caveat" not in texts[0.02] and "Caveat" not in texts[None]
+    texts = _writeups_of_saved_checks(
+        small_run,
+        tmp_path,  # steady, moving, unrecorded (older outputs)
+        {str(v): (lambda _i, x, v=v: {**x, "profile_variation": v}) for v in (0.02, 0.4, None)},
+    )
+    assert "varied by 40% between hw profile's passes" in texts["0.4"]
+    assert "Caveat" not in texts["0.02"] and "Caveat" not in texts["None"]
     # the caveat adds to the fidelity conclusion, it does not replace it
-    assert "3 of 4 (point, metric) pairs are within tolerance" in texts[0.4]
+    assert "3 of 4 (point, metric) pairs are within tolerance" in texts["0.4"]
 
 
 def test_writeup_says_when_the_model_took_the_runs_state_from_the_probes(
     small_run: Path, tmp_path: Path
 ) -> None:
-    check = small_run / "simcheck.jsonl"
-    lines = [json.loads(x) for x in check.read_text().splitlines()]
-    texts = {}
-    for name, factors in (("probed", (0.91, 1.37)), ("plain", (None, None)), ("older", ())):
-        rows = [
-            {**x, "speed_factor": factors[i % 2]} if factors else
-            {k: v for k, v in x.items() if k != "speed_factor"}
-            for i, x in enumerate(lines)
-        ]  # fmt: skip
-        check.write_text("".join(json.dumps(x) + "\n" for x in rows))
-        out = tmp_path / f"results-{name}.md"
-        res = runner.invoke(app, ["writeup", str(small_run), "--out", str(out)])
-        assert res.exit_code == 0, res.output
-        texts[name] = out.read_text()
+    texts = _writeups_of_saved_checks(
+        small_run,
+        tmp_path,
+        {
+            "probed": lambda i, x: {**x, "speed_factor": (0.91, 1.37)[i % 2]},
+            "plain": lambda _i, x: {**x, "speed_factor": None},
+            "older": lambda _i, x: {k: v for k, v in x.items() if k != "speed_factor"},
+        },
+    )
     assert "idled ×0.91–×1.37 as slowly as while profiled" in texts["probed"]
     assert "speed probe" not in texts["plain"] and "speed probe" not in texts["older"]
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["probed"]
