@@ -297,7 +297,7 @@ def _check_loaded(
         raise CheckError("--sensitivity scales the profile's costs: use it with --terms profile")
     if speed_probe and not host:
         raise CheckError(
-            "--speed-probe scales the shared-host model's costs: use it with --terms profile "
+            "--speed-probe slows the shared-host model's idle speed: use it with --terms profile "
             "on a run on CPU devices and a profile with the host terms"
         )
     measured = summarize(records, cfg)

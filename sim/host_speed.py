@@ -6,9 +6,9 @@ Why: a shared machine has speed states that last seconds to minutes; a profile h
 the one it was taken in, so a prediction from it matches the runs in that state and
 misses the others by as much as they differ (at B = 1, where a request's latency is a
 chain of host steps: ``benchmarks/README.md``, "Fidelity, session 9"). ``hw serve``
-probes the host just before and just after each B's run, ``hw profile`` before each of
-its passes and at its end, with the same probe (the gate on one request after idle gaps
-of 2 ms); the factor is the run's probe ÷ the profile's.
+probes the host just before and just after each B's run, ``hw profile`` in phases among
+its duty curve's, with the same probe (the gate on one request after idle gaps of 2 ms);
+the factor is the run's probe ÷ the profile's.
 
 What the factor changes: the host's *idle slowdown*, not its busy speed. The shared-host
 model runs at a speed v(u) set by the host's duty u (``docs/system-model.md`` §8), 1 when

@@ -107,7 +107,7 @@ LOOP_COMPONENTS = (
 # the gate: the combine job's own contention (optional: older profiles lack it)
 COMPLETION_COMPONENTS = ("completion_alone", "completion_contended")
 # the host's speed while profiled: the gate on one request after exponential gaps of mean
-# ``idle_s``, sampled before each pass and after the last (hw.profiling.speed_probe); hw serve
+# ``idle_s``, sampled in phases among the duty curve's (hw.profiling.speed_probe); hw serve
 # records the same probe around each B, and sim check slows the host model's idle speed by
 # the ratio (sim.host_speed; optional: older profiles lack it)
 SPEED_PROBE = "speed_probe"

@@ -201,7 +201,6 @@ def run_profile(
         calls = {(c, e, b): make(b) for c, e, make in steps for b in cfg.batch_sizes}
         total = len(calls) * cfg.repeats * cfg.rounds
         passes: list[dict[tuple[str, int, int], list[float]]] = []
-        with_host = _with_host(cfg, served)
         done = 0
         for _ in range(cfg.repeats):
             found: dict[tuple[str, int, int], list[float]] = {k: [] for k in calls}
@@ -220,7 +219,7 @@ def run_profile(
                         on_step(done, total)
             passes.append(found)
         host = []
-        if with_host:
+        if _with_host(cfg, served):
             timing = HostTiming(
                 min_calls=cfg.min_calls,
                 min_time_s=cfg.min_time_s,
