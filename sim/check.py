@@ -111,6 +111,10 @@ class CheckRow:
     # the run's speed probe ÷ the profile's (sim.host_speed): how much slower the host idled
     # during the run, as the replay took it; None: not applied (no probes, --no-speed-probe)
     speed_factor: float | None = None
+    # several profiles (check_runs): ``simulated`` is the mean of their predictions, and
+    # per metric the (lowest, highest) of the profiles' own predictions (each over the runs)
+    profiles: int = 1
+    simulated_range: dict[str, tuple[float, float]] | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -147,6 +151,10 @@ class CheckRow:
             extra["measured_max"] = {k: finite(hi) for k, (_, hi) in self.measured_range.items()}
         if self.error_se_pct is not None:
             extra["error_se_pct"] = clean(self.error_se_pct)
+        if self.profiles > 1 and self.simulated_range is not None:
+            extra["profiles"] = self.profiles
+            extra["simulated_min"] = {k: finite(lo) for k, (lo, _) in self.simulated_range.items()}
+            extra["simulated_max"] = {k: finite(hi) for k, (_, hi) in self.simulated_range.items()}
         return {
             "B": self.B,
             "measured": clean(self.measured),
@@ -254,16 +262,19 @@ def check_run(
     rows = _check_loaded(
         records, cfg, profile, tolerance, service, terms, host, sensitivity, speed_probe
     )
-    return _with_variation(rows, profile_path, terms)
+    return _with_variation(rows, [profile_path], terms)
 
 
 def _with_variation(
-    rows: list[CheckRow], profile_path: str | Path | None, terms: Terms
+    rows: list[CheckRow], profile_paths: Sequence[str | Path | None], terms: Terms
 ) -> list[CheckRow]:
-    """The rows with the profile's recorded variation, where the costs came from it."""
+    """The rows with the profiles' recorded variation (the largest, with several), where the
+    costs came from them."""
     if terms is not Terms.PROFILE:
         return rows
-    variation = profile_variation(profile_path or default_profile_path())
+    recorded = [profile_variation(p or default_profile_path()) for p in profile_paths]
+    known = [v for v in recorded if v is not None]
+    variation = max(known) if known else None
     return [replace(r, profile_variation=variation) for r in rows]
 
 
@@ -361,9 +372,21 @@ _SAME_COMMAND = (
 )
 
 
+ProfilePaths = str | Path | Sequence[str | Path] | None
+"""One profile, several (their predictions averaged), or None: the bundled one."""
+
+
+def _profile_list(profile_path: ProfilePaths) -> list[str | Path | None]:
+    if profile_path is None or isinstance(profile_path, str | Path):
+        return [profile_path]
+    if not profile_path:
+        raise CheckError("give at least one profile")
+    return list(profile_path)
+
+
 def check_runs(
     measured_paths: Sequence[str | Path],
-    profile_path: str | Path | None = None,
+    profile_path: ProfilePaths = None,
     tolerance: dict[str, float] | None = None,
     service: ServiceModel | None = None,
     terms: Terms = Terms.PROFILE,
@@ -371,9 +394,10 @@ def check_runs(
     sensitivity: float | None = None,
     speed_probe: bool | None = None,
 ) -> list[CheckRow]:
-    """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means.
+    """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
+    predicted from one profile or the mean of several.
 
-    Why: on a shared machine the real server's p50 and p99 at small B differ
+    Why repeats: on a shared machine the real server's p50 and p99 at small B differ
     between identical runs by more than the tolerance (``benchmarks/README.md``),
     so one run is one draw, not the measurement. Each run is replayed with its
     own arrivals and routing; per B, ``measured`` and ``simulated`` are the means
@@ -381,11 +405,19 @@ def check_runs(
     error over the runs, ``measured_range`` the lowest and highest measured value,
     and ``runs_within`` how many runs pass on their own.
     The runs must share every setting but the seed (:data:`_SAME_COMMAND`).
+
+    Why several profiles: a profile is one draw too, of the machine's state while it was
+    taken. On a machine whose state moves over minutes, the same runs predicted from three
+    profiles taken among them differed at B = 1 by up to 39 points, the same for every run
+    (``benchmarks/README.md``, "Fidelity, session 11"); each run is then predicted as the
+    mean of every profile's prediction of it, and ``simulated_range`` keeps the lowest and
+    highest profile's (each over the runs), how far the reference state moves the answer.
     """
     if not measured_paths:
         raise CheckError("give at least one measured run")
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
-    profile = read_profile(profile_path or default_profile_path())
+    paths = _profile_list(profile_path)
+    profiles = [read_profile(p or default_profile_path()) for p in paths]
     loaded = []
     for path in measured_paths:
         records, cfg = read_records(path)
@@ -400,12 +432,16 @@ def check_runs(
                         f"{path} is not a repeat of {first_path}: {name} {b!r} vs {a!r}"
                     )
         loaded.append((records, cfg))
-    per_run = [
-        _check_loaded(records, cfg, profile, tol, service, terms, host, sensitivity, speed_probe)
-        for records, cfg in loaded
+    by_profile = [
+        [
+            _check_loaded(records, cfg, prof, tol, service, terms, host, sensitivity, speed_probe)
+            for records, cfg in loaded
+        ]
+        for prof in profiles
     ]
+    per_run = [_profiles_mean([rows[i] for rows in by_profile], tol) for i in range(len(loaded))]
     if len(per_run) == 1:
-        return _with_variation(per_run[0], profile_path, terms)
+        return _with_variation(per_run[0], paths, terms)
     by_b = [{r.B: r for r in rows} for rows in per_run]
     for path, rows in zip(measured_paths, by_b, strict=True):
         if rows.keys() != by_b[0].keys():
@@ -414,7 +450,54 @@ def check_runs(
                 f"B = {sorted(by_b[0])}: not repeats of one command"
             )
     means = [_mean_row([rows[b] for rows in by_b], tol) for b in sorted(by_b[0])]
-    return _with_variation(means, profile_path, terms)
+    if len(profiles) > 1:
+        own = [  # each profile's prediction over the runs
+            {b: _mean_row([{r.B: r for r in run}[b] for run in rows], tol) for b in by_b[0]}
+            for rows in by_profile
+        ]
+        means = [
+            replace(m, profiles=len(profiles), simulated_range=_range([o[m.B] for o in own]))
+            for m in means
+        ]
+    return _with_variation(means, paths, terms)
+
+
+def _range(rows: list[CheckRow]) -> dict[str, tuple[float, float]]:
+    """Per metric, the lowest and highest prediction among ``rows``."""
+    return {
+        k: (min(r.simulated[k] for r in rows), max(r.simulated[k] for r in rows)) for k in METRICS
+    }
+
+
+def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[CheckRow]:
+    """One run predicted from several profiles: per B, the mean of their predictions (and of
+    their sensitivity bands and speed factors); the measured side is the run's own."""
+    if len(sets) == 1:
+        return sets[0]
+    out = []
+    for rows in zip(*sets, strict=True):
+        sim = {k: float(np.mean([r.simulated[k] for r in rows])) for k in METRICS}
+        err = {k: _err(sim[k], rows[0].measured[k]) for k in METRICS}
+        band = None
+        if all(r.band is not None for r in rows):
+            band = {
+                k: tuple(float(np.mean([r.band[k][i] for r in rows if r.band])) for i in (0, 1))
+                for k in METRICS
+            }
+        factors = [r.speed_factor for r in rows]
+        out.append(
+            replace(
+                rows[0],
+                simulated=sim,
+                error_pct=err,
+                within=all(math.isfinite(err[k]) and abs(err[k]) <= tol[k] for k in METRICS),
+                band=band,
+                speed_factor=None if any(f is None for f in factors) else float(np.mean(factors)),  # type: ignore[arg-type]
+                profiles=len(rows),
+                simulated_range=_range(list(rows)),
+            )
+        )
+    return out
 
 
 def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:

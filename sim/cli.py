@@ -354,7 +354,11 @@ def check_cmd(
         ),
     ],
     profile: Annotated[
-        Path | None, typer.Option(help="Latency profile (default: the bundled CPU profile).")
+        list[Path] | None,
+        typer.Option(
+            help="Latency profile (default: the bundled CPU profile); several (--profile A "
+            "--profile B): each run is predicted as the mean of their predictions.",
+        ),
     ] = None,
     tolerance: Annotated[
         str, typer.Option(help="Percent per metric: 5, or throughput=5,p50=5,p99=10.")
@@ -405,16 +409,19 @@ def check_cmd(
         raise SimConfigError(f"--terms must be profile, replay or sampled, got {terms!r}") from None
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
-    rows = check_runs(measured, profile, tol, service, which, host, spread, speed_probe)
-    if rows:  # they carry the profile's recorded variation (None: --terms from the run)
-        _warn_noisy(profile or default_profile_path(), rows[0].profile_variation)
+    profiles = profile or [default_profile_path()]
+    rows = check_runs(measured, profiles, tol, service, which, host, spread, speed_probe)
+    if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
+        for path in profiles:
+            _warn_noisy(path, profile_variation(path))
     if json_:
         for r in rows:
             print(json.dumps(r.to_json()))
     else:
         model = "shared-host model" if rows and rows[0].host else "ideal model"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
-        t = Table(title=f"sim ({model}, --terms {which.value}) vs measured: {names}")
+        source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
+        t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")
         t.add_column("B", justify="right")
         for name in METRICS:
             unit = "rps" if name == "throughput" else "ms"
@@ -428,6 +435,8 @@ def check_cmd(
         if spread is not None:
             for name in ("p50", "p99"):
                 t.add_column(f"{name} sim ms, costs ±{sensitivity:g}%", justify="right")
+        if len(profiles) > 1:
+            t.add_column("p50 sim by profile ms", justify="right")
         probed = any(r.speed_factor is not None for r in rows)
         if probed:
             t.add_column("host slower ×", justify="right")
@@ -453,6 +462,9 @@ def check_cmd(
                     lo, hi = r.band[name]
                     mark = " ∋ meas" if r.in_band(name) else ""
                     cells.append(f"{lo * 1e3:.3f}–{hi * 1e3:.3f}{mark}")
+            if r.simulated_range is not None:
+                lo, hi = r.simulated_range["p50"]
+                cells.append(f"{lo * 1e3:.3f}–{hi * 1e3:.3f}")
             if probed:
                 cells.append("" if r.speed_factor is None else f"{r.speed_factor:.2f}")
             t.add_row(*cells)

@@ -78,6 +78,7 @@ class ProfileConfig:
     gil_switch_s: float = 1e-5
     idle_calls: int = 100
     duty_phase_s: float = 0.5
+    duty_visits: int = 3
     speed_probe_s: float = PROBE_S
 
     def __post_init__(self) -> None:
@@ -93,10 +94,10 @@ class ProfileConfig:
             raise ProfilingError(f"threads must be >= 1, got {self.threads}")
         if not self.gil_switch_s > 0:
             raise ProfilingError(f"GIL switch interval must be > 0, got {self.gil_switch_s}")
-        if self.idle_calls < 1 or not self.duty_phase_s > 0:
+        if self.idle_calls < 1 or not self.duty_phase_s > 0 or self.duty_visits < 1:
             raise ProfilingError(
-                f"need idle_calls >= 1 and duty_phase_s > 0, got {self.idle_calls}, "
-                f"{self.duty_phase_s}"
+                f"need idle_calls >= 1, duty_phase_s > 0 and duty_visits >= 1, got "
+                f"{self.idle_calls}, {self.duty_phase_s}, {self.duty_visits}"
             )
         if not self.speed_probe_s >= 0:
             raise ProfilingError(f"--speed-probe-s must be >= 0, got {self.speed_probe_s}")
@@ -228,6 +229,7 @@ def run_profile(
                 switch_interval_s=cfg.gil_switch_s,
                 idle_calls=cfg.idle_calls,
                 duty_phase_s=cfg.duty_phase_s,
+                duty_visits=cfg.duty_visits,
                 speed_probe_s=cfg.speed_probe_s,
             )
             host = measure_host(served, timing, torch.Generator().manual_seed(cfg.seed + 1))

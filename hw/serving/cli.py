@@ -127,6 +127,9 @@ def profile_cmd(
     duty_phase_s: Annotated[
         float, typer.Option(help="CPU host terms: seconds per phase of the duty curve.")
     ] = 0.5,
+    duty_visits: Annotated[
+        int, typer.Option(help="CPU host terms: visits of each duty level (and probe phase).")
+    ] = 3,
     speed_probe_s: SpeedProbeOpt = 0.5,
     rounds: Annotated[
         int, typer.Option(help="Round-robin visits of every point within a pass.")
@@ -154,10 +157,17 @@ def profile_cmd(
     from traces.profile import meta_path, write_profile
 
     _check_out(out, (".parquet", ".csv"), force)
-    if warmup < 0 or min_calls < 1 or min_time_s < 0 or idle_calls < 1 or not duty_phase_s > 0:
+    if (
+        warmup < 0
+        or min_calls < 1
+        or min_time_s < 0
+        or idle_calls < 1
+        or not duty_phase_s > 0
+        or duty_visits < 1
+    ):
         raise DeltasimError(
-            "need --warmup >= 0, --min-calls >= 1, --min-time-s >= 0, --idle-calls >= 1 "
-            "and --duty-phase-s > 0"
+            "need --warmup >= 0, --min-calls >= 1, --min-time-s >= 0, --idle-calls >= 1, "
+            "--duty-phase-s > 0 and --duty-visits >= 1"
         )
     cfg = ProfileConfig(
         model=_model_spec(checkpoint, experts, d_model, expert_hidden, model_seed),
@@ -174,6 +184,7 @@ def profile_cmd(
         seed=seed,
         idle_calls=idle_calls,
         duty_phase_s=duty_phase_s,
+        duty_visits=duty_visits,
         speed_probe_s=speed_probe_s,
     )
     job = None

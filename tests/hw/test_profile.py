@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from hw.cli import app
-from hw.profiling.errors import CheckpointError, UnknownExpertError
+from hw.profiling.errors import CheckpointError, ProfilingError, UnknownExpertError
 from hw.profiling.model import ServedModel, load_checkpoint, random_model, save_checkpoint
 from hw.profiling.profile import ProfileConfig, run_profile
 from hw.timing import LatencyStats, TimingError, measure_latency, measure_samples
@@ -356,6 +358,7 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
         (["--checkpoint", "/nonexistent/m.pt"], "no such checkpoint"),
         (["--warmup", "-1"], "--warmup"),
         (["--duty-phase-s", "0"], "--duty-phase-s"),
+        (["--duty-visits", "0"], "--duty-visits"),
         (["--speed-probe-s", "-1"], "--speed-probe-s"),
     ],
 )
@@ -483,6 +486,33 @@ def test_speed_probe_times_the_gate_after_idle_gaps() -> None:
     gpu = SimpleNamespace(devices=[torch.device("cuda", 0)])
     with pytest.raises(TimingError, match="on a CPU"):
         probe_samples(gpu, 0.01)  # type: ignore[arg-type]
+
+
+def test_duty_visits_sets_how_often_each_duty_level_and_the_probe_are_visited(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``duty_visits`` reaches the duty curve: the probe, one phase per visit among the duty
+    levels' phases, runs that often, and its row pools every phase's samples."""
+    import hw.profiling.host as host
+
+    probes: list[float] = []
+    real_probe = host.probe_samples
+
+    def counted(*args: Any, **kwargs: Any) -> list[float]:
+        got = real_probe(*args, **kwargs)
+        probes.append(len(got))
+        return got
+
+    monkeypatch.setattr(host, "probe_samples", counted)
+    for visits in (1, 4):
+        probes.clear()
+        cfg = ProfileConfig(model=TINY, batch_sizes=(1,), **{**FAST, "repeats": 1})
+        res = run_profile(replace(cfg, duty_visits=visits))
+        assert len(probes) == visits
+        probe_row = res.frame.filter(pl.col("component") == "speed_probe")
+        assert probe_row["samples"][0] == sum(probes)
+    with pytest.raises(ProfilingError, match="duty_visits"):
+        ProfileConfig(model=TINY, duty_visits=0)
 
 
 def test_the_speed_probe_is_visited_among_the_duty_phases() -> None:

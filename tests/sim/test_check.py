@@ -24,7 +24,8 @@ from sim.naive import simulate_naive
 from sim.output import records_of, serve_config
 from sim.service import ServiceTable
 from sim.workload import make_workload
-from traces.profile import ProfileError, profile_from_frame
+from traces.cli_support import out_console
+from traces.profile import ProfileError, profile_from_frame, write_profile
 from traces.serving import write_records
 
 from .conftest import profile_with_variation, sim_fixture_profile_frame
@@ -152,6 +153,93 @@ def test_repeated_runs_are_judged_on_their_means(
         app, ["check", str(faithful), str(slower), "--profile", str(test_profile_path)]
     )
     assert "mean of 2 runs" in res.stdout and "1/2" in res.stdout
+
+
+@pytest.fixture(scope="module")
+def slower_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test profile with every cost ×1.6: a profile taken in a slower state."""
+    path = tmp_path_factory.mktemp("profiles") / "slower.parquet"
+    frame = sim_fixture_profile_frame().with_columns(
+        pl.col("latency_s", "latency_p10_s", "latency_p90_s") * 1.6
+    )
+    write_profile(frame, path)
+    return path
+
+
+def test_several_profiles_predict_the_mean_of_their_predictions(
+    faithful: Path,
+    slower: Path,
+    test_profile_path: Path,
+    slower_profile: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each run is predicted as the mean of every profile's prediction of it; the error is
+    that of the mean, and the range holds each profile's own prediction over the runs."""
+    runs = [faithful, slower]
+    own = [{r.B: r for r in check_runs(runs, p)} for p in (test_profile_path, slower_profile)]
+    per_run = [
+        [{r.B: r for r in check_run(run, p)} for p in (test_profile_path, slower_profile)]
+        for run in runs
+    ]
+    rows = check_runs(runs, [test_profile_path, slower_profile])
+    assert [r.B for r in rows] == [1, 4, 16]
+    for r in rows:
+        a, b = own[0][r.B], own[1][r.B]
+        assert r.profiles == 2 and r.runs == 2 and r.simulated_range is not None
+        for k in ("throughput", "p50", "p99"):
+            assert r.measured[k] == pytest.approx(a.measured[k])
+            assert r.simulated[k] == pytest.approx((a.simulated[k] + b.simulated[k]) / 2)
+            assert r.simulated_range[k] == pytest.approx(
+                (min(a.simulated[k], b.simulated[k]), max(a.simulated[k], b.simulated[k]))
+            )
+            assert r.error_pct[k] == pytest.approx(
+                100 * (r.simulated[k] - r.measured[k]) / r.measured[k]
+            )
+        # a run passes on its own when the mean of the two profiles' predictions of it does
+        passes = 0
+        for singles in per_run:
+            sim = {k: (singles[0][r.B].simulated[k] + singles[1][r.B].simulated[k]) / 2
+                   for k in ("throughput", "p50", "p99")}  # fmt: skip
+            meas = singles[0][r.B].measured
+            errs = {k: abs(100 * (sim[k] - meas[k]) / meas[k]) for k in sim}
+            passes += errs["throughput"] <= 5 and errs["p50"] <= 5 and errs["p99"] <= 10
+        assert r.runs_within == passes
+    # the slow run sits between the profiles at low B: the mean fits better than the one
+    # profile taken in the other state (the faithful run's), and worse than its own
+    slow_only = check_runs([slower], [test_profile_path, slower_profile])[0]
+    assert slow_only.profiles == 2 and slow_only.runs == 1
+    fast, slow = (check_run(slower, p)[0] for p in (test_profile_path, slower_profile))
+    assert abs(slow.error_pct["p50"]) < abs(slow_only.error_pct["p50"])
+    assert abs(slow_only.error_pct["p50"]) < abs(fast.error_pct["p50"])
+    # one profile given twice is that profile
+    twice = check_runs(runs, [test_profile_path, test_profile_path])
+    for r, single in zip(twice, own[0].values(), strict=True):
+        assert r.simulated == pytest.approx(single.simulated)
+        assert r.simulated_range is not None
+        assert r.simulated_range["p50"][0] == pytest.approx(r.simulated_range["p50"][1])
+    with pytest.raises(CheckError, match="at least one profile"):
+        check_runs(runs, [])
+    # the CLI: --profile twice, the mean in the JSON with each profile's range, a table column
+    args = ["check", str(faithful), str(slower), "--profile", str(test_profile_path),
+            "--profile", str(slower_profile)]  # fmt: skip
+    res = runner.invoke(app, [*args, "--json"])
+    docs = [json.loads(x) for x in res.stdout.splitlines()]
+    assert [d["profiles"] for d in docs] == [2, 2, 2]
+    assert docs[0]["simulated"]["p50"] == pytest.approx(rows[0].simulated["p50"])
+    assert docs[0]["simulated_min"]["p50"] == pytest.approx(rows[0].simulated_range["p50"][0])
+    assert docs[0]["simulated_max"]["p50"] == pytest.approx(rows[0].simulated_range["p50"][1])
+    monkeypatch.setattr(out_console, "width", 400)  # every column's header in full
+    res = runner.invoke(app, args)
+    assert "mean of 2 profiles" in res.stdout and "p50 sim by profile ms" in res.stdout
+    # each noisy profile is named in a warning of its own
+    noisy = profile_with_variation(tmp_path, 0.5)
+    res = runner.invoke(app, [*args, "--profile", str(noisy)])
+    assert " ".join(res.stderr.split()).count("differ by 50%") == 1
+    assert noisy.name in "".join(res.stderr.split())
+    # the rows carry the largest recorded variation among the profiles, for the report
+    mixed = check_runs(runs, [test_profile_path, noisy])
+    assert all(r.profile_variation == 0.5 for r in mixed)
 
 
 def test_runs_of_different_commands_are_refused(
