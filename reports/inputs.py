@@ -65,11 +65,14 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "within": pl.Boolean(),
     "profile_variation": pl.Float64(),
     "speed_factor": pl.Float64(),
+    "profiles": pl.Int64(),
 }
 """``sim check --json`` lines, one row per (B, metric); tolerance from ``<file>.meta.json``;
 ``profile_variation``: the profile's recorded run-to-run variation (null: unrecorded);
 ``speed_factor``: how much slower the host idled during the run than while profiled, as
-the host model took it from the speed probes (null: not applied, or older outputs)."""
+the host model took it from the speed probes (null: not applied, or older outputs);
+``profiles``: how many profiles' predictions each prediction is the mean of (1: one, or
+older outputs)."""
 
 
 @dataclass(frozen=True)
@@ -167,9 +170,16 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "within": bool(d["within"]),
                     "profile_variation": _float_or_none(d.get("profile_variation")),
                     "speed_factor": _float_or_none(d.get("speed_factor")),
+                    "profiles": _profiles(d.get("profiles", 1)),
                 }
             )
     return pl.DataFrame(rows, schema=SIMCHECK_SCHEMA)
+
+
+def _profiles(value: object) -> int:
+    """The line's profile count; a malformed one is read as one profile (the field only
+    adds a sentence to the writeup)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def _float_or_none(value: object) -> float | None:

@@ -239,7 +239,10 @@ def _fidelity(inp: Inputs, report: str) -> str:
     out.append(
         "**Setup.** `sim check` replays each measured run (same arrivals, routing, B, costs "
         "from the latency profile) in the SimPy model and compares throughput, p50 and p99. "
-        f"Figure: [error per point]({report}#sim-vs-measured)." + _probed_state(c) + "\n"
+        f"Figure: [error per point]({report}#sim-vs-measured)."
+        + _probed_state(c)
+        + _pooled_profiles(c)
+        + "\n"
     )
     per = (
         c.group_by("metric")
@@ -280,6 +283,19 @@ def _probed_state(check: pl.DataFrame) -> str:
         " The shared-host model took each run's machine state from the host speed probe "
         f"that `hw serve` and `hw profile` both take: the host idled ×{lo:.2f}–×{hi:.2f} as "
         "slowly as while profiled (`docs/system-model.md` §8)."
+    )
+
+
+def _pooled_profiles(check: pl.DataFrame) -> str:
+    """Say so when predictions are the mean of several profiles' (``sim check --profile``
+    given more than once)."""
+    most = check["profiles"].max() if "profiles" in check.columns else None
+    if not isinstance(most, int) or most < 2:
+        return ""
+    return (
+        f" Where more than one profile was given (up to {most}), each run was predicted as "
+        "the mean of every profile's prediction: a profile holds the machine's state while "
+        "it was taken, as a run holds its own (`docs/system-model.md`)."
     )
 
 

@@ -140,6 +140,25 @@ def test_writeup_says_when_the_model_took_the_runs_state_from_the_probes(
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["probed"]
 
 
+def test_writeup_says_when_predictions_are_the_mean_of_several_profiles(
+    small_run: Path, tmp_path: Path
+) -> None:
+    texts = _writeups_of_saved_checks(
+        small_run,
+        tmp_path,
+        {
+            "three": lambda _i, x: {**x, "profiles": 3},
+            "one": lambda _i, x: {**x, "profiles": 1},
+            "older": lambda _i, x: {k: v for k, v in x.items() if k != "profiles"},
+            "malformed": lambda _i, x: {**x, "profiles": "3"},
+        },
+    )
+    assert "(up to 3), each run was predicted as the mean" in texts["three"]
+    for name in ("one", "older", "malformed"):
+        assert "mean of every profile" not in texts[name]
+    assert "3 of 4 (point, metric) pairs are within tolerance" in texts["three"]
+
+
 def test_demo_covers_every_tool_in_order(tmp_path: Path) -> None:
     steps = demo_steps(tmp_path)
     verbs = [(Path(s.argv[0]).name, s.argv[1]) for s in steps]
