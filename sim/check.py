@@ -225,6 +225,11 @@ def _workload(rows: pl.DataFrame) -> Workload:
     return Workload.from_lists(arrivals.tolist(), reqs["expert"].to_list())
 
 
+def _within(err: dict[str, float], tol: dict[str, float]) -> bool:
+    """Every metric's error finite and inside its tolerance."""
+    return all(math.isfinite(err[k]) and abs(err[k]) <= tol[k] for k in METRICS)
+
+
 def _err(sim: float, meas: float) -> float:
     if not math.isfinite(sim) or not math.isfinite(meas) or meas == 0:
         return math.nan
@@ -336,7 +341,7 @@ def _check_loaded(
         meas = measured.filter(pl.col("B") == b).row(0, named=True)
         m = {k: float(meas[col]) for k, col in METRICS.items()}
         e = {k: _err(s[k], m[k]) for k in METRICS}
-        within = all(math.isfinite(e[k]) and abs(e[k]) <= tol[k] for k in METRICS)
+        within = _within(e, tol)
         band = None
         if sensitivity is not None:
             ends = [
@@ -484,15 +489,15 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 k: tuple(float(np.mean([r.band[k][i] for r in rows if r.band])) for i in (0, 1))
                 for k in METRICS
             }
-        factors = [r.speed_factor for r in rows]
+        factors = [r.speed_factor for r in rows if r.speed_factor is not None]
         out.append(
             replace(
                 rows[0],
                 simulated=sim,
                 error_pct=err,
-                within=all(math.isfinite(err[k]) and abs(err[k]) <= tol[k] for k in METRICS),
+                within=_within(err, tol),
                 band=band,
-                speed_factor=None if any(f is None for f in factors) else float(np.mean(factors)),  # type: ignore[arg-type]
+                speed_factor=float(np.mean(factors)) if len(factors) == len(rows) else None,
                 profiles=len(rows),
                 simulated_range=_range(list(rows)),
             )
@@ -526,7 +531,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         measured=meas,
         simulated=sim,
         error_pct=err,
-        within=all(math.isfinite(err[k]) and abs(err[k]) <= tol[k] for k in METRICS),
+        within=_within(err, tol),
         overloaded=any(r.overloaded for r in rows),
         host=rows[0].host,
         band=band,
