@@ -126,6 +126,18 @@ class CheckRow:
             for k in METRICS
         )
 
+    def between_profiles(self, tolerance: dict[str, float]) -> bool:
+        """Past tolerance, but every metric past it measured between the lowest and highest
+        of several profiles' own predictions: the profiles disagree by more than the miss,
+        and more of them (or a steadier machine) are needed to tell a model error."""
+        if self.within or self.simulated_range is None:
+            return False
+        return all(
+            self.simulated_range[k][0] <= self.measured[k] <= self.simulated_range[k][1]
+            for k in METRICS
+            if not (math.isfinite(self.error_pct[k]) and abs(self.error_pct[k]) <= tolerance[k])
+        )
+
     def in_band(self, metric: str) -> bool | None:
         """Whether the measured ``metric`` lies inside the prediction's band (None: no band)."""
         if self.band is None:

@@ -478,6 +478,13 @@ def check_cmd(
                 f"  at B = {unresolved} every error is within two standard errors of the "
                 "runs' own spread: more runs are needed to tell a model error from noise"
             )
+        straddled = [r.B for r in rows if r.between_profiles(tol)]
+        if straddled:
+            err_console.print(
+                f"  at B = {straddled} the measured values lie between the profiles' own "
+                "predictions: they disagree by more than the miss; more profiles are needed "
+                "to tell a model error from the machine's state"
+            )
         raise typer.Exit(1)
 
 

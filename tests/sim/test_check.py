@@ -212,6 +212,21 @@ def test_several_profiles_predict_the_mean_of_their_predictions(
     fast, slow = (check_run(slower, p)[0] for p in (test_profile_path, slower_profile))
     assert abs(slow.error_pct["p50"]) < abs(slow_only.error_pct["p50"])
     assert abs(slow_only.error_pct["p50"]) < abs(fast.error_pct["p50"])
+    # past tolerance, but measured between the two profiles' own predictions: they disagree
+    # by more than the miss, and the CLI says so; one profile twice has no such range
+    tol = parse_tolerance("throughput=5,p50=5,p99=10")
+    assert not slow_only.within and slow_only.between_profiles(tol)
+    assert slow_only.simulated_range is not None
+    lo, hi = slow_only.simulated_range["p50"]
+    assert lo < slow_only.measured["p50"] < hi
+    alone = check_runs([slower], [test_profile_path, test_profile_path])[0]
+    assert not alone.within and not alone.between_profiles(tol)
+    res = runner.invoke(
+        app, ["check", str(slower), "--profile", str(test_profile_path), "--profile",
+              str(slower_profile)],
+    )  # fmt: skip
+    assert res.exit_code == 1
+    assert "lie between the profiles' own predictions" in " ".join(res.stderr.split())
     # one profile given twice is that profile
     twice = check_runs(runs, [test_profile_path, test_profile_path])
     for r, single in zip(twice, own[0].values(), strict=True):
