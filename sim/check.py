@@ -135,7 +135,7 @@ class CheckRow:
         return all(
             self.simulated_range[k][0] <= self.measured[k] <= self.simulated_range[k][1]
             for k in METRICS
-            if not (math.isfinite(self.error_pct[k]) and abs(self.error_pct[k]) <= tolerance[k])
+            if not _metric_within(self.error_pct, tolerance, k)
         )
 
     def in_band(self, metric: str) -> bool | None:
@@ -237,9 +237,14 @@ def _workload(rows: pl.DataFrame) -> Workload:
     return Workload.from_lists(arrivals.tolist(), reqs["expert"].to_list())
 
 
+def _metric_within(err: dict[str, float], tol: dict[str, float], metric: str) -> bool:
+    """``metric``'s error finite and inside its tolerance."""
+    return math.isfinite(err[metric]) and abs(err[metric]) <= tol[metric]
+
+
 def _within(err: dict[str, float], tol: dict[str, float]) -> bool:
     """Every metric's error finite and inside its tolerance."""
-    return all(math.isfinite(err[k]) and abs(err[k]) <= tol[k] for k in METRICS)
+    return all(_metric_within(err, tol, k) for k in METRICS)
 
 
 def _err(sim: float, meas: float) -> float:
@@ -468,10 +473,10 @@ def check_runs(
             )
     means = [_mean_row([rows[b] for rows in by_b], tol) for b in sorted(by_b[0])]
     if len(profiles) > 1:
-        own = [  # each profile's prediction over the runs
-            {b: _mean_row([{r.B: r for r in run}[b] for run in rows], tol) for b in by_b[0]}
-            for rows in by_profile
-        ]
+        own = []  # each profile's prediction over the runs
+        for rows in by_profile:
+            keyed = [{r.B: r for r in run} for run in rows]
+            own.append({b: _mean_row([run[b] for run in keyed], tol) for b in by_b[0]})
         means = [
             replace(m, profiles=len(profiles), simulated_range=_range([o[m.B] for o in own]))
             for m in means

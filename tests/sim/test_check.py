@@ -33,12 +33,16 @@ from .conftest import profile_with_variation, sim_fixture_profile_frame
 runner = CliRunner()
 
 
-def _measured(tmp_path: Path, slowdown: float, name: str, rate_rps: float = 2000.0) -> Path:
-    """A fake measured run: B in {1, 4, 16}, noisy service, ``slowdown`` x the profile."""
-    frame = sim_fixture_profile_frame().with_columns(
+def _slowed_frame(slowdown: float) -> pl.DataFrame:
+    """The test profile's table with every cost ×``slowdown``."""
+    return sim_fixture_profile_frame().with_columns(
         pl.col("latency_s", "latency_p10_s", "latency_p90_s") * slowdown
     )
-    table = ServiceTable.from_profile(profile_from_frame(frame), 8, 16)
+
+
+def _measured(tmp_path: Path, slowdown: float, name: str, rate_rps: float = 2000.0) -> Path:
+    """A fake measured run: B in {1, 4, 16}, noisy service, ``slowdown`` x the profile."""
+    table = ServiceTable.from_profile(profile_from_frame(_slowed_frame(slowdown)), 8, 16)
     configs = [
         SimConfig(
             batch_size=b,
@@ -159,10 +163,7 @@ def test_repeated_runs_are_judged_on_their_means(
 def slower_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test profile with every cost ×1.6: a profile taken in a slower state."""
     path = tmp_path_factory.mktemp("profiles") / "slower.parquet"
-    frame = sim_fixture_profile_frame().with_columns(
-        pl.col("latency_s", "latency_p10_s", "latency_p90_s") * 1.6
-    )
-    write_profile(frame, path)
+    write_profile(_slowed_frame(1.6), path)
     return path
 
 
