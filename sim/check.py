@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from sim.config import GateSpec, ServiceModel, SimConfig
+from sim.config import GateSpec, HostLock, ServiceModel, SimConfig
 from sim.engine import simulate
 from sim.errors import CheckError
 from sim.host_speed import at_host_speed, speed_factor
@@ -187,11 +187,13 @@ def replay_config(
     n_requests: int,
     service: ServiceModel = ServiceModel.MEDIAN,
     host: LatencyProfile | None = None,
+    host_lock: HostLock = HostLock.EVEN,
 ) -> SimConfig:
     """The model's config for one B of a measured run (its measured gate/combine costs).
 
     ``host``: the shared-host model (system-model §8) with the gate and combine
-    costs of this profile, so the prediction takes no number from the run.
+    costs of this profile, so the prediction takes no number from the run;
+    ``host_lock``: how that model splits the host between two threads at work.
     """
     gate_s, combine_s = cfg.gate_latency_s or 0.0, cfg.combine_latency_s or 0.0
     if host is not None:
@@ -214,6 +216,7 @@ def replay_config(
         warmup=min(cfg.warmup, n_requests - 1),
         seed=cfg.seed,
         host=host is not None,
+        host_lock=host_lock,
     )
 
 
@@ -262,6 +265,7 @@ def check_run(
     host: bool | None = None,
     sensitivity: float | None = None,
     speed_probe: bool | None = None,
+    host_lock: HostLock = HostLock.EVEN,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -276,13 +280,15 @@ def check_run(
     ``speed_probe`` (host model only) takes each B's machine state from the speed probes:
     the host model's idle slowdown grows with the run's probe ÷ the profile's
     (:mod:`sim.host_speed`); None: on when the run and the profile both carry the probe.
+    ``host_lock``: how the host model splits the host between two threads at work
+    (:class:`~sim.config.HostLock`).
     """
     records, cfg = read_records(measured_path)
     if records.height == 0:
         raise CheckError(f"{measured_path}: the measured run has no records")
     profile = read_profile(profile_path or default_profile_path())
     rows = _check_loaded(
-        records, cfg, profile, tolerance, service, terms, host, sensitivity, speed_probe
+        records, cfg, profile, tolerance, service, terms, host, sensitivity, speed_probe, host_lock
     )
     return _with_variation(rows, [profile_path], terms)
 
@@ -310,6 +316,7 @@ def _check_loaded(
     host: bool | None,
     sensitivity: float | None,
     speed_probe: bool | None = None,
+    host_lock: HostLock = HostLock.EVEN,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -338,7 +345,9 @@ def _check_loaded(
     for b in b_values:
         rows = records.filter(pl.col("B") == b)
         work = _workload(rows)
-        sim_cfg = replay_config(cfg, int(b), work.n_requests, service, profile if host else None)
+        sim_cfg = replay_config(
+            cfg, int(b), work.n_requests, service, profile if host else None, host_lock
+        )
         factor, b_table = None, table
         if host and speed_probe is not False:
             factor = speed_factor(cfg, profile, int(b))
@@ -415,6 +424,7 @@ def check_runs(
     host: bool | None = None,
     sensitivity: float | None = None,
     speed_probe: bool | None = None,
+    host_lock: HostLock = HostLock.EVEN,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -456,7 +466,9 @@ def check_runs(
         loaded.append((records, cfg))
     by_profile = [
         [
-            _check_loaded(records, cfg, prof, tol, service, terms, host, sensitivity, speed_probe)
+            _check_loaded(
+                records, cfg, prof, tol, service, terms, host, sensitivity, speed_probe, host_lock
+            )
             for records, cfg in loaded
         ]
         for prof in profiles

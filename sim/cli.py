@@ -14,7 +14,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sim.config import GatePolicy, GateSpec, ServiceModel, SimConfig, parse_gate
+from sim.config import GatePolicy, GateSpec, HostLock, ServiceModel, SimConfig, parse_gate
 from sim.errors import SimConfigError
 from sim.output import serve_config, write_runs
 from sim.runner import (
@@ -121,6 +121,13 @@ def _table(points: list[PointRun], title: str) -> Table:
     return table
 
 
+_HOST_LOCK_HELP = (
+    "Shared-host model: two threads at work share the host by the lock won or lost whole "
+    "(drawn at each job's start or end, each thread's expected speed its measured one) or "
+    "evenly (both at their measured speed throughout)."
+)
+
+
 @app.command("run")
 @cli_errors
 def run_cmd(
@@ -173,6 +180,7 @@ def run_cmd(
             "and cores). Default: on for a CPU profile that has the host terms.",
         ),
     ] = None,
+    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     out: Annotated[
         Path | None, typer.Option(help="Write serve-records/1 here (+ .summary.parquet).")
     ] = None,
@@ -226,6 +234,7 @@ def run_cmd(
             warmup=warmup,
             seed=seed,
             host=host,
+            host_lock=host_lock,
         )
         for b in bs
     ]
@@ -382,6 +391,7 @@ def check_cmd(
             "for a run on CPU devices when the profile has the host terms.",
         ),
     ] = None,
+    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     sensitivity: Annotated[
         float | None,
         typer.Option(
@@ -410,7 +420,7 @@ def check_cmd(
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     profiles = profile or [default_profile_path()]
-    rows = check_runs(measured, profiles, tol, service, which, host, spread, speed_probe)
+    rows = check_runs(measured, profiles, tol, service, which, host, spread, speed_probe, host_lock)
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
             _warn_noisy(path, profile_variation(path))

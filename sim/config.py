@@ -18,6 +18,7 @@ from sim.errors import SimConfigError
 __all__ = [
     "GatePolicy",
     "GateSpec",
+    "HostLock",
     "ServiceModel",
     "SimConfig",
     "parse_gate",
@@ -45,6 +46,29 @@ class ServiceModel(str, Enum):
     MEDIAN = "median"
     SPREAD = "spread"
     EXPONENTIAL = "exponential"
+
+
+class HostLock(str, Enum):
+    """How the shared-host model (system-model §8) splits the host between two threads at
+    work at once, each job's measured contention E giving it the rate r = W / (W + E).
+
+    ``even`` (the default): both threads run at their r throughout (additive contention
+    spread evenly). ``whole``: the interpreter lock is won or lost whole. At every
+    start or end of a job, with two threads at work, a draw decides which one holds
+    the lock until the next such event: it runs at r_gate + r_worker of full speed
+    while the other waits, each thread holding with probability r / (r_gate +
+    r_worker); where the rates sum past 1, both run at full speed with probability
+    r_gate + r_worker - 1, one alone otherwise. At every draw each thread's expected
+    speed is its r, but a long job that wins keeps the lock longer than a short one,
+    so a request's worker steps can wait out several gates in a row, as the real
+    server's do. On this machine that removes the model's low bias on B = 1's p99 at
+    250 and 500 req/s and costs capacity near saturation (benchmarks/README.md,
+    "Fidelity, session 12"); hence an option, not the default. Three or more threads
+    at work share evenly under either.
+    """
+
+    WHOLE = "whole"
+    EVEN = "even"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +154,8 @@ class SimConfig:
 
     ``host``: run every step's host work on one shared host CPU (system-model §8,
     the CPU server's Python threads; needs a profile with the host terms);
-    False is the ideal model of §1–§5.
+    False is the ideal model of §1–§5. ``host_lock``: how that host is split between
+    two threads at work (:class:`HostLock`).
     """
 
     batch_size: int = 8
@@ -150,6 +175,7 @@ class SimConfig:
     warmup: int | None = None
     seed: int = 0
     host: bool = False
+    host_lock: HostLock = HostLock.EVEN
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SimConfigError:
@@ -159,6 +185,12 @@ class SimConfig:
             object.__setattr__(self, "service", ServiceModel(self.service))
         except ValueError:
             raise SimConfigError(f"unknown service model {self.service!r}") from None
+        try:
+            object.__setattr__(self, "host_lock", HostLock(self.host_lock))
+        except ValueError:
+            raise SimConfigError(
+                f"unknown host lock sharing {self.host_lock!r}; use whole or even"
+            ) from None
         if self.batch_size < 1:
             raise bad(f"B (batch size) must be >= 1, got {self.batch_size}")
         if self.n_experts < 1:
@@ -205,6 +237,7 @@ class SimConfig:
         d = asdict(self)
         d["gate"] = self.gate.label()
         d["service"] = self.service.value
+        d["host_lock"] = self.host_lock.value
         d["placement"] = None if self.placement is None else list(self.placement)
         return d
 

@@ -19,7 +19,11 @@ E of the gate and of a worker step are measured by ``hw profile`` as the
 call's cost while the other step loops in a second thread minus its cost
 alone (``HostTerms.from_profile``), so no number comes from the run being
 predicted. Hand-built terms without E use fixed rates ``gate_rate`` and
-``worker_rate`` instead.
+``worker_rate`` instead. Those rates hold throughout by default; with
+:class:`~sim.config.HostLock` ``whole`` they are the threads' expected speeds
+at each draw of who wins the interpreter lock whole (at each start or end of a
+job, :meth:`SharedHost._draw_holder`), so that a worker's steps can wait out
+several gates in a row as the real server's do.
 
 The host's speed depends on how busy it is: measured isolated costs are those
 of a host kept busy, and a host busy a fraction u of the time runs its steps
@@ -54,7 +58,7 @@ from collections.abc import Callable, Generator
 import numpy as np
 import simpy
 
-from sim.config import SimConfig
+from sim.config import HostLock, SimConfig
 from sim.errors import SimConfigError
 from sim.host_terms import HostTerms
 from sim.queues import DRAINED, EXACT, FLUSHED
@@ -75,10 +79,17 @@ class SharedHost:
     returns when ``seconds`` of isolated work are done at the speeds the set of
     active threads allows. A single pending timeout (the next completion) is
     kept; a change of the active set re-plans it and older timeouts are ignored.
+    ``lock_draw``: the lock is won or lost whole, drawn from this generator
+    (:meth:`_draw_holder`); None shares it evenly (each thread at its rate).
     """
 
     def __init__(
-        self, env: simpy.Environment, gate_rate: float, worker_rate: float, speed: float = 1.0
+        self,
+        env: simpy.Environment,
+        gate_rate: float,
+        worker_rate: float,
+        speed: float = 1.0,
+        lock_draw: np.random.Generator | None = None,
     ) -> None:
         self.env = env
         self.gate_rate = gate_rate
@@ -91,6 +102,8 @@ class SharedHost:
         self._done: dict[int, simpy.Event] = {}
         self._since = 0.0
         self._plan = 0  # version of the pending timeout
+        self._lock_draw = lock_draw
+        self._held: dict[int, float] = {}  # thread -> its share of the speed under the draw
 
     @property
     def speed(self) -> float:
@@ -108,10 +121,44 @@ class SharedHost:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
         if len(self._left) <= 1:
             return self._speed
+        if self._held:
+            return self._speed * self._held[thread]
+        return self._speed * self._even_rate(thread)
+
+    def _even_rate(self, thread: int) -> float:
+        """``thread``'s rate with company, the lock shared evenly: its job's
+        W / (W + speed·E), or the thread's fixed rate."""
         shared = self._shared.get(thread)
         if shared is not None:
-            return self._speed * shared
-        return self._speed * (self.gate_rate if thread == GATE else self.worker_rate)
+            return shared
+        return self.gate_rate if thread == GATE else self.worker_rate
+
+    def _draw_holder(self) -> None:
+        """With exactly two threads at work and the lock won whole, draw who runs until the
+        next start or end of a job (:class:`~sim.config.HostLock`).
+
+        With even rates a and b: where a + b <= 1, one thread runs at a + b while the
+        other waits, the first with probability a / (a + b); else both run at full speed
+        with probability a + b - 1, the first alone with 1 - b, the second alone with
+        1 - a. Either way each thread's expected rate is its even one."""
+        self._held = {}
+        if self._lock_draw is None or len(self._left) != 2:
+            return
+        first, second = sorted(self._left)
+        a, b = self._even_rate(first), self._even_rate(second)
+        u = float(self._lock_draw.random())
+        if a + b <= 1.0:
+            first_holds = u * (a + b) < a
+            self._held = {
+                first: a + b if first_holds else 0.0,
+                second: 0.0 if first_holds else a + b,
+            }
+        elif u < a + b - 1.0:
+            self._held = {first: 1.0, second: 1.0}
+        elif u < a:
+            self._held = {first: 1.0, second: 0.0}
+        else:
+            self._held = {first: 0.0, second: 1.0}
 
     def work(
         self, thread: int, seconds: float, contention_s: float | None = None
@@ -128,6 +175,7 @@ class SharedHost:
         else:
             self._shared[thread] = seconds / (seconds + self._speed * contention_s)
         done = self._done[thread] = self.env.event()
+        self._draw_holder()
         self._replan()
         yield done
 
@@ -156,7 +204,7 @@ class SharedHost:
         self._plan += 1
         if not self._left:
             return
-        dt = min(left / self.rate(t) for t, left in self._left.items())
+        dt = min(left / r for t, left in self._left.items() if (r := self.rate(t)) > 0)
         ev = self.env.timeout(max(dt, 0.0))
         ev.callbacks.append(lambda _ev, v=self._plan: self._fire(v))
 
@@ -165,11 +213,13 @@ class SharedHost:
             return
         self._advance()
         finished = [t for t, left in self._left.items() if left <= _EPS_S * max(1.0, self.env.now)]
-        if not finished:  # round-off left a sliver: finish the smallest
-            finished = [min(self._left, key=lambda t: self._left[t] / self.rate(t))]
+        if not finished:  # round-off left a sliver: finish the running thread's that is nearest
+            running = [t for t in self._left if self.rate(t) > 0]
+            finished = [min(running, key=lambda t: self._left[t] / self.rate(t))]
         for t in sorted(finished):
             del self._left[t]
             self._done.pop(t).succeed()
+        self._draw_holder()
         self._replan()
 
 
@@ -252,7 +302,9 @@ def _simulate_at(
     device_of = config.device_of()
     rng = streams(config.seed)["service"]
     env = simpy.Environment()
-    cpu = SharedHost(env, host.gate_rate, host.worker_rate, speed)
+    whole = config.host_lock is HostLock.WHOLE
+    lock_draw = streams(config.seed)["lock"] if whole else None
+    cpu = SharedHost(env, host.gate_rate, host.worker_rate, speed, lock_draw)
     arrival = workload.arrival_s
     experts = workload.experts
     k = workload.k

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from sim.check import check_run
 from sim.cli import app
-from sim.config import GateSpec, ServiceModel, SimConfig
+from sim.config import GateSpec, HostLock, ServiceModel, SimConfig
 from sim.engine import simulate
 from sim.errors import SimConfigError
 from sim.host import GATE, SharedHost, simulate_host
@@ -141,7 +141,7 @@ def _one_expert_table(service_s: float) -> ServiceTable:
 
 
 def test_full_engine_timeline_with_a_shared_host() -> None:
-    """One expert, k = 1, B = 1; gate and expert 1 ms each; both rates 0.5.
+    """One expert, k = 1, B = 1; gate and expert 1 ms each; both rates 0.5, shared evenly.
 
     Request 0: gate 0 -> 1 ms alone; its batch runs 1 -> 2 ms... but request 1 arrives
     at 1.5 ms: from then the worker (0.5 ms left) and the gate (1 ms) share the host at
@@ -150,7 +150,7 @@ def test_full_engine_timeline_with_a_shared_host() -> None:
     """
     cfg = SimConfig(
         batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=2, max_backlog=None,
-        gate_latency_s=1e-3, warmup=0, host=True,
+        gate_latency_s=1e-3, warmup=0, host=True, host_lock=HostLock.EVEN,
     )  # fmt: skip
     work = Workload.from_lists([0.0, 1.5e-3], [[0], [0]])
     host = HostTerms(np.zeros(2), gate_rate=0.5, worker_rate=0.5)
