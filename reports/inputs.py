@@ -66,13 +66,15 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "profile_variation": pl.Float64(),
     "speed_factor": pl.Float64(),
     "profiles": pl.Int64(),
+    "host_lock": pl.String(),
 }
 """``sim check --json`` lines, one row per (B, metric); tolerance from ``<file>.meta.json``;
 ``profile_variation``: the profile's recorded run-to-run variation (null: unrecorded);
 ``speed_factor``: how much slower the host idled during the run than while profiled, as
 the host model took it from the speed probes (null: not applied, or older outputs);
 ``profiles``: how many profiles' predictions each prediction is the mean of (1: one, or
-older outputs)."""
+older outputs); ``host_lock``: how the host model split the host between two threads
+(``even`` or ``whole``; null: the ideal model, older outputs, or a malformed value)."""
 
 
 @dataclass(frozen=True)
@@ -171,9 +173,16 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "profile_variation": _float_or_none(d.get("profile_variation")),
                     "speed_factor": _float_or_none(d.get("speed_factor")),
                     "profiles": _profiles(d.get("profiles", 1)),
+                    "host_lock": _host_lock(d.get("host_lock")),
                 }
             )
     return pl.DataFrame(rows, schema=SIMCHECK_SCHEMA)
+
+
+def _host_lock(value: object) -> str | None:
+    """The line's lock sharing; anything but the two known values is read as unknown (the
+    field only words the writeup)."""
+    return value if value in ("even", "whole") else None
 
 
 def _profiles(value: object) -> int:

@@ -242,6 +242,7 @@ def _fidelity(inp: Inputs, report: str) -> str:
         f"Figure: [error per point]({report}#sim-vs-measured)."
         + _probed_state(c)
         + _pooled_profiles(c)
+        + _whole_lock(c)
         + "\n"
     )
     per = (
@@ -296,6 +297,19 @@ def _pooled_profiles(check: pl.DataFrame) -> str:
         f" Where more than one profile was given (up to {most}), each run was predicted as "
         "the mean of every profile's prediction: a profile holds the machine's state while "
         "it was taken, as a run holds its own (`docs/system-model.md`)."
+    )
+
+
+def _whole_lock(check: pl.DataFrame) -> str:
+    """Say so when the host model's lock was won or lost whole (``sim check --host-lock
+    whole``) rather than shared evenly, the default."""
+    if "host_lock" not in check.columns or "whole" not in check["host_lock"].to_list():
+        return ""
+    return (
+        " Predictions saved from `sim check --host-lock whole` let the shared-host model's "
+        "interpreter lock be won or lost whole at each step, so that a request's worker "
+        "steps can wait out several gates in a row, instead of sharing it evenly "
+        "(`docs/system-model.md` §8)."
     )
 
 

@@ -115,6 +115,9 @@ class CheckRow:
     # per metric the (lowest, highest) of the profiles' own predictions (each over the runs)
     profiles: int = 1
     simulated_range: dict[str, tuple[float, float]] | None = None
+    # how the host model split the host between two threads at work (a HostLock value);
+    # None: the ideal model
+    host_lock: str | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -177,6 +180,7 @@ class CheckRow:
             "host": self.host,
             "profile_variation": self.profile_variation,
             "speed_factor": self.speed_factor,
+            "host_lock": self.host_lock,
             **extra,
         }
 
@@ -376,7 +380,7 @@ def _check_loaded(
             ]
             band = {k: (min(x[k] for x in ends), max(x[k] for x in ends)) for k in METRICS}
         row = CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host, band)
-        out.append(replace(row, speed_factor=factor))
+        out.append(replace(row, speed_factor=factor, host_lock=host_lock.value if host else None))
     return out
 
 
@@ -563,6 +567,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         within=_within(err, tol),
         overloaded=any(r.overloaded for r in rows),
         host=rows[0].host,
+        host_lock=rows[0].host_lock,
         band=band,
         runs=len(rows),
         measured_range={

@@ -429,6 +429,8 @@ def check_cmd(
             print(json.dumps(r.to_json()))
     else:
         model = "shared-host model" if rows and rows[0].host else "ideal model"
+        if rows and rows[0].host_lock == HostLock.WHOLE.value:
+            model += ", lock won whole"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
         t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")

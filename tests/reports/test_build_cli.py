@@ -159,6 +159,26 @@ def test_writeup_says_when_predictions_are_the_mean_of_several_profiles(
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["three"]
 
 
+def test_writeup_says_when_the_host_models_lock_was_won_whole(
+    small_run: Path, tmp_path: Path
+) -> None:
+    texts = _writeups_of_saved_checks(
+        small_run,
+        tmp_path,
+        {
+            "whole": lambda i, x: {**x, "host_lock": ("whole", "even")[i % 2]},
+            "even": lambda _i, x: {**x, "host_lock": "even"},
+            "ideal": lambda _i, x: {**x, "host_lock": None},
+            "older": lambda _i, x: {k: v for k, v in x.items() if k != "host_lock"},
+            "malformed": lambda _i, x: {**x, "host_lock": "WHOLE!"},
+        },
+    )
+    assert "`sim check --host-lock whole` let the shared-host model's" in texts["whole"]
+    for name in ("even", "ideal", "older", "malformed"):
+        assert "--host-lock whole" not in texts[name]
+    assert "3 of 4 (point, metric) pairs are within tolerance" in texts["whole"]
+
+
 def test_demo_covers_every_tool_in_order(tmp_path: Path) -> None:
     steps = demo_steps(tmp_path)
     verbs = [(Path(s.argv[0]).name, s.argv[1]) for s in steps]

@@ -212,5 +212,11 @@ def test_sim_run_and_check_take_the_lock_sharing(tmp_path: Path) -> None:
             app, ["check", str(out), "--profile", str(prof), "--json", "--host-lock", lock]
         )
         assert res.exit_code in (0, 1), res.output
-        checked[lock] = json.loads(res.stdout.splitlines()[0])["simulated"]["p99"]
+        first = json.loads(res.stdout.splitlines()[0])
+        assert first["host_lock"] == lock  # the output says which model made it
+        checked[lock] = first["simulated"]["p99"]
     assert checked["whole"] != checked["even"]
+    ideal = runner.invoke(app, ["check", str(out), "--profile", str(prof), "--json", "--no-host"])
+    assert json.loads(ideal.stdout.splitlines()[0])["host_lock"] is None
+    table = runner.invoke(app, ["check", str(out), "--profile", str(prof), "--host-lock", "whole"])
+    assert "shared-host model, lock won whole" in table.stdout
