@@ -315,11 +315,16 @@ def sweep_cmd(
     spec = load_spec(spec_path)
     out = out or spec_path.with_suffix(".parquet")
     prof = read_profile(spec.profile)  # fail here, not on a worker
-    load_service(
+    table, _ = load_service(
         prof,
         max(p.config.n_experts for p in spec.points),
         max(p.config.batch_size for p in spec.points),
     )
+    if table.host is None and any(p.config.host for p in spec.points):
+        raise SimConfigError(
+            f"{spec.profile}: host = true needs a profile with the host terms (hw profile on a "
+            "CPU); this one has none"
+        )
     _warn_noisy(Path(spec.profile), profile_variation(spec.profile))
     with progress_bar() as bar:
         task = bar.add_task("sweep points", total=len(spec.points))
@@ -332,9 +337,9 @@ def sweep_cmd(
             processes=processes,
             on_point=lambda p, now: bar.advance(task),
         )
-    if json_:
-        for row in table.drop("config").iter_rows(named=True):
-            print(json.dumps(_json_row(row)))
+    if json_:  # each point's whole configuration too: the grid may vary any of its keys
+        for row in table.iter_rows(named=True):
+            print(json.dumps({**_json_row(row), "config": json.loads(row["config"])}))
         return
     err_console.print(
         f"{ran} points run now, {len(spec.points) - ran} already finished; table: {out}"

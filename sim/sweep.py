@@ -17,6 +17,8 @@ a scalar is fixed; ``B`` also takes the ``1..64`` range syntax)::
     gate_latency_s = 0.0
     combine_latency_s = 0.0
     service = "median"
+    host = true                   # the shared-host model (needs a profile with its terms)
+    host_lock = ["even", "whole"] # how it shares the interpreter lock (docs/system-model.md §8)
     [slurm]                       # only read with --slurm (dask-jobqueue SLURMCluster)
     jobs = 4
     queue = "shared"
@@ -76,6 +78,14 @@ POINT_COLUMNS: dict[str, pl.DataType] = {
 }
 SWEEP_COLUMNS = {**POINT_COLUMNS, **{k: v for k, v in SUMMARY.columns.items()}}
 
+
+def _boolean(value: Any) -> bool:
+    """A TOML boolean; a string such as "false" would read as true, so it is refused."""
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 # spec key -> (SimConfig field, converter)
 _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "B": ("batch_size", int),
@@ -93,6 +103,8 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "batch_overhead_s": ("batch_overhead_s", float),
     "service": ("service", str),
     "warmup": ("warmup", int),
+    "host": ("host", _boolean),
+    "host_lock": ("host_lock", str),
 }
 
 

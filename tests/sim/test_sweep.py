@@ -18,6 +18,7 @@ from sim.cli import app
 from sim.errors import SweepSpecError
 from sim.runner import simulate_summary
 from sim.sweep import load_spec, parts_dir, run_sweep, slurm_cluster
+from traces.profile import write_profile
 
 from .conftest import profile_with_variation
 
@@ -55,6 +56,8 @@ def test_spec_expands_the_grid_in_order(tmp_path: Path, test_profile_path: Path)
         ("B = [1]\n", "[grid]"),
         ("[grid\n", "not valid TOML"),
         ("[grid]\nB = [2]\nrate = [-1.0]\n", "rate"),
+        ('[grid]\nB = [2]\nhost = "false"\n', "expected true or false"),
+        ('[grid]\nB = [2]\nhost_lock = ["even", "shared"]\n', "whole or even"),
     ],
 )
 def test_bad_spec_one_line_exit_2(tmp_path: Path, text: str, needle: str) -> None:
@@ -138,6 +141,35 @@ def test_cli_sweep_json_and_table(tmp_path: Path) -> None:
     assert "differ by 40%" in " ".join(res.stderr.split())
     res = runner.invoke(app, ["sweep", str(path), "--threads"])
     assert res.exit_code == 0 and "0 points run now, 6 already finished" in res.stderr
+
+
+def test_sweep_over_the_host_models_lock_sharing(tmp_path: Path) -> None:
+    """host = true with both lock sharings: two points, told apart by their configs, that
+    differ where the lock matters (B = 1 with both threads busy); a profile without the
+    host terms is refused up front."""
+    import json
+
+    from .test_host import host_profile_frame
+
+    prof = tmp_path / "TEST-host-profile.parquet"
+    write_profile(host_profile_frame(), prof)
+    path = tmp_path / "lock.toml"
+    path.write_text(
+        f'profile = "{prof}"\n[grid]\nB = 1\nrate = 1000.0\nrequests = 1500\nhost = true\n'
+        'host_lock = ["even", "whole"]\n'
+        "gate_latency_s = 200e-6\ncombine_latency_s = 60e-6\n"  # the profile's (a sweep's: 0)
+    )
+    res = runner.invoke(app, ["sweep", str(path), "--threads", "--workers", "1", "--json"])
+    assert res.exit_code == 0, res.stderr
+    rows = [json.loads(x) for x in res.stdout.splitlines()]
+    configs = [r["config"] for r in rows]
+    assert sorted(c["host_lock"] for c in configs) == ["even", "whole"]
+    assert all(c["host"] for c in configs)
+    assert rows[0]["latency_p99_s"] != rows[1]["latency_p99_s"]
+    plain = tmp_path / "plain.toml"
+    plain.write_text(path.read_text().replace(str(prof), str(profile_with_variation(tmp_path, 0))))
+    res = runner.invoke(app, ["sweep", str(plain), "--threads"])
+    assert res.exit_code == 2 and "host terms" in res.stderr
 
 
 def test_slurm_job_script_from_spec() -> None:
