@@ -8,16 +8,17 @@ a scalar is fixed; ``B`` also takes the ``1..64`` range syntax)::
     B = "1..64"
     rate = [500.0, 1000.0]        # requests/s
     gate = ["topk:2", "topp:0.6"] # or routing traces as "trace:PATH"
-    experts = 8
+    experts = 8                   # default: the profile's, as in sim run
     devices = [1, 2]
     seed = [0, 1]
     requests = 20000
     skew = 0.0
     max_wait_ms = 5.0
-    gate_latency_s = 0.0
-    combine_latency_s = 0.0
+    gate_latency_s = 0.0          # default: the profile's gate, as in sim run
+    combine_latency_s = 0.0       # default: the profile's combine, as in sim run
     service = "median"
-    host = true                   # the shared-host model (needs a profile with its terms)
+    host = true                   # the shared-host model (default: as in sim run, on for a
+                                  # CPU profile with the host terms)
     host_lock = ["even", "whole"] # how it shares the interpreter lock (docs/system-model.md §8)
     [slurm]                       # only read with --slurm (dask-jobqueue SLURMCluster)
     jobs = 4
@@ -48,8 +49,15 @@ import polars as pl
 
 from sim.config import SimConfig, parse_gate
 from sim.errors import SimError, SweepSpecError
-from sim.runner import default_profile_path, parse_b_values, simulate_summary
+from sim.runner import (
+    default_profile_path,
+    parse_b_values,
+    profile_has_host_terms,
+    profile_is_cpu,
+    simulate_summary,
+)
 from traces.atomic import atomic_path
+from traces.profile import read_profile
 from traces.serving import SUMMARY
 
 if sys.version_info >= (3, 11):
@@ -156,9 +164,12 @@ def load_spec(path: str | Path) -> SweepSpec:
         except (TypeError, ValueError) as exc:
             raise SweepSpecError(f"{path}: grid key {key!r}: {exc}") from None
     names = list(axes)
+    profile = raw.get("profile")
+    profile_path = str(path.parent / profile) if profile else str(default_profile_path())
+    defaults = {k: v for k, v in _profile_defaults(profile_path).items() if k not in axes}
     points = []
     for combo in itertools.product(*(axes[n] for n in names)):
-        kw = dict(zip(names, combo, strict=True))
+        kw = {**defaults, **dict(zip(names, combo, strict=True))}
         if kw.get("gate") is not None and kw["gate"].trace:
             trace = Path(kw["gate"].trace)
             if not trace.is_absolute():
@@ -170,12 +181,24 @@ def load_spec(path: str | Path) -> SweepSpec:
     ids = [p.id for p in points]
     if len(set(ids)) != len(ids):
         raise SweepSpecError(f"{path}: the grid repeats a point")
-    profile = raw.get("profile")
-    profile_path = str(path.parent / profile) if profile else str(default_profile_path())
     slurm = raw.get("slurm", {})
     if not isinstance(slurm, dict):
         raise SweepSpecError(f"{path}: [slurm] must be a table")
     return SweepSpec(tuple(points), profile_path, dict(slurm))
+
+
+def _profile_defaults(profile_path: str) -> dict[str, Any]:
+    """What ``sim run`` takes from the profile when not given: the number of experts, the
+    gate and combine costs, and the shared-host model for a CPU profile with the host
+    terms; so that a point of a sweep and the same point of ``sim run`` give the same
+    numbers."""
+    prof = read_profile(profile_path)
+    return {
+        "n_experts": len(prof.experts),
+        "gate_latency_s": prof.component_latency_s("gate") or 0.0,
+        "combine_latency_s": prof.component_latency_s("combine") or 0.0,
+        "host": profile_has_host_terms(prof) and profile_is_cpu(prof),
+    }
 
 
 def parts_dir(out: str | Path) -> Path:

@@ -157,7 +157,6 @@ def test_sweep_over_the_host_models_lock_sharing(tmp_path: Path) -> None:
     path.write_text(
         f'profile = "{prof}"\n[grid]\nB = 1\nrate = 1000.0\nrequests = 1500\nhost = true\n'
         'host_lock = ["even", "whole"]\n'
-        "gate_latency_s = 200e-6\ncombine_latency_s = 60e-6\n"  # the profile's (a sweep's: 0)
     )
     res = runner.invoke(app, ["sweep", str(path), "--threads", "--workers", "1", "--json"])
     assert res.exit_code == 0, res.stderr
@@ -170,6 +169,35 @@ def test_sweep_over_the_host_models_lock_sharing(tmp_path: Path) -> None:
     plain.write_text(path.read_text().replace(str(prof), str(profile_with_variation(tmp_path, 0))))
     res = runner.invoke(app, ["sweep", str(plain), "--threads"])
     assert res.exit_code == 2 and "host terms" in res.stderr
+
+
+def test_a_sweep_point_takes_what_sim_run_takes_from_the_profile(tmp_path: Path) -> None:
+    """Unset, the gate and combine costs are the profile's and the shared-host model is on
+    for a CPU profile with its terms, as in `sim run`: the same point gives the same
+    numbers either way; set in the spec, they win."""
+    import json
+
+    from .test_host import host_profile_frame
+
+    prof = tmp_path / "TEST-host-profile.parquet"
+    write_profile(host_profile_frame(), prof)
+    path = tmp_path / "same.toml"
+    path.write_text(f'profile = "{prof}"\n[grid]\nB = 2\nrate = 800.0\nrequests = 1500\n')
+    (point,) = load_spec(path).points
+    assert point.config.host
+    assert point.config.gate_latency_s == pytest.approx(200e-6)
+    assert point.config.combine_latency_s == pytest.approx(60e-6)
+    swept = runner.invoke(app, ["sweep", str(path), "--threads", "--json"])
+    run = runner.invoke(
+        app, ["run", "--profile", str(prof), "--B", "2", "--rate", "800", "--requests", "1500",
+              "--json"],
+    )  # fmt: skip
+    assert swept.exit_code == 0 and run.exit_code == 0, swept.stderr + run.stderr
+    for key in ("throughput_rps", "latency_p50_s", "latency_p99_s"):
+        assert json.loads(swept.stdout)[key] == json.loads(run.stdout)[key]
+    path.write_text(path.read_text() + "host = false\ngate_latency_s = 1e-4\n")
+    (point,) = load_spec(path).points
+    assert not point.config.host and point.config.gate_latency_s == 1e-4
 
 
 def test_slurm_job_script_from_spec() -> None:
