@@ -301,15 +301,14 @@ def _pooled_profiles(check: pl.DataFrame) -> str:
 
 
 def _whole_lock(check: pl.DataFrame) -> str:
-    """Say so when the host model's lock was won or lost whole (``sim check --host-lock
-    whole``) rather than shared evenly, the default."""
+    """Say so when the host model's lock was won or lost whole (``sim check``'s default
+    since session 12) rather than shared evenly (``--host-lock even``, and older outputs)."""
     if "host_lock" not in check.columns or "whole" not in check["host_lock"].to_list():
         return ""
     return (
-        " Predictions saved from `sim check --host-lock whole` let the shared-host model's "
-        "interpreter lock be won or lost whole at each step, so that a request's worker "
-        "steps can wait out several gates in a row, instead of sharing it evenly "
-        "(`docs/system-model.md` §8)."
+        " The shared-host model let the interpreter lock be won or lost whole at each step "
+        "(`--host-lock whole`), so that a request's worker steps can wait out several gates "
+        "in a row, instead of sharing it evenly (`docs/system-model.md` §8)."
     )
 
 

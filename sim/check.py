@@ -191,7 +191,7 @@ def replay_config(
     n_requests: int,
     service: ServiceModel = ServiceModel.MEDIAN,
     host: LatencyProfile | None = None,
-    host_lock: HostLock = HostLock.EVEN,
+    host_lock: HostLock = HostLock.WHOLE,
 ) -> SimConfig:
     """The model's config for one B of a measured run (its measured gate/combine costs).
 
@@ -269,7 +269,7 @@ def check_run(
     host: bool | None = None,
     sensitivity: float | None = None,
     speed_probe: bool | None = None,
-    host_lock: HostLock = HostLock.EVEN,
+    host_lock: HostLock = HostLock.WHOLE,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -320,7 +320,7 @@ def _check_loaded(
     host: bool | None,
     sensitivity: float | None,
     speed_probe: bool | None = None,
-    host_lock: HostLock = HostLock.EVEN,
+    host_lock: HostLock = HostLock.WHOLE,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -428,7 +428,7 @@ def check_runs(
     host: bool | None = None,
     sensitivity: float | None = None,
     speed_probe: bool | None = None,
-    host_lock: HostLock = HostLock.EVEN,
+    host_lock: HostLock = HostLock.WHOLE,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.

@@ -180,7 +180,7 @@ def run_cmd(
             "and cores). Default: on for a CPU profile that has the host terms.",
         ),
     ] = None,
-    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
+    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.WHOLE,
     out: Annotated[
         Path | None, typer.Option(help="Write serve-records/1 here (+ .summary.parquet).")
     ] = None,
@@ -396,7 +396,7 @@ def check_cmd(
             "for a run on CPU devices when the profile has the host terms.",
         ),
     ] = None,
-    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
+    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.WHOLE,
     sensitivity: Annotated[
         float | None,
         typer.Option(

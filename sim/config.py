@@ -52,8 +52,7 @@ class HostLock(str, Enum):
     """How the shared-host model (system-model §8) splits the host between two threads at
     work at once, each job's measured contention E giving it the rate r = W / (W + E).
 
-    ``even`` (the default): both threads run at their r throughout (additive contention
-    spread evenly). ``whole``: the interpreter lock is won or lost whole. At every
+    ``whole`` (the default): the interpreter lock is won or lost whole. At every
     start or end of a job, with two threads at work, a draw decides which one holds
     the lock until the next such event: it runs at r_gate + r_worker of full speed
     while the other waits, each thread holding with probability r / (r_gate +
@@ -61,10 +60,12 @@ class HostLock(str, Enum):
     r_gate + r_worker - 1, one alone otherwise. At every draw each thread's expected
     speed is its r, but a long job that wins keeps the lock longer than a short one,
     so a request's worker steps can wait out several gates in a row, as the real
-    server's do. On this machine that removes the model's low bias on B = 1's p99 at
-    250 and 500 req/s and costs capacity near saturation (benchmarks/README.md,
-    "Fidelity, session 12"); hence an option, not the default. Three or more threads
-    at work share evenly under either.
+    server's do. ``even``: both threads run at their r throughout (additive contention
+    spread evenly), the model before session 12. On this machine ``whole`` removes
+    ``even``'s low bias on B = 1's p99 at 250 and 500 req/s; near saturation (1000
+    req/s) it is better in some blocks of runs and worse in others (benchmarks/
+    README.md, "Fidelity, session 12"). Three or more threads at work share evenly
+    under either.
     """
 
     WHOLE = "whole"
@@ -175,7 +176,7 @@ class SimConfig:
     warmup: int | None = None
     seed: int = 0
     host: bool = False
-    host_lock: HostLock = HostLock.EVEN
+    host_lock: HostLock = HostLock.WHOLE
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SimConfigError:

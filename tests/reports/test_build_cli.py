@@ -173,9 +173,9 @@ def test_writeup_says_when_the_host_models_lock_was_won_whole(
             "malformed": lambda _i, x: {**x, "host_lock": "WHOLE!"},
         },
     )
-    assert "`sim check --host-lock whole` let the shared-host model's" in texts["whole"]
+    assert "let the interpreter lock be won or lost whole" in texts["whole"]
     for name in ("even", "ideal", "older", "malformed"):
-        assert "--host-lock whole" not in texts[name]
+        assert "won or lost whole" not in texts[name]
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["whole"]
 
 
