@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from sim.check import CheckRow, Terms, check_run, check_runs, parse_tolerance
 from sim.cli import app
-from sim.config import GateSpec, ServiceModel, SimConfig
+from sim.config import GateSpec, HostLock, ServiceModel, SimConfig
 from sim.errors import CheckError
 from sim.naive import simulate_naive
 from sim.output import records_of, serve_config
@@ -364,6 +364,11 @@ def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
     assert abs(host[1].error_pct["throughput"]) < 1.0
     assert abs(host[1].error_pct["p50"]) < 15.0  # recorded: -9.4 % (-11.1 % with ratio contention)
     assert abs(host[1].error_pct["p50"]) < abs(ideal[1].error_pct["p50"]) / 3  # ideal: -46 %
+    # with the lock won whole (the default since session 12) B = 1 passes too, p99 included;
+    # shared evenly its p99 is low (recorded: p50 -1.1 / p99 -8.3 % whole, -3.7 / -13.5 even)
+    even = {r.B: r for r in check_run(run, profile, host_lock=HostLock.EVEN)}
+    assert host[1].within and not even[1].within
+    assert even[1].error_pct["p99"] < host[1].error_pct["p99"] < 0
 
 
 def test_regression_shipped_run_predicted_from_a_two_thread_profile() -> None:
@@ -372,7 +377,8 @@ def test_regression_shipped_run_predicted_from_a_two_thread_profile() -> None:
     profile with the duty chain timed in the server's two threads and the worker's wake
     from it: B >= 2 within the issue's tolerance (the ideal model misses B = 2), B = 1 p50
     within it too, with the spells drawn from the chain's spread (recorded: -2.2 %; -12.7 %
-    before the spells were modelled, -54.8 % from the ideal model)."""
+    before the spells were modelled, -54.8 % from the ideal model). B = 1's p99 in this one
+    run of 800 requests is overshot (+55 % with the lock won whole, +24 % shared evenly)."""
     from sim.host_terms import HostTerms
     from traces import data_path
     from traces.profile import read_profile
