@@ -412,6 +412,13 @@ def check_cmd(
             "as much slower as the run's probe ÷ the profile's. Default: on when both have it.",
         ),
     ] = None,
+    replays: Annotated[
+        int,
+        typer.Option(
+            help="Predict each B as the mean of this many replays that differ only in the "
+            "model's own random draws (seeds seed, seed+1, ...).",
+        ),
+    ] = 1,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,
 ) -> None:
     """Replay a measured `hw serve` run (or repeats of one) in the model; exit 1 past tolerance."""
@@ -425,7 +432,9 @@ def check_cmd(
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     profiles = profile or [default_profile_path()]
-    rows = check_runs(measured, profiles, tol, service, which, host, spread, speed_probe, host_lock)
+    rows = check_runs(
+        measured, profiles, tol, service, which, host, spread, speed_probe, host_lock, replays
+    )
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
             _warn_noisy(path, profile_variation(path))

@@ -221,3 +221,44 @@ def test_sim_run_and_check_take_the_lock_sharing(tmp_path: Path) -> None:
     assert json.loads(ideal.stdout.splitlines()[0])["host_lock"] is None
     table = runner.invoke(app, ["check", str(out), "--profile", str(prof), "--host-lock", "whole"])
     assert "shared-host model, lock won whole" in table.stdout
+
+
+def test_check_replays_average_the_models_own_draws(tmp_path: Path, monkeypatch) -> None:
+    """`sim check --replays K`: each B predicted as the mean of K replays at the model's seeds
+    seed, seed + 1, ... (the run's arrivals and routing unchanged); K = 1 is the plain check."""
+    import polars as pl
+
+    import sim.check as check
+    from sim.config import ServiceModel
+    from sim.runner import load_service
+    from traces.profile import read_profile
+    from traces.serving import read_records
+
+    prof = tmp_path / "TEST-host-profile.parquet"
+    write_profile(host_profile_frame(), prof)
+    table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
+    run = host_model_run(tmp_path / "run.parquet", table)
+    assert check.check_run(run, prof, replays=1) == check.check_run(run, prof)
+    seeds: list[int] = []
+    real = check.simulate
+    monkeypatch.setattr(check, "simulate", lambda c, *a: seeds.append(c.seed) or real(c, *a))
+    rows = check.check_run(run, prof, replays=3)
+    assert seeds == [5, 6, 7] * 3  # per B (1, 4, 16), the run's seed 5 and the next two
+    assert all(r.replays == 3 and r.to_json()["replays"] == 3 for r in rows)
+    monkeypatch.setattr(check, "simulate", real)
+    # the mean, by hand, at B = 1
+    records, cfg = read_records(run)
+    records = records.filter(pl.col("B") == 1)
+    work = check._workload(records)
+    profile = read_profile(prof)
+    b_table, _ = load_service(profile, cfg.n_experts, 1)
+    sim_cfg = check.replay_config(cfg, 1, work.n_requests, ServiceModel.SPREAD, profile)
+    one = [
+        check._predict(sim_cfg.with_(seed=sim_cfg.seed + i), b_table, work, None, cfg)
+        for i in range(3)
+    ]
+    mean = check._predict(sim_cfg, b_table, work, None, cfg, 3)
+    assert mean == {k: pytest.approx(np.mean([o[k] for o in one]), rel=1e-12) for k in mean}
+    assert len({o["p99"] for o in one}) > 1  # the seeds do differ
+    bad = runner.invoke(app, ["check", str(run), "--profile", str(prof), "--replays", "0"])
+    assert bad.exit_code == 2 and "--replays must be >= 1" in bad.stderr
