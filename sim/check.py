@@ -295,24 +295,8 @@ def check_run(
     ...; the arrivals and routing are the run's): with the lock won whole one replay's
     p99 at B = 1 moves by 4-7 % from seed to seed on this machine's runs.
     """
-    records, cfg = read_records(measured_path)
-    if records.height == 0:
-        raise CheckError(f"{measured_path}: the measured run has no records")
-    profile = read_profile(profile_path or default_profile_path())
-    rows = _check_loaded(
-        records,
-        cfg,
-        profile,
-        tolerance,
-        service,
-        terms,
-        host,
-        sensitivity,
-        speed_probe,
-        host_lock,
-        replays,
-    )
-    return _with_variation(rows, [profile_path], terms)
+    options = (tolerance, service, terms, host, sensitivity, speed_probe, host_lock, replays)
+    return check_runs([measured_path], profile_path, *options)  # one run: its own rows
 
 
 def _with_variation(
