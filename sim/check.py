@@ -327,8 +327,6 @@ def _check_loaded(
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
-    if replays < 1:
-        raise CheckError(f"--replays must be >= 1, got {replays}")
     b_values = sorted(records["B"].unique().to_list())
     table, _ = load_service(profile, cfg.n_experts, max(b_values))
     if service is None:
@@ -464,6 +462,8 @@ def check_runs(
     """
     if not measured_paths:
         raise CheckError("give at least one measured run")
+    if replays < 1:
+        raise CheckError(f"--replays must be >= 1, got {replays}")
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
     paths = _profile_list(profile_path)
     profiles = [read_profile(p or default_profile_path()) for p in paths]

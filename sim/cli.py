@@ -22,8 +22,7 @@ from sim.runner import (
     auto_jobs,
     default_profile_path,
     parse_b_values,
-    profile_has_host_terms,
-    profile_is_cpu,
+    profile_defaults,
     run_points,
 )
 from traces.cli_support import cli_errors, err_console, out_console, refuse_overwrite
@@ -210,13 +209,14 @@ def run_cmd(
     prof = read_profile(profile)
     _warn_noisy(profile, profile_variation(profile))
     trace = read_routing(routing) if routing is not None else None
-    m = experts or (trace.n_experts if trace is not None else len(prof.experts))
+    defaults = profile_defaults(prof)
+    m = experts or (trace.n_experts if trace is not None else defaults["n_experts"])
     if gate_latency_s is None:
-        gate_latency_s = prof.component_latency_s("gate") or 0.0
+        gate_latency_s = defaults["gate_latency_s"]
     if combine_latency_s is None:
-        combine_latency_s = prof.component_latency_s("combine") or 0.0
+        combine_latency_s = defaults["combine_latency_s"]
     if host is None:
-        host = profile_has_host_terms(prof) and profile_is_cpu(prof)
+        host = defaults["host"]
     configs = [
         SimConfig(
             batch_size=b,

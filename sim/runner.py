@@ -32,6 +32,7 @@ __all__ = [
     "auto_jobs",
     "load_service",
     "parse_b_values",
+    "profile_defaults",
     "profile_has_host_terms",
     "profile_is_cpu",
     "run_points",
@@ -65,6 +66,19 @@ def profile_is_cpu(profile: LatencyProfile) -> bool:
         return False
     names = profile.frame["device"].drop_nulls().unique().to_list()
     return bool(names) and all(str(d).startswith("cpu") for d in names)
+
+
+def profile_defaults(profile: LatencyProfile) -> dict[str, Any]:
+    """The SimConfig fields a run takes from its profile when not given: the number of
+    experts, the gate and combine costs, and the shared-host model for a CPU profile with
+    the host terms (``sim run`` and ``sim sweep`` alike, so a point gives the same numbers
+    in both)."""
+    return {
+        "n_experts": len(profile.experts),
+        "gate_latency_s": profile.component_latency_s("gate") or 0.0,
+        "combine_latency_s": profile.component_latency_s("combine") or 0.0,
+        "host": profile_has_host_terms(profile) and profile_is_cpu(profile),
+    }
 
 
 def load_service(

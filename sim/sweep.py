@@ -52,8 +52,7 @@ from sim.errors import SimError, SweepSpecError
 from sim.runner import (
     default_profile_path,
     parse_b_values,
-    profile_has_host_terms,
-    profile_is_cpu,
+    profile_defaults,
     simulate_summary,
 )
 from traces.atomic import atomic_path
@@ -166,7 +165,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     names = list(axes)
     profile = raw.get("profile")
     profile_path = str(path.parent / profile) if profile else str(default_profile_path())
-    defaults = {k: v for k, v in _profile_defaults(profile_path).items() if k not in axes}
+    from_profile = profile_defaults(read_profile(profile_path))  # as sim run takes them
+    defaults = {k: v for k, v in from_profile.items() if k not in axes}
     points = []
     for combo in itertools.product(*(axes[n] for n in names)):
         kw = {**defaults, **dict(zip(names, combo, strict=True))}
@@ -185,20 +185,6 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not isinstance(slurm, dict):
         raise SweepSpecError(f"{path}: [slurm] must be a table")
     return SweepSpec(tuple(points), profile_path, dict(slurm))
-
-
-def _profile_defaults(profile_path: str) -> dict[str, Any]:
-    """What ``sim run`` takes from the profile when not given: the number of experts, the
-    gate and combine costs, and the shared-host model for a CPU profile with the host
-    terms; so that a point of a sweep and the same point of ``sim run`` give the same
-    numbers."""
-    prof = read_profile(profile_path)
-    return {
-        "n_experts": len(prof.experts),
-        "gate_latency_s": prof.component_latency_s("gate") or 0.0,
-        "combine_latency_s": prof.component_latency_s("combine") or 0.0,
-        "host": profile_has_host_terms(prof) and profile_is_cpu(prof),
-    }
 
 
 def parts_dir(out: str | Path) -> Path:

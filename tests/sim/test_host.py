@@ -42,11 +42,13 @@ def _run_jobs(
     worker_rate: float,
     speed: float = 1.0,
     contention: dict[int, float] | None = None,
+    lock_draw: Any = None,
 ) -> dict[int, float]:
     """Each (thread, start, work) on one SharedHost; returns thread -> finish time.
-    ``contention``: thread -> the wall time company adds to its job (additive contention)."""
+    ``contention``: thread -> the wall time company adds to its job (additive contention);
+    ``lock_draw``: where the host draws who wins the lock whole (None: shared evenly)."""
     env = simpy.Environment()
-    host = SharedHost(env, gate_rate, worker_rate, speed)
+    host = SharedHost(env, gate_rate, worker_rate, speed, lock_draw)
     done: dict[int, float] = {}
 
     def job(thread: int, start: float, work: float) -> Generator[simpy.Event, None, None]:

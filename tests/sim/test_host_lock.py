@@ -25,7 +25,7 @@ from sim.service import ServiceTable
 from sim.workload import make_workload
 from traces.profile import profile_from_frame, write_profile
 
-from .test_host import host_model_run, host_profile_frame
+from .test_host import _run_jobs, host_model_run, host_profile_frame
 
 runner = CliRunner()
 
@@ -46,20 +46,8 @@ def _run(
     jobs: list[tuple[int, float, float]], gate_rate: float, worker_rate: float, draws: _Draws
 ) -> dict[int, float]:
     """Each (thread, start, work) on one SharedHost whose lock is drawn from ``draws``;
-    returns thread -> the end of its last job."""
-    env = simpy.Environment()
-    host = SharedHost(env, gate_rate, worker_rate, lock_draw=draws)  # type: ignore[arg-type]
-    done: dict[int, float] = {}
-
-    def job(thread: int, start: float, work: float) -> Generator[simpy.Event, None, None]:
-        yield env.timeout(max(0.0, start - env.now))
-        yield from host.work(thread, work)
-        done[thread] = env.now
-
-    for j in jobs:
-        env.process(job(*j))
-    env.run()
-    return done
+    returns thread -> its finish time."""
+    return _run_jobs(jobs, gate_rate, worker_rate, lock_draw=draws)
 
 
 def test_the_holder_runs_at_the_sum_of_the_rates_while_the_other_waits() -> None:
