@@ -8,7 +8,7 @@ a scalar is fixed; ``B`` also takes the ``1..64`` range syntax)::
     B = "1..64"
     rate = [500.0, 1000.0]        # requests/s
     gate = ["topk:2", "topp:0.6"] # or routing traces as "trace:PATH"
-    experts = 8                   # default: the profile's, as in sim run
+    experts = 8                   # default: a routing trace's, else the profile's, as in sim run
     devices = [1, 2]
     seed = [0, 1]
     requests = 20000
@@ -56,7 +56,9 @@ from sim.runner import (
     simulate_summary,
 )
 from traces.atomic import atomic_path
+from traces.errors import DeltasimError
 from traces.profile import read_profile
+from traces.routing import read_routing
 from traces.serving import SUMMARY
 
 if sys.version_info >= (3, 11):
@@ -167,6 +169,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     profile_path = str(path.parent / profile) if profile else str(default_profile_path())
     from_profile = profile_defaults(read_profile(profile_path))  # as sim run takes them
     defaults = {k: v for k, v in from_profile.items() if k not in axes}
+    trace_experts: dict[str, int] = {}
     points = []
     for combo in itertools.product(*(axes[n] for n in names)):
         kw = {**defaults, **dict(zip(names, combo, strict=True))}
@@ -174,6 +177,8 @@ def load_spec(path: str | Path) -> SweepSpec:
             trace = Path(kw["gate"].trace)
             if not trace.is_absolute():
                 kw["gate"] = parse_gate(f"trace:{path.parent / trace}")
+            if "n_experts" not in axes:  # as sim run: the trace's M before the profile's
+                kw["n_experts"] = _trace_experts(path, kw["gate"].trace, trace_experts)
         try:
             points.append(SweepPoint(SimConfig.from_dict(kw)))
         except SimError as exc:
@@ -185,6 +190,17 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not isinstance(slurm, dict):
         raise SweepSpecError(f"{path}: [slurm] must be a table")
     return SweepSpec(tuple(points), profile_path, dict(slurm))
+
+
+def _trace_experts(spec: Path, trace: str, seen: dict[str, int]) -> int:
+    """The routing trace's number of experts, each trace read once; an unreadable trace is
+    a spec error before any point runs."""
+    if trace not in seen:
+        try:
+            seen[trace] = read_routing(trace).n_experts
+        except DeltasimError as exc:  # names the trace and what is wrong with it
+            raise SweepSpecError(f"{spec}: {exc}") from None
+    return seen[trace]
 
 
 def parts_dir(out: str | Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -19,6 +21,7 @@ from sim.errors import SweepSpecError
 from sim.runner import simulate_summary
 from sim.sweep import load_spec, parts_dir, run_sweep, slurm_cluster
 from traces.profile import write_profile
+from traces.routing import RoutingTrace, write_routing
 
 from .conftest import profile_with_variation
 
@@ -224,3 +227,53 @@ def test_sweep_on_an_existing_scheduler(tmp_path: Path, test_profile_path: Path)
         )
     assert ran == 6 and table.height == 6
     assert table["point"].to_list() == [p.id for p in spec.points]
+
+
+def _trace_spec(tmp_path: Path, profile: Path, trace: str, extra: str = "") -> Path:
+    path = tmp_path / "traced.toml"
+    path.write_text(
+        f'profile = "{profile}"\n[grid]\nB = [2]\nrate = 800.0\nrequests = 400\n'
+        f'gate = "trace:{trace}"\n{extra}'
+    )
+    return path
+
+
+def test_a_traced_point_takes_the_traces_experts_as_sim_run_does(
+    tmp_path: Path, test_profile_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    experts = np.stack([rng.permutation(6)[:2] for _ in range(400)])
+    write_routing(
+        tmp_path / "six.parquet", RoutingTrace.from_arrays(experts, np.full((400, 2), 0.5), 6)
+    )
+    spec = load_spec(_trace_spec(tmp_path, test_profile_path, "six.parquet"))
+    (point,) = spec.points
+    assert point.config.n_experts == 6  # the trace's, not the profile's 8
+    swept = simulate_summary(point.config, spec.profile)
+    res = runner.invoke(
+        app,
+        ["run", "--B", "2", "--rate", "800", "--requests", "400", "--json",
+         "--profile", str(test_profile_path), "--routing", str(tmp_path / "six.parquet")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    ran = json.loads(res.stdout.strip().splitlines()[0])
+    assert ran["latency_p99_s"] == pytest.approx(swept["latency_p99_s"], rel=1e-12)
+    assert ran["throughput_rps"] == pytest.approx(swept["throughput_rps"], rel=1e-12)
+    # An experts axis still wins over the trace, as --experts does in sim run.
+    spec8 = load_spec(_trace_spec(tmp_path, test_profile_path, "six.parquet", "experts = 8\n"))
+    assert spec8.points[0].config.n_experts == 8
+
+
+def test_an_unreadable_trace_is_refused_before_any_point_runs(
+    tmp_path: Path, test_profile_path: Path
+) -> None:
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    for name, needle in (
+        ("gone.parquet", "gone.parquet: (file): no such file"),
+        ("junk.parquet", "junk.parquet"),
+    ):
+        path = _trace_spec(tmp_path, test_profile_path, name)
+        res = runner.invoke(app, ["sweep", str(path), "--threads", "--out", str(tmp_path / "o")])
+        assert res.exit_code == 2 and needle in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "o").exists()
