@@ -121,9 +121,9 @@ def _table(points: list[PointRun], title: str) -> Table:
 
 
 _HOST_LOCK_HELP = (
-    "Shared-host model: two threads at work share the host by the lock won or lost whole "
-    "(drawn at each job's start or end, each thread's expected speed its measured one) or "
-    "evenly (both at their measured speed throughout)."
+    "Shared-host model: two threads at work share the host evenly (both at their measured "
+    "speed throughout) or by the lock won or lost whole (drawn at each job's start or end, "
+    "each thread's expected speed its measured one)."
 )
 
 
@@ -179,7 +179,7 @@ def run_cmd(
             "and cores). Default: on for a CPU profile that has the host terms.",
         ),
     ] = None,
-    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.WHOLE,
+    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     out: Annotated[
         Path | None, typer.Option(help="Write serve-records/1 here (+ .summary.parquet).")
     ] = None,
@@ -396,7 +396,7 @@ def check_cmd(
             "for a run on CPU devices when the profile has the host terms.",
         ),
     ] = None,
-    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.WHOLE,
+    host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     sensitivity: Annotated[
         float | None,
         typer.Option(

@@ -52,20 +52,21 @@ class HostLock(str, Enum):
     """How the shared-host model (system-model §8) splits the host between two threads at
     work at once, each job's measured contention E giving it the rate r = W / (W + E).
 
-    ``whole`` (the default): the interpreter lock is won or lost whole. At every
-    start or end of a job, with two threads at work, a draw decides which one holds
-    the lock until the next such event: it runs at r_gate + r_worker of full speed
-    while the other waits, each thread holding with probability r / (r_gate +
-    r_worker); where the rates sum past 1, both run at full speed with probability
-    r_gate + r_worker - 1, one alone otherwise. At every draw each thread's expected
-    speed is its r, but a long job that wins keeps the lock longer than a short one,
-    so a request's worker steps can wait out several gates in a row, as the real
-    server's do. ``even``: both threads run at their r throughout (additive contention
-    spread evenly), the model before session 12. On this machine ``whole`` removes
-    ``even``'s low bias on B = 1's p99 at 250 and 500 req/s; near saturation (1000
-    req/s) it is better in some blocks of runs and worse in others (benchmarks/
-    README.md, "Fidelity, session 12"). Three or more threads at work share evenly
-    under either.
+    ``even`` (the default): both threads run at their r throughout (additive
+    contention spread evenly). ``whole``: the interpreter lock is won or lost whole.
+    At every start or end of a job, with two threads at work, a draw decides which
+    one holds the lock until the next such event: it runs at r_gate + r_worker of
+    full speed while the other waits, each thread holding with probability r /
+    (r_gate + r_worker); where the rates sum past 1, both run at full speed with
+    probability r_gate + r_worker - 1, one alone otherwise. At every draw each
+    thread's expected speed is its r, but a long job that wins keeps the lock longer
+    than a short one, so a request's worker steps can wait out several gates in a
+    row. ``whole`` was the default in session 12; 24 runs per load (session 13)
+    rejected it at B = 1 (p99 +25 and +59 % where ``even`` is within 10 %), and run
+    by run it reaches its p99 by the wrong part: at 500 req/s the worker's time after
+    the gate up to 2.5 times the measured p99, the queue before the gate 0.3-0.7 of it
+    (benchmarks/README.md, "Fidelity, session 13"). Three or more threads at work
+    share evenly under either.
     """
 
     WHOLE = "whole"
@@ -176,7 +177,7 @@ class SimConfig:
     warmup: int | None = None
     seed: int = 0
     host: bool = False
-    host_lock: HostLock = HostLock.WHOLE
+    host_lock: HostLock = HostLock.EVEN
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SimConfigError:

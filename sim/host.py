@@ -19,11 +19,11 @@ E of the gate and of a worker step are measured by ``hw profile`` as the
 call's cost while the other step loops in a second thread minus its cost
 alone (``HostTerms.from_profile``), so no number comes from the run being
 predicted. Hand-built terms without E use fixed rates ``gate_rate`` and
-``worker_rate`` instead. By default (:class:`~sim.config.HostLock` ``whole``)
-those rates are the threads' expected speeds at each draw of who wins the
-interpreter lock whole (at each start or end of a job,
-:meth:`SharedHost._draw_holder`), so that a worker's steps can wait out several
-gates in a row as the real server's do; ``even`` keeps them throughout.
+``worker_rate`` instead. By default (:class:`~sim.config.HostLock` ``even``)
+both threads keep those rates throughout an overlap; with ``whole`` they are the
+threads' expected speeds at each draw of who wins the interpreter lock whole (at
+each start or end of a job, :meth:`SharedHost._draw_holder`), so that a worker's
+steps can wait out several gates in a row.
 
 The host's speed depends on how busy it is: measured isolated costs are those
 of a host kept busy, and a host busy a fraction u of the time runs its steps

@@ -364,11 +364,12 @@ def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
     assert abs(host[1].error_pct["throughput"]) < 1.0
     assert abs(host[1].error_pct["p50"]) < 15.0  # recorded: -9.4 % (-11.1 % with ratio contention)
     assert abs(host[1].error_pct["p50"]) < abs(ideal[1].error_pct["p50"]) / 3  # ideal: -46 %
-    # with the lock won whole (the default since session 12) B = 1 passes too, p99 included;
-    # shared evenly its p99 is low (recorded: p50 -1.1 / p99 -8.3 % whole, -3.7 / -13.5 even)
-    even = {r.B: r for r in check_run(run, profile, host_lock=HostLock.EVEN)}
-    assert host[1].within and not even[1].within
-    assert even[1].error_pct["p99"] < host[1].error_pct["p99"] < 0
+    # shared evenly (the default) B = 1's p99 is low in this run; with the lock won whole it
+    # passes (recorded: p50 -3.7 / p99 -13.5 % even, -1.1 / -8.3 whole; over 24 runs of
+    # session 13 whole overshoots it instead, benchmarks/README.md)
+    whole = {r.B: r for r in check_run(run, profile, host_lock=HostLock.WHOLE)}
+    assert whole[1].within and not host[1].within
+    assert host[1].error_pct["p99"] < whole[1].error_pct["p99"] < 0
 
 
 def test_regression_shipped_run_predicted_from_a_two_thread_profile() -> None:

@@ -166,14 +166,14 @@ def test_the_whole_lock_keeps_the_mean_and_lets_a_request_wait_out_several_gates
 
 
 def test_the_lock_sharing_is_part_of_the_config() -> None:
-    assert SimConfig().host_lock is HostLock.WHOLE
-    cfg = SimConfig(host_lock="even")  # type: ignore[arg-type]
-    assert cfg.host_lock is HostLock.EVEN
+    assert SimConfig().host_lock is HostLock.EVEN
+    cfg = SimConfig(host_lock="whole")  # type: ignore[arg-type]
+    assert cfg.host_lock is HostLock.WHOLE
     assert SimConfig.from_json(cfg.to_json()) == cfg
     stored = cfg.to_dict()
     del stored["host_lock"]  # a sweep spec that does not set it
-    assert SimConfig.from_dict(stored).host_lock is HostLock.WHOLE
-    assert SimConfig.from_dict({**stored, "host_lock": "whole"}).host_lock is HostLock.WHOLE
+    assert SimConfig.from_dict(stored).host_lock is HostLock.EVEN
+    assert SimConfig.from_dict({**stored, "host_lock": "even"}).host_lock is HostLock.EVEN
     with pytest.raises(SimConfigError, match="whole or even"):
         SimConfig(host_lock="shared")  # type: ignore[arg-type]
 
@@ -189,7 +189,7 @@ def test_sim_run_and_check_take_the_lock_sharing(tmp_path: Path) -> None:
         assert res.exit_code == 0, res.output
         p99[lock] = json.loads(res.stdout)["latency_p99_s"]
     default = runner.invoke(app, args)
-    assert json.loads(default.stdout)["latency_p99_s"] == p99["whole"]
+    assert json.loads(default.stdout)["latency_p99_s"] == p99["even"]
     assert p99["whole"] != p99["even"]
     bad = runner.invoke(app, [*args, "--host-lock", "shared"])
     assert bad.exit_code == 2 and "shared" in bad.stderr

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from sim.check import Terms, check_run
 from sim.cli import app
-from sim.config import GateSpec, HostLock, SimConfig
+from sim.config import GateSpec, SimConfig
 from sim.engine import simulate
 from sim.errors import CheckError
 from sim.host_terms import HostTerms
@@ -141,12 +141,10 @@ def test_band_on_the_shipped_run() -> None:
         assert lo < r.simulated["p50"] < hi, (r.B, r.band)
         width[r.B] = (r.band["p50"][1] - r.band["p50"][0]) / r.simulated["p50"]
     assert width[1] > 0.03 and width[1] > 5 * width[16], width  # recorded: 7.5 %, 0.09 %
-    # p99 rests on ~10 requests, and a request moved by the costs meets other spells (and,
-    # with the lock won whole, other draws of who holds it): the band holds p99 only with
-    # the lock shared evenly
-    even = check_run(SHIPPED_RUN, SHIPPED_PROFILE, sensitivity=0.05, host_lock=HostLock.EVEN)
-    for r in even:
-        assert r.band is not None
+    # p99 rests on ~10 requests, and a request moved by the costs meets other spells; with
+    # the lock shared evenly (the default) the band still holds it (with the lock won
+    # whole, other draws of who holds it move p99 out of its own band: not asserted)
+    for r in rows:
         lo, hi = r.band["p99"]
         assert 0.99 * lo < r.simulated["p99"] < 1.01 * hi, (r.B, r.band)
 
