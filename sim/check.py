@@ -25,6 +25,7 @@ from sim.engine import simulate
 from sim.errors import CheckError
 from sim.host_speed import at_host_speed, speed_factor
 from sim.output import records_of
+from sim.parts import mean_parts, request_parts
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
 from sim.service import ServiceTable
@@ -120,6 +121,9 @@ class CheckRow:
     host_lock: str | None = None
     # each prediction is the mean of this many replays (the model's seeds seed, seed + 1, ...)
     replays: int = 1
+    # --parts: per part of a request (sim.parts.PARTS), measured and simulated (p50, p99) s
+    parts_measured: dict[str, tuple[float, float]] | None = None
+    parts_simulated: dict[str, tuple[float, float]] | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -170,6 +174,17 @@ class CheckRow:
             extra["error_se_pct"] = clean(self.error_se_pct)
         if self.replays > 1:
             extra["replays"] = self.replays
+        if self.parts_measured is not None and self.parts_simulated is not None:
+            extra["parts"] = {
+                name: {
+                    "measured": {"p50": finite(m[0]), "p99": finite(m[1])},
+                    "simulated": {"p50": finite(s[0]), "p99": finite(s[1])},
+                }
+                for name, m, s in (
+                    (n, self.parts_measured[n], self.parts_simulated[n])
+                    for n in self.parts_measured
+                )
+            }
         if self.profiles > 1 and self.simulated_range is not None:
             extra["profiles"] = self.profiles
             extra["simulated_min"] = {k: finite(lo) for k, (lo, _) in self.simulated_range.items()}
@@ -275,6 +290,7 @@ def check_run(
     speed_probe: bool | None = None,
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
+    parts: bool = False,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -294,8 +310,10 @@ def check_run(
     many replays that differ only in the model's own draws (seeds ``seed``, ``seed + 1``,
     ...; the arrivals and routing are the run's): one replay's p99 at B = 1 moves by
     about 3 % from seed to seed on this machine's runs (4-7 % with the lock won whole).
+    ``parts``: also compare each part of a request (:mod:`sim.parts`: the queue before
+    the gate, the gate, the worker's part, the latency), p50 and p99, measured and replayed.
     """
-    options = (tolerance, service, terms, host, sensitivity, speed_probe, host_lock, replays)
+    options = (tolerance, service, terms, host, sensitivity, speed_probe, host_lock, replays, parts)
     return check_runs([measured_path], profile_path, *options)  # one run: its own rows
 
 
@@ -324,6 +342,7 @@ def _check_loaded(
     speed_probe: bool | None = None,
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
+    parts: bool = False,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -370,7 +389,8 @@ def _check_loaded(
             measured_terms = replay_terms(rows, cfg.max_wait_s)
         elif terms is Terms.SAMPLED:
             measured_terms = sampled_terms(rows, cfg.max_wait_s, cfg.seed)
-        s = _predict(sim_cfg, b_table, work, measured_terms, cfg, replays)
+        sim_parts: list[dict[str, tuple[float, float]]] | None = [] if parts else None
+        s = _predict(sim_cfg, b_table, work, measured_terms, cfg, replays, sim_parts)
         meas = measured.filter(pl.col("B") == b).row(0, named=True)
         m = {k: float(meas[col]) for k, col in METRICS.items()}
         e = {k: _err(s[k], m[k]) for k in METRICS}
@@ -390,7 +410,12 @@ def _check_loaded(
             band = {k: (min(x[k] for x in ends), max(x[k] for x in ends)) for k in METRICS}
         row = CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host, band)
         host_lock_used = host_lock.value if host else None
-        out.append(replace(row, speed_factor=factor, host_lock=host_lock_used, replays=replays))
+        row = replace(row, speed_factor=factor, host_lock=host_lock_used, replays=replays)
+        if sim_parts:
+            row = replace(
+                row, parts_measured=request_parts(rows), parts_simulated=mean_parts(sim_parts)
+            )
+        out.append(row)
     return out
 
 
@@ -440,6 +465,7 @@ def check_runs(
     speed_probe: bool | None = None,
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
+    parts: bool = False,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -495,6 +521,7 @@ def check_runs(
                 speed_probe,
                 host_lock,
                 replays,
+                parts,
             )
             for records, cfg in loaded
         ]
@@ -556,9 +583,19 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 speed_factor=float(np.mean(factors)) if len(factors) == len(rows) else None,
                 profiles=len(rows),
                 simulated_range=_range(list(rows)),
+                parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
             )
         )
     return out
+
+
+def _parts_mean(
+    sets: list[dict[str, tuple[float, float]] | None],
+) -> dict[str, tuple[float, float]] | None:
+    """The mean of several rows' parts (None unless every row has them)."""
+    if not sets or any(s is None for s in sets):
+        return None
+    return mean_parts([s for s in sets if s is not None])
 
 
 def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
@@ -602,6 +639,8 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         speed_factor=None
         if any(r.speed_factor is None for r in rows)
         else float(np.mean([r.speed_factor for r in rows])),
+        parts_measured=_parts_mean([r.parts_measured for r in rows]),
+        parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
     )
 
 
@@ -612,11 +651,16 @@ def _predict(
     measured_terms: ServiceTerms | None,
     cfg: ServeConfig,
     replays: int = 1,
+    parts: list[dict[str, tuple[float, float]]] | None = None,
 ) -> dict[str, float]:
     """The metrics of the simulated replay, summarized as the measured run is; with several
-    replays (the model's seeds ``seed``, ``seed + 1``, ...), their means."""
+    replays (the model's seeds ``seed``, ``seed + 1``, ...), their means. ``parts``: where
+    to append each replay's :func:`~sim.parts.request_parts`."""
     rows = []
     for i in range(replays):
         result = simulate(sim_cfg.with_(seed=sim_cfg.seed + i), table, work, measured_terms)
-        rows.append(summarize(records_of(result), cfg).row(0, named=True))
+        records = records_of(result)
+        rows.append(summarize(records, cfg).row(0, named=True))
+        if parts is not None:
+            parts.append(request_parts(records))
     return {k: float(np.mean([r[col] for r in rows])) for k, col in METRICS.items()}

@@ -419,6 +419,14 @@ def check_cmd(
             "model's own random draws (seeds seed, seed+1, ...).",
         ),
     ] = 1,
+    parts: Annotated[
+        bool,
+        typer.Option(
+            "--parts",
+            help="Also compare each part of a request, p50 and p99: the queue before the "
+            "gate, the gate, the worker's part after it, the latency (in --json: parts).",
+        ),
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,
 ) -> None:
     """Replay a measured `hw serve` run (or repeats of one) in the model; exit 1 past tolerance."""
@@ -433,8 +441,9 @@ def check_cmd(
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     profiles = profile or [default_profile_path()]
     rows = check_runs(
-        measured, profiles, tol, service, which, host, spread, speed_probe, host_lock, replays
-    )
+        measured, profiles, tol, service, which, host, spread, speed_probe, host_lock, replays,
+        parts,
+    )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
             _warn_noisy(path, profile_variation(path))
@@ -495,6 +504,8 @@ def check_cmd(
                 cells.append("" if r.speed_factor is None else f"{r.speed_factor:.2f}")
             t.add_row(*cells)
         out_console.print(t)
+        if parts:
+            out_console.print(_parts_table(rows))
     bad = [r.B for r in rows if not r.within]
     if bad:
         err_console.print(f"[red]past tolerance[/red] ({tolerance}) at B = {bad}")
@@ -512,6 +523,29 @@ def check_cmd(
                 "to tell a model error from the machine's state"
             )
         raise typer.Exit(1)
+
+
+def _parts_table(rows: list[Any]) -> Table:
+    """``sim check --parts``: per B and part of a request, measured and simulated p50 and
+    p99 and the simulated ÷ measured p99 (which part makes a miss)."""
+    from sim.parts import PARTS
+
+    t = Table(title="by part of a request (queue: before the gate; worker: after it)")
+    t.add_column("B", justify="right")
+    t.add_column("part")
+    for side in ("meas", "sim"):
+        for q in ("p50", "p99"):
+            t.add_column(f"{q} {side} ms", justify="right")
+    t.add_column("p99 sim ÷ meas", justify="right")
+    for r in rows:
+        if r.parts_measured is None or r.parts_simulated is None:
+            continue
+        for name in PARTS:
+            m, s = r.parts_measured[name], r.parts_simulated[name]
+            ratio = f"{s[1] / m[1]:.2f}" if m[1] > 0 else ""
+            cells = [f"{x * 1e3:.3f}" for x in (*m, *s)]
+            t.add_row(str(r.B), name, *cells, ratio)
+    return t
 
 
 def _warn_noisy(profile: Path, variation: float | None) -> None:
