@@ -466,6 +466,7 @@ def check_runs(
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
     parts: bool = False,
+    only_b: Sequence[int] | None = None,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -485,6 +486,9 @@ def check_runs(
     (``benchmarks/README.md``, "Fidelity, session 11"); each run is then predicted as the
     mean of every profile's prediction of it, and ``simulated_range`` keeps the lowest and
     highest profile's (each over the runs), how far the reference state moves the answer.
+
+    ``only_b``: check only these B values (each must be in every run), e.g. B = 1 of a
+    ``--B 1..64`` run, without replaying the others.
     """
     if not measured_paths:
         raise CheckError("give at least one measured run")
@@ -498,6 +502,12 @@ def check_runs(
         records, cfg = read_records(path)
         if records.height == 0:
             raise CheckError(f"{path}: the measured run has no records")
+        if only_b is not None:
+            have = sorted(records["B"].unique().to_list())
+            missing = sorted(set(only_b) - set(have))
+            if missing:
+                raise CheckError(f"{path} has no B = {missing} (it has B = {have})")
+            records = records.filter(pl.col("B").is_in(list(only_b)))
         if loaded:
             first_path, first_cfg = measured_paths[0], loaded[0][1]
             for name in (f.name for f in fields(ServeConfig) if f.name in _SAME_COMMAND):

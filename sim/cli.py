@@ -419,6 +419,13 @@ def check_cmd(
             "model's own random draws (seeds seed, seed+1, ...).",
         ),
     ] = 1,
+    b_text: Annotated[
+        str | None,
+        typer.Option(
+            "--B",
+            help="Check only these B values of the run(s): 1, 1,2,4 or 1..8 (default: all).",
+        ),
+    ] = None,
     parts: Annotated[
         bool,
         typer.Option(
@@ -440,9 +447,10 @@ def check_cmd(
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     profiles = profile or [default_profile_path()]
+    only_b = None if b_text is None else parse_b_values(b_text)
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed_probe, host_lock, replays,
-        parts,
+        parts, only_b,
     )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:

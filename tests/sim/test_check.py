@@ -418,3 +418,20 @@ def test_a_miss_inside_the_runs_own_spread_is_unresolved() -> None:
     assert not row(-30.0, 14.0).unresolved()  # resolved: a model error
     assert not row(-30.0, None).unresolved()  # one run: nothing to tell by
     assert not row(1.0, 16.0, within=True).unresolved()
+
+
+def test_check_only_some_b_values(faithful: Path, slower: Path, test_profile_path: Path):
+    """--B picks B values of the run(s); each row is the full check's own row for that B."""
+    full = {r.B: r for r in check_runs([faithful, slower], test_profile_path)}
+    some = check_runs([faithful, slower], test_profile_path, only_b=[1, 16])
+    assert [r.B for r in some] == [1, 16]
+    for r in some:
+        assert r.simulated == full[r.B].simulated and r.measured == full[r.B].measured
+    args = ["check", str(faithful), "--profile", str(test_profile_path), "--json"]
+    res = runner.invoke(app, [*args, "--B", "4"])
+    assert res.exit_code == 0, res.stderr
+    assert [json.loads(x)["B"] for x in res.stdout.splitlines()] == [4]
+    for bad, needle in (("2", "has no B = [2] (it has B = [1, 4, 16])"), ("0", "--B")):
+        res = runner.invoke(app, [*args, "--B", bad])
+        assert res.exit_code == 2 and needle in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
