@@ -400,10 +400,10 @@ def _orders(inp: Inputs, report: str) -> str:
         hits = (
             t.group_by("method")
             .agg((pl.col("gap_pct") <= 1e-9).sum().alias("at_bound"), pl.len().alias("graphs"))
-            .sort("at_bound", descending=True)
+            .sort(["at_bound", "method"], descending=[True, False])  # ties by name: stable
         )
         summary = ", ".join(f"{r[0]} {r[1]}/{r[2]}" for r in hits.iter_rows())
-        worst = t.group_by("method").agg(pl.col("gap_pct").max()).sort("gap_pct")
+        worst = t.group_by("method").agg(pl.col("gap_pct").max()).sort(["gap_pct", "method"])
         gaps = ", ".join(f"{m} {g:.1f} %" for m, g in worst.iter_rows())
         out.append(
             f"\n**Conclusion.** Graphs on which each method reaches the best proven bound: "

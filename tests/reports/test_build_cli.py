@@ -236,3 +236,22 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert {r.source for r in inp.serve} == {"simulated", "measured"}
     assert inp.compare is not None and inp.memstudy is not None
     assert (tmp_path / "demo" / "results.md").read_text().count("**Conclusion.**") == 8
+
+
+def test_the_orders_conclusion_lists_tied_methods_by_name() -> None:
+    """Methods tied on the count at the bound, or on the worst gap, come in name order, so
+    that regenerating the write-up from the same files gives the same text."""
+    from reports.inputs import Inputs
+    from reports.writeup import _orders
+
+    rows = [
+        {"graph": g, "method": m, "peak_bytes": peak, "optimal": False,
+         "lower_bound_bytes": 100, "best_lower_bound_bytes": 100, "seconds": 0.1}
+        for g in ("a", "b")
+        for m, peak in (("sp", 100), ("ilp", 100), ("best", 100), ("lpmf", 125), ("bfs", 125))
+    ]  # fmt: skip
+    for order in (rows, rows[::-1]):
+        inp = Inputs(compare=pl.DataFrame(order))
+        text = _orders(inp, "report.html")
+        assert "bound: best 2/2, ilp 2/2, sp 2/2, bfs 0/2, lpmf 0/2." in text
+        assert "method: best 0.0 %, ilp 0.0 %, sp 0.0 %, bfs 20.0 %, lpmf 20.0 %." in text
