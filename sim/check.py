@@ -175,15 +175,13 @@ class CheckRow:
         if self.replays > 1:
             extra["replays"] = self.replays
         if self.parts_measured is not None and self.parts_simulated is not None:
+            sides = {"measured": self.parts_measured, "simulated": self.parts_simulated}
             extra["parts"] = {
                 name: {
-                    "measured": {"p50": finite(m[0]), "p99": finite(m[1])},
-                    "simulated": {"p50": finite(s[0]), "p99": finite(s[1])},
+                    side: {"p50": finite(got[name][0]), "p99": finite(got[name][1])}
+                    for side, got in sides.items()
                 }
-                for name, m, s in (
-                    (n, self.parts_measured[n], self.parts_simulated[n])
-                    for n in self.parts_measured
-                )
+                for name in self.parts_measured
             }
         if self.profiles > 1 and self.simulated_range is not None:
             extra["profiles"] = self.profiles
