@@ -209,13 +209,17 @@ def replay_config(
     service: ServiceModel = ServiceModel.MEDIAN,
     host: LatencyProfile | None = None,
     host_lock: HostLock = HostLock.EVEN,
+    host_state: dict[str, float] | None = None,
 ) -> SimConfig:
     """The model's config for one B of a measured run (its measured gate/combine costs).
 
     ``host``: the shared-host model (system-model §8) with the gate and combine
     costs of this profile, so the prediction takes no number from the run;
-    ``host_lock``: how that model splits the host between two threads at work.
+    ``host_lock``: how that model splits the host between two threads at work;
+    ``host_state``: the machine's state (SimConfig ``state_*`` fields), host model only.
     """
+    if host_state and host is None:
+        raise CheckError("--host-state is part of the shared-host model: use it with --host")
     gate_s, combine_s = cfg.gate_latency_s or 0.0, cfg.combine_latency_s or 0.0
     if host is not None:
         gate_s = host.component_latency_s("gate") or 0.0
@@ -238,6 +242,7 @@ def replay_config(
         seed=cfg.seed,
         host=host is not None,
         host_lock=host_lock,
+        **(host_state or {}),
     )
 
 
@@ -289,6 +294,7 @@ def check_run(
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
     parts: bool = False,
+    host_state: dict[str, float] | None = None,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -310,9 +316,11 @@ def check_run(
     about 3 % from seed to seed on this machine's runs (4-7 % with the lock won whole).
     ``parts``: also compare each part of a request (:mod:`sim.parts`: the queue before
     the gate, the gate, the worker's part, the latency), p50 and p99, measured and replayed.
+    ``host_state``: the machine's state in the host model (:func:`replay_config`).
     """
     options = (tolerance, service, terms, host, sensitivity, speed_probe, host_lock, replays, parts)
-    return check_runs([measured_path], profile_path, *options)  # one run: its own rows
+    # one run: its own rows
+    return check_runs([measured_path], profile_path, *options, host_state=host_state)
 
 
 def _with_variation(
@@ -341,6 +349,7 @@ def _check_loaded(
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
     parts: bool = False,
+    host_state: dict[str, float] | None = None,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -370,7 +379,7 @@ def _check_loaded(
         rows = records.filter(pl.col("B") == b)
         work = _workload(rows)
         sim_cfg = replay_config(
-            cfg, int(b), work.n_requests, service, profile if host else None, host_lock
+            cfg, int(b), work.n_requests, service, profile if host else None, host_lock, host_state
         )
         factor, b_table = None, table
         if host and speed_probe is not False:
@@ -465,6 +474,7 @@ def check_runs(
     replays: int = 1,
     parts: bool = False,
     only_b: Sequence[int] | None = None,
+    host_state: dict[str, float] | None = None,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -530,6 +540,7 @@ def check_runs(
                 host_lock,
                 replays,
                 parts,
+                host_state,
             )
             for records, cfg in loaded
         ]

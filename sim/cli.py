@@ -14,7 +14,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sim.config import GatePolicy, GateSpec, HostLock, ServiceModel, SimConfig, parse_gate
+from sim.config import (
+    GatePolicy,
+    GateSpec,
+    HostLock,
+    ServiceModel,
+    SimConfig,
+    parse_gate,
+    parse_host_state,
+)
 from sim.errors import SimConfigError
 from sim.output import serve_config, write_runs
 from sim.runner import (
@@ -127,6 +135,13 @@ _HOST_LOCK_HELP = (
 )
 
 
+_HOST_STATE_HELP = (
+    "Shared-host model: the machine's state as SIGMA,RHO,WINDOW_S, a log-normal factor "
+    "(mean 1, SIGMA in log) on every step's wall time, redrawn every WINDOW_S as an AR(1) "
+    "with lag-one correlation RHO (e.g. 0.19,0.7,0.1). Default: none."
+)
+
+
 @app.command("run")
 @cli_errors
 def run_cmd(
@@ -180,6 +195,7 @@ def run_cmd(
         ),
     ] = None,
     host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
+    host_state: Annotated[str | None, typer.Option(help=_HOST_STATE_HELP)] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write serve-records/1 here (+ .summary.parquet).")
     ] = None,
@@ -217,6 +233,7 @@ def run_cmd(
         combine_latency_s = defaults["combine_latency_s"]
     if host is None:
         host = defaults["host"]
+    state = {} if host_state is None else parse_host_state(host_state)
     configs = [
         SimConfig(
             batch_size=b,
@@ -235,6 +252,7 @@ def run_cmd(
             seed=seed,
             host=host,
             host_lock=host_lock,
+            **state,
         )
         for b in bs
     ]
@@ -397,6 +415,7 @@ def check_cmd(
         ),
     ] = None,
     host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
+    host_state: Annotated[str | None, typer.Option(help=_HOST_STATE_HELP)] = None,
     sensitivity: Annotated[
         float | None,
         typer.Option(
@@ -448,20 +467,26 @@ def check_cmd(
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     profiles = profile or [default_profile_path()]
     only_b = None if b_text is None else parse_b_values(b_text)
+    state = None if host_state is None else parse_host_state(host_state)
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed_probe, host_lock, replays,
-        parts, only_b,
+        parts, only_b, state,
     )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
             _warn_noisy(path, profile_variation(path))
     if json_:
         for r in rows:
-            print(json.dumps(r.to_json()))
+            doc = r.to_json()
+            if state is not None:
+                doc["host_state"] = state
+            print(json.dumps(doc))
     else:
         model = "shared-host model" if rows and rows[0].host else "ideal model"
         if rows and rows[0].host_lock == HostLock.WHOLE.value:
             model += ", lock won whole"
+        if state is not None:
+            model += f", state {host_state}"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
         t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")

@@ -150,6 +150,19 @@ def parse_gate(text: str) -> GateSpec:
     return GateSpec(policy, trace=arg)
 
 
+def parse_host_state(text: str) -> dict[str, float]:
+    """``--host-state SIGMA,RHO,WINDOW_S`` as SimConfig fields; a malformed value is one
+    clear error (exit 2)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        sigma, rho, window = (float(p) for p in parts)
+    except ValueError:
+        raise SimConfigError(
+            f"--host-state {text!r}: expected SIGMA,RHO,WINDOW_S (e.g. 0.19,0.7,0.1)"
+        ) from None
+    return {"state_sigma": sigma, "state_rho": rho, "state_window_s": window}
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """One simulated run (one B value). Times in seconds, rates in requests per second.
@@ -157,7 +170,11 @@ class SimConfig:
     ``host``: run every step's host work on one shared host CPU (system-model §8,
     the CPU server's Python threads; needs a profile with the host terms);
     False is the ideal model of §1–§5. ``host_lock``: how that host is split between
-    two threads at work (:class:`HostLock`).
+    two threads at work (:class:`HostLock`). ``state_sigma`` > 0 (host model only): the
+    machine's state, a factor on every step's wall time, log-normal with mean 1 and
+    standard deviation ``state_sigma`` in log, redrawn every ``state_window_s`` as an
+    AR(1) with lag-one correlation ``state_rho``: slow spells that last, which build a
+    queue in front of the gate (``benchmarks/README.md``, "Fidelity, session 13"); 0 = none.
     """
 
     batch_size: int = 8
@@ -178,6 +195,9 @@ class SimConfig:
     seed: int = 0
     host: bool = False
     host_lock: HostLock = HostLock.EVEN
+    state_sigma: float = 0.0
+    state_rho: float = 0.0
+    state_window_s: float = 0.1
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SimConfigError:
@@ -217,6 +237,14 @@ class SimConfig:
         for name in ("gate_latency_s", "combine_latency_s", "batch_overhead_s", "skew"):
             if not getattr(self, name) >= 0:
                 raise bad(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.state_sigma >= 0 or self.state_sigma == float("inf"):
+            raise bad(f"state sigma must be >= 0, got {self.state_sigma}")
+        if not 0 <= self.state_rho < 1:
+            raise bad(f"state rho (lag-one correlation) must be in [0, 1), got {self.state_rho}")
+        if not self.state_window_s > 0 or self.state_window_s == float("inf"):
+            raise bad(f"state window must be > 0 s, got {self.state_window_s}")
+        if self.state_sigma > 0 and not self.host:
+            raise bad("the machine state (state sigma > 0) needs the shared-host model (--host)")
         if self.warmup is not None and not 0 <= self.warmup < self.n_requests:
             raise bad(f"warmup must be in 0..requests-1, got {self.warmup}")
 

@@ -104,6 +104,8 @@ class SharedHost:
         self._plan = 0  # version of the pending timeout
         self._lock_draw = lock_draw
         self._held: dict[int, float] = {}  # thread -> its share of the speed under the draw
+        self._spell = 1.0  # the current spell's factor on wall times
+        self._state = 1.0  # the machine state's factor on wall times
 
     @property
     def speed(self) -> float:
@@ -112,10 +114,17 @@ class SharedHost:
 
     def set_spell(self, factor: float) -> None:
         """From now on every step takes ``factor`` times its wall time at the run's speed
-        (a slow spell of the machine above 1, a fast one below)."""
+        (a slow spell of the machine above 1, a fast one below), times the state's."""
         self._advance()
-        self._speed = self._base / factor
+        self._spell = factor
+        self._speed = self._base / (factor * self._state)
         self._replan()
+
+    def set_state(self, factor: float) -> None:
+        """The machine's state (SimConfig.state_sigma): a factor on every step's wall time
+        on top of the current spell's."""
+        self._state = factor
+        self.set_spell(self._spell)
 
     def rate(self, thread: int) -> float:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
@@ -459,6 +468,20 @@ def _simulate_at(
                 cpu.set_spell(f)
                 yield env.timeout(window_s)
 
+    def machine_state(
+        sigma: float, rho: float, window_s: float
+    ) -> Generator[simpy.Event, None, None]:
+        """The machine's state: every ``window_s`` a new log-normal factor (mean 1, sigma
+        in log), AR(1) in log with lag-one correlation ``rho`` (SimConfig.state_sigma)."""
+        draw = streams(config.seed)["state"]
+        z = float(draw.standard_normal())
+        while True:
+            cpu.set_state(float(np.exp(sigma * z - sigma * sigma / 2)))
+            yield env.timeout(window_s)
+            z = rho * z + float(np.sqrt(1 - rho * rho) * draw.standard_normal())
+
+    if config.state_sigma > 0:
+        env.process(machine_state(config.state_sigma, config.state_rho, config.state_window_s))
     if host.arrival_penalty_gate_s > 0 or host.arrival_penalty_worker_s > 0:
         env.process(generator())
     procs = [env.process(gate())] + [env.process(worker(d)) for d in range(n_dev)]

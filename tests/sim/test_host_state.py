@@ -1,0 +1,124 @@
+"""The machine's state in the shared-host model (``SimConfig.state_sigma``): a log-normal
+factor on every step's wall time, AR(1) over windows, which builds a queue in front of the
+gate in slow spells (benchmarks/README.md, "Fidelity, session 13")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from sim.cli import app
+from sim.config import SimConfig, parse_host_state
+from sim.errors import SimConfigError
+from sim.host import SharedHost, simulate_host
+from sim.host_terms import HostTerms
+from sim.service import ServiceTable
+from sim.workload import make_workload
+from traces.profile import profile_from_frame, write_profile
+
+from .test_host import host_model_run, host_profile_frame
+
+runner = CliRunner()
+
+
+def _b1(seed: int = 3, **state: float) -> np.ndarray:
+    """Latency per request after the warm-up at B = 1, 600 req/s, the test profile's host."""
+    prof = profile_from_frame(host_profile_frame())
+    table = ServiceTable.from_profile(prof, 8, 1)
+    host = HostTerms.from_profile(prof, 1)
+    assert host is not None
+    cfg = SimConfig(
+        batch_size=1, rate_rps=600.0, n_requests=4000, max_backlog=None, host=True,
+        gate_latency_s=prof.component_latency_s("gate") or 0.0,
+        combine_latency_s=prof.component_latency_s("combine") or 0.0, seed=seed, **state,
+    )  # fmt: skip
+    res = simulate_host(cfg, table, make_workload(cfg), host)
+    return (res.completion_s - res.arrival_s)[cfg.warmup_requests :]
+
+
+def test_the_state_process_has_its_sigma_and_correlation(monkeypatch) -> None:
+    """Every window a new factor: mean 1, log spread sigma, lag-one correlation rho."""
+    seen: list[float] = []
+    original = SharedHost.set_state
+
+    def record(self: SharedHost, factor: float) -> None:
+        seen.append(factor)
+        original(self, factor)
+
+    monkeypatch.setattr(SharedHost, "set_state", record)
+    _b1(state_sigma=0.3, state_rho=0.8, state_window_s=0.002)
+    z = np.log(np.array(seen))
+    assert len(z) > 2000  # a run of ~6.7 s in 2 ms windows
+    assert np.std(z) == pytest.approx(0.3, rel=0.15)
+    assert np.corrcoef(z[:-1], z[1:])[0, 1] == pytest.approx(0.8, abs=0.06)
+    assert np.mean(np.array(seen)) == pytest.approx(1.0, abs=0.05)  # mean 1: no net slowdown
+
+
+def test_slow_spells_that_last_raise_the_tail_not_the_median() -> None:
+    plain = _b1()
+    assert np.array_equal(plain, _b1(state_sigma=0.0))  # sigma 0: no state at all
+    state = _b1(state_sigma=0.25, state_rho=0.7, state_window_s=0.1)
+    assert np.array_equal(state, _b1(state_sigma=0.25, state_rho=0.7, state_window_s=0.1))
+    assert np.median(state) == pytest.approx(np.median(plain), rel=0.15)
+    assert np.percentile(state, 99) > 1.15 * np.percentile(plain, 99)
+    # the same spread redrawn independently every 1 ms (no spells) moves the tail far less
+    short = _b1(state_sigma=0.25, state_rho=0.0, state_window_s=0.001)
+    assert np.percentile(short, 99) < np.percentile(state, 99)
+
+
+@pytest.mark.parametrize(
+    ("kw", "needle"),
+    [
+        ({"state_sigma": -0.1, "host": True}, "state sigma"),
+        ({"state_sigma": 0.2, "state_rho": 1.0, "host": True}, "lag-one"),
+        ({"state_sigma": 0.2, "state_window_s": 0.0, "host": True}, "state window"),
+        ({"state_sigma": 0.2}, "needs the shared-host model"),
+    ],
+)
+def test_bad_state_is_one_clear_error(kw: dict, needle: str) -> None:
+    with pytest.raises(SimConfigError, match=needle):
+        SimConfig(**kw)
+
+
+def test_parse_host_state() -> None:
+    got = parse_host_state("0.19, 0.7, 0.1")
+    assert got == {"state_sigma": 0.19, "state_rho": 0.7, "state_window_s": 0.1}
+    for bad in ("0.2,0.7", "a,b,c", ""):
+        with pytest.raises(SimConfigError, match="SIGMA,RHO,WINDOW_S"):
+            parse_host_state(bad)
+
+
+def test_sim_run_and_check_take_the_state(tmp_path: Path) -> None:
+    prof = tmp_path / "TEST-host-profile.parquet"
+    write_profile(host_profile_frame(), prof)
+    args = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests", "1500",
+            "--json"]  # fmt: skip
+    plain = runner.invoke(app, args)
+    spells = runner.invoke(app, [*args, "--host-state", "0.3,0.8,0.05"])
+    assert plain.exit_code == 0 and spells.exit_code == 0, spells.output
+    p99 = [json.loads(r.stdout)["latency_p99_s"] for r in (plain, spells)]
+    assert p99[1] != p99[0]
+    for bad, needle in ((["--host-state", "0.3"], "SIGMA,RHO,WINDOW_S"),
+                        (["--host-state", "0.3,0.8,0.05", "--no-host"], "--host")):  # fmt: skip
+        res = runner.invoke(app, [*args, *bad])
+        assert res.exit_code == 2 and needle in res.stderr, res.output
+        assert len(res.stderr.strip().splitlines()) == 1
+    table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
+    out = host_model_run(tmp_path / "run.parquet", table)  # on "cpu:test": the host model
+    check = ["check", str(out), "--profile", str(prof), "--json", "--B", "1"]
+    got = {}
+    for extra in ([], ["--host-state", "0.3,0.8,0.05"]):
+        res = runner.invoke(app, [*check, *extra])
+        assert res.exit_code in (0, 1), res.output
+        doc = json.loads(res.stdout.splitlines()[0])
+        got[bool(extra)] = doc["simulated"]["p99"]
+        assert doc.get("host_state") == (
+            {"state_sigma": 0.3, "state_rho": 0.8, "state_window_s": 0.05} if extra else None
+        )
+    assert got[True] != got[False]
+    res = runner.invoke(app, [*check, "--no-host", "--host-state", "0.3,0.8,0.05"])
+    assert res.exit_code == 2 and "--host" in res.stderr
