@@ -20,6 +20,9 @@ a scalar is fixed; ``B`` also takes the ``1..64`` range syntax)::
     host = true                   # the shared-host model (default: as in sim run, on for a
                                   # CPU profile with the host terms)
     host_lock = ["even", "whole"] # how it shares the interpreter lock (docs/system-model.md §8)
+    state_sigma = [0.0, 0.19]     # the machine's state (sim run --host-state): sigma in log,
+    state_rho = 0.7               # lag-one correlation and window of its AR(1) (default: none)
+    state_window_s = 0.1
     [slurm]                       # only read with --slurm (dask-jobqueue SLURMCluster)
     jobs = 4
     queue = "shared"
@@ -114,6 +117,9 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "warmup": ("warmup", int),
     "host": ("host", _boolean),
     "host_lock": ("host_lock", str),
+    "state_sigma": ("state_sigma", float),
+    "state_rho": ("state_rho", float),
+    "state_window_s": ("state_window_s", float),
 }
 
 

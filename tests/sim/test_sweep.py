@@ -277,3 +277,30 @@ def test_an_unreadable_trace_is_refused_before_any_point_runs(
         assert res.exit_code == 2 and needle in res.stderr, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "o").exists()
+
+
+def test_the_machine_state_is_a_grid_axis(tmp_path: Path) -> None:
+    """state_sigma as an axis: the point with it equals `sim run --host-state` at the same
+    settings, the point without equals plain `sim run`; a bad value is a spec error."""
+    from .test_host import host_profile_frame
+
+    prof = tmp_path / "TEST-host-profile.parquet"
+    write_profile(host_profile_frame(), prof)
+    path = tmp_path / "state.toml"
+    path.write_text(
+        f'profile = "{prof}"\n[grid]\nB = 1\nrate = 800.0\nrequests = 1500\n'
+        "state_sigma = [0.0, 0.3]\nstate_rho = 0.8\nstate_window_s = 0.05\n"
+    )
+    spec = load_spec(path)
+    got = {p.config.state_sigma: simulate_summary(p.config, spec.profile) for p in spec.points}
+    args = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests", "1500",
+            "--json"]  # fmt: skip
+    for sigma, extra in ((0.0, []), (0.3, ["--host-state", "0.3,0.8,0.05"])):
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 0, res.output
+        ran = json.loads(res.stdout)
+        assert ran["latency_p99_s"] == pytest.approx(got[sigma]["latency_p99_s"], rel=1e-12)
+    assert got[0.3]["latency_p99_s"] != got[0.0]["latency_p99_s"]
+    path.write_text(path.read_text().replace("state_rho = 0.8", "state_rho = 1.5"))
+    with pytest.raises(SweepSpecError, match="lag-one"):
+        load_spec(path)
