@@ -36,6 +36,16 @@ def test_profile_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def host_profile_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The TEST profile with the shared-host terms (``test_host.host_profile_frame``)."""
+    from .test_host import host_profile_frame
+
+    path = tmp_path_factory.mktemp("host") / "TEST-host-profile.parquet"
+    write_profile(host_profile_frame(), path)
+    return path
+
+
 def profile_with_variation(directory: Path, variation: float) -> Path:
     """The TEST profile as ``hw profile`` would leave it after passes that differ by
     ``variation`` (its record beside it)."""

@@ -461,13 +461,6 @@ def host_profile_frame() -> pl.DataFrame:
     return pl.concat([base, steps], how="diagonal_relaxed")
 
 
-@pytest.fixture(scope="module")
-def host_profile_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("host") / "TEST-host-profile.parquet"
-    write_profile(host_profile_frame(), path)
-    return path
-
-
 def test_the_combine_gets_its_own_measured_contention() -> None:
     """With the completion pair (collect + combine alone / while the gate loops) the combine
     job's contention is their difference, not the worker step's scaled by cost; the

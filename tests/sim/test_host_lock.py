@@ -23,7 +23,7 @@ from sim.host import GATE, SharedHost, simulate_host
 from sim.host_terms import HostTerms
 from sim.service import ServiceTable
 from sim.workload import make_workload
-from traces.profile import profile_from_frame, write_profile
+from traces.profile import profile_from_frame
 
 from .test_host import _run_jobs, host_model_run, host_profile_frame
 
@@ -178,9 +178,8 @@ def test_the_lock_sharing_is_part_of_the_config() -> None:
         SimConfig(host_lock="shared")  # type: ignore[arg-type]
 
 
-def test_sim_run_and_check_take_the_lock_sharing(tmp_path: Path) -> None:
-    prof = tmp_path / "TEST-host-profile.parquet"
-    write_profile(host_profile_frame(), prof)
+def test_sim_run_and_check_take_the_lock_sharing(tmp_path: Path, host_profile_path: Path) -> None:
+    prof = host_profile_path
     args = ["run", "--profile", str(prof), "--B", "1", "--rate", "1000", "--requests", "1500",
             "--json"]  # fmt: skip
     p99 = {}
@@ -211,7 +210,9 @@ def test_sim_run_and_check_take_the_lock_sharing(tmp_path: Path) -> None:
     assert "shared-host model, lock won whole" in table.stdout
 
 
-def test_check_replays_average_the_models_own_draws(tmp_path: Path, monkeypatch) -> None:
+def test_check_replays_average_the_models_own_draws(
+    tmp_path: Path, host_profile_path: Path, monkeypatch
+) -> None:
     """`sim check --replays K`: each B predicted as the mean of K replays at the model's seeds
     seed, seed + 1, ... (the run's arrivals and routing unchanged); K = 1 is the plain check."""
     import polars as pl
@@ -222,8 +223,7 @@ def test_check_replays_average_the_models_own_draws(tmp_path: Path, monkeypatch)
     from traces.profile import read_profile
     from traces.serving import read_records
 
-    prof = tmp_path / "TEST-host-profile.parquet"
-    write_profile(host_profile_frame(), prof)
+    prof = host_profile_path
     table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
     run = host_model_run(tmp_path / "run.parquet", table)
     assert check.check_run(run, prof, replays=1) == check.check_run(run, prof)

@@ -18,7 +18,7 @@ from sim.host import SharedHost, simulate_host
 from sim.host_terms import HostTerms
 from sim.service import ServiceTable
 from sim.workload import make_workload
-from traces.profile import profile_from_frame, write_profile
+from traces.profile import profile_from_frame
 
 from .test_host import host_model_run, host_profile_frame
 
@@ -92,9 +92,8 @@ def test_parse_host_state() -> None:
             parse_host_state(bad)
 
 
-def test_sim_run_and_check_take_the_state(tmp_path: Path) -> None:
-    prof = tmp_path / "TEST-host-profile.parquet"
-    write_profile(host_profile_frame(), prof)
+def test_sim_run_and_check_take_the_state(tmp_path: Path, host_profile_path: Path) -> None:
+    prof = host_profile_path
     args = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests", "1500",
             "--json"]  # fmt: skip
     plain = runner.invoke(app, args)

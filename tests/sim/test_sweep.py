@@ -20,7 +20,6 @@ from sim.cli import app
 from sim.errors import SweepSpecError
 from sim.runner import simulate_summary
 from sim.sweep import load_spec, parts_dir, run_sweep, slurm_cluster
-from traces.profile import write_profile
 from traces.routing import RoutingTrace, write_routing
 
 from .conftest import profile_with_variation
@@ -146,16 +145,11 @@ def test_cli_sweep_json_and_table(tmp_path: Path) -> None:
     assert res.exit_code == 0 and "0 points run now, 6 already finished" in res.stderr
 
 
-def test_sweep_over_the_host_models_lock_sharing(tmp_path: Path) -> None:
+def test_sweep_over_the_host_models_lock_sharing(tmp_path: Path, host_profile_path: Path) -> None:
     """host = true with both lock sharings: two points, told apart by their configs, that
     differ where the lock matters (B = 1 with both threads busy); a profile without the
     host terms is refused up front."""
-    import json
-
-    from .test_host import host_profile_frame
-
-    prof = tmp_path / "TEST-host-profile.parquet"
-    write_profile(host_profile_frame(), prof)
+    prof = host_profile_path
     path = tmp_path / "lock.toml"
     path.write_text(
         f'profile = "{prof}"\n[grid]\nB = 1\nrate = 1000.0\nrequests = 1500\nhost = true\n'
@@ -174,16 +168,13 @@ def test_sweep_over_the_host_models_lock_sharing(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "host terms" in res.stderr
 
 
-def test_a_sweep_point_takes_what_sim_run_takes_from_the_profile(tmp_path: Path) -> None:
+def test_a_sweep_point_takes_what_sim_run_takes_from_the_profile(
+    tmp_path: Path, host_profile_path: Path
+) -> None:
     """Unset, the gate and combine costs are the profile's and the shared-host model is on
     for a CPU profile with its terms, as in `sim run`: the same point gives the same
     numbers either way; set in the spec, they win."""
-    import json
-
-    from .test_host import host_profile_frame
-
-    prof = tmp_path / "TEST-host-profile.parquet"
-    write_profile(host_profile_frame(), prof)
+    prof = host_profile_path
     path = tmp_path / "same.toml"
     path.write_text(f'profile = "{prof}"\n[grid]\nB = 2\nrate = 800.0\nrequests = 1500\n')
     (point,) = load_spec(path).points
@@ -279,13 +270,11 @@ def test_an_unreadable_trace_is_refused_before_any_point_runs(
         assert not (tmp_path / "o").exists()
 
 
-def test_the_machine_state_is_a_grid_axis(tmp_path: Path) -> None:
+def test_the_machine_state_is_a_grid_axis(tmp_path: Path, host_profile_path: Path) -> None:
     """state_sigma as an axis: the point with it equals `sim run --host-state` at the same
     settings, the point without equals plain `sim run`; a bad value is a spec error."""
-    from .test_host import host_profile_frame
 
-    prof = tmp_path / "TEST-host-profile.parquet"
-    write_profile(host_profile_frame(), prof)
+    prof = host_profile_path
     path = tmp_path / "state.toml"
     path.write_text(
         f'profile = "{prof}"\n[grid]\nB = 1\nrate = 800.0\nrequests = 1500\n'
