@@ -124,6 +124,9 @@ class CheckRow:
     # --parts: per part of a request (sim.parts.PARTS), measured and simulated (p50, p99) s
     parts_measured: dict[str, tuple[float, float]] | None = None
     parts_simulated: dict[str, tuple[float, float]] | None = None
+    # the machine's state process the host model ran: (sigma, rho, window s), set with
+    # --host-state or the profile's measured one (means over profiles); None: none
+    state: tuple[float, float, float] | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -198,6 +201,9 @@ class CheckRow:
             "profile_variation": self.profile_variation,
             "speed_factor": self.speed_factor,
             "host_lock": self.host_lock,
+            "state": None
+            if self.state is None
+            else dict(zip(_STATE_KEYS, self.state, strict=True)),
             **extra,
         }
 
@@ -218,7 +224,7 @@ def replay_config(
     ``host_lock``: how that model splits the host between two threads at work;
     ``host_state``: the machine's state (SimConfig ``state_*`` fields), host model only.
     """
-    if host_state and host is None:
+    if host_state and host_state.get("state_sigma") and host is None:
         raise CheckError("--host-state is part of the shared-host model: use it with --host")
     gate_s, combine_s = cfg.gate_latency_s or 0.0, cfg.combine_latency_s or 0.0
     if host is not None:
@@ -417,7 +423,14 @@ def _check_loaded(
             band = {k: (min(x[k] for x in ends), max(x[k] for x in ends)) for k in METRICS}
         row = CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host, band)
         host_lock_used = host_lock.value if host else None
-        row = replace(row, speed_factor=factor, host_lock=host_lock_used, replays=replays)
+        state = sim_cfg.machine_state(b_table.host.state if host and b_table.host else None)
+        row = replace(
+            row,
+            speed_factor=factor,
+            host_lock=host_lock_used,
+            replays=replays,
+            state=None if state is None else (state.sigma, state.rho, state.window_s),
+        )
         if sim_parts:
             row = replace(
                 row, parts_measured=request_parts(rows), parts_simulated=mean_parts(sim_parts)
@@ -448,6 +461,8 @@ _SAME_COMMAND = (
     "model",
 )
 
+
+_STATE_KEYS = ("sigma", "rho", "window_s")
 
 ProfilePaths = str | Path | Sequence[str | Path] | None
 """One profile, several (their predictions averaged), or None: the bundled one."""
@@ -603,9 +618,20 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 profiles=len(rows),
                 simulated_range=_range(list(rows)),
                 parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
+                state=_state_mean([r.state for r in rows]),
             )
         )
     return out
+
+
+def _state_mean(
+    states: list[tuple[float, float, float] | None],
+) -> tuple[float, float, float] | None:
+    """The mean state process over several profiles' predictions (None unless all ran one)."""
+    if not states or any(s is None for s in states):
+        return None
+    got = np.array(states, dtype=float)
+    return (float(got[:, 0].mean()), float(got[:, 1].mean()), float(got[:, 2].mean()))
 
 
 def _parts_mean(
@@ -660,6 +686,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         else float(np.mean([r.speed_factor for r in rows])),
         parts_measured=_parts_mean([r.parts_measured for r in rows]),
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
+        state=rows[0].state,
     )
 
 

@@ -136,10 +136,19 @@ _HOST_LOCK_HELP = (
 
 
 _HOST_STATE_HELP = (
-    "Shared-host model: the machine's state as SIGMA,RHO,WINDOW_S, a log-normal factor "
-    "(mean 1, SIGMA in log) on every step's wall time, redrawn every WINDOW_S as an AR(1) "
-    "with lag-one correlation RHO (e.g. 0.19,0.7,0.1). Default: none."
+    "Shared-host model: the machine's state, a log-normal factor (mean 1, SIGMA in log) on "
+    "every step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation "
+    "RHO: 'profile' (the default: the process fitted to what hw profile measured, none "
+    "where the profile lacks it), 'off', or SIGMA,RHO,WINDOW_S (e.g. 0.19,0.7,0.1)."
 )
+
+
+def _state_label(state: tuple[float, float, float] | None) -> str:
+    """The state process a host model ran, for a table title."""
+    if state is None:
+        return "no machine state"
+    sigma, rho, window = state
+    return f"machine state σ {sigma:.2f} ρ {rho:.2f} per {window:g} s"
 
 
 @app.command("run")
@@ -295,8 +304,16 @@ def run_cmd(
         )
         err_console.print(f"records written to {out}, summary to {spath}")
     if not json_:
+        where = ""
+        if host:
+            from sim.host_terms import HostTerms
+
+            terms = HostTerms.from_profile(prof, 1)
+            ran = configs[0].machine_state(terms.state if terms is not None else None)
+            state_run = None if ran is None else (ran.sigma, ran.rho, ran.window_s)
+            where = f" (shared host, {_state_label(state_run)})"
         title = (
-            f"sim{' (shared host)' if host else ''}: M={m} {spec.label()} rate={rate:g} rps "
+            f"sim{where}: M={m} {spec.label()} rate={rate:g} rps "
             f"D={devices} N={requests} "
             f"(first {configs[0].warmup_requests} requests excluded as warm-up)"
         )
@@ -485,8 +502,8 @@ def check_cmd(
         model = "shared-host model" if rows and rows[0].host else "ideal model"
         if rows and rows[0].host_lock == HostLock.WHOLE.value:
             model += ", lock won whole"
-        if state is not None:
-            model += f", state {host_state}"
+        if rows and rows[0].host:
+            model += f", {_state_label(rows[0].state)}"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
         t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")

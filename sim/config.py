@@ -14,6 +14,7 @@ from enum import Enum
 from typing import Any
 
 from sim.errors import SimConfigError
+from sim.machine_state import MachineState
 
 __all__ = [
     "GatePolicy",
@@ -151,14 +152,20 @@ def parse_gate(text: str) -> GateSpec:
 
 
 def parse_host_state(text: str) -> dict[str, float]:
-    """``--host-state SIGMA,RHO,WINDOW_S`` as SimConfig fields; a malformed value is one
-    clear error (exit 2)."""
+    """``--host-state profile|off|SIGMA,RHO,WINDOW_S`` as SimConfig fields (``profile``: none
+    set, the profile's measured state applies); a malformed value is one clear error
+    (exit 2)."""
+    if text.strip() == "profile":
+        return {}
+    if text.strip() == "off":
+        return {"state_sigma": 0.0}
     parts = [p.strip() for p in text.split(",")]
     try:
         sigma, rho, window = (float(p) for p in parts)
     except ValueError:
         raise SimConfigError(
-            f"--host-state {text!r}: expected SIGMA,RHO,WINDOW_S (e.g. 0.19,0.7,0.1)"
+            f"--host-state {text!r}: expected profile, off or SIGMA,RHO,WINDOW_S "
+            "(e.g. 0.19,0.7,0.1)"
         ) from None
     return {"state_sigma": sigma, "state_rho": rho, "state_window_s": window}
 
@@ -170,11 +177,13 @@ class SimConfig:
     ``host``: run every step's host work on one shared host CPU (system-model §8,
     the CPU server's Python threads; needs a profile with the host terms);
     False is the ideal model of §1–§5. ``host_lock``: how that host is split between
-    two threads at work (:class:`HostLock`). ``state_sigma`` > 0 (host model only): the
-    machine's state, a factor on every step's wall time, log-normal with mean 1 and
-    standard deviation ``state_sigma`` in log, redrawn every ``state_window_s`` as an
-    AR(1) with lag-one correlation ``state_rho``: slow spells that last, which build a
-    queue in front of the gate (``benchmarks/README.md``, "Fidelity, session 13"); 0 = none.
+    two threads at work (:class:`HostLock`). The machine's state (host model only): a
+    factor on every step's wall time, log-normal with mean 1 and standard deviation
+    ``state_sigma`` in log, redrawn every ``state_window_s`` as an AR(1) with lag-one
+    correlation ``state_rho``: slow spells that last, which build a queue in front of the
+    gate (``benchmarks/README.md``, "Fidelity, session 13"); ``state_sigma`` None (the
+    default) takes the process the profile measured (``state_window`` rows,
+    :mod:`sim.machine_state`; none where it lacks them), 0 = none.
     """
 
     batch_size: int = 8
@@ -195,7 +204,7 @@ class SimConfig:
     seed: int = 0
     host: bool = False
     host_lock: HostLock = HostLock.EVEN
-    state_sigma: float = 0.0
+    state_sigma: float | None = None
     state_rho: float = 0.0
     state_window_s: float = 0.1
 
@@ -237,13 +246,15 @@ class SimConfig:
         for name in ("gate_latency_s", "combine_latency_s", "batch_overhead_s", "skew"):
             if not getattr(self, name) >= 0:
                 raise bad(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not self.state_sigma >= 0 or self.state_sigma == float("inf"):
+        if self.state_sigma is not None and (
+            not self.state_sigma >= 0 or self.state_sigma == float("inf")
+        ):
             raise bad(f"state sigma must be >= 0, got {self.state_sigma}")
         if not 0 <= self.state_rho < 1:
             raise bad(f"state rho (lag-one correlation) must be in [0, 1), got {self.state_rho}")
         if not self.state_window_s > 0 or self.state_window_s == float("inf"):
             raise bad(f"state window must be > 0 s, got {self.state_window_s}")
-        if self.state_sigma > 0 and not self.host:
+        if self.state_sigma and not self.host:
             raise bad("the machine state (state sigma > 0) needs the shared-host model (--host)")
         if self.warmup is not None and not 0 <= self.warmup < self.n_requests:
             raise bad(f"warmup must be in 0..requests-1, got {self.warmup}")
@@ -252,6 +263,15 @@ class SimConfig:
     def warmup_requests(self) -> int:
         """Requests excluded from metrics (system-model §1): 10% unless set."""
         return self.n_requests // 10 if self.warmup is None else self.warmup
+
+    def machine_state(self, measured: MachineState | None) -> MachineState | None:
+        """The state process this run simulates: the one set here, else the profile's
+        ``measured`` one (None: no state)."""
+        if self.state_sigma is None:
+            return measured
+        if self.state_sigma == 0:
+            return None
+        return MachineState(self.state_sigma, self.state_rho, self.state_window_s)
 
     def device_of(self) -> tuple[int, ...]:
         """Expert -> device (system-model §4: ``e mod D`` by default)."""

@@ -480,8 +480,9 @@ def _simulate_at(
             yield env.timeout(window_s)
             z = rho * z + float(np.sqrt(1 - rho * rho) * draw.standard_normal())
 
-    if config.state_sigma > 0:
-        env.process(machine_state(config.state_sigma, config.state_rho, config.state_window_s))
+    run_state = config.machine_state(host.state)  # the set one, else the profile's
+    if run_state is not None:
+        env.process(machine_state(run_state.sigma, run_state.rho, run_state.window_s))
     if host.arrival_penalty_gate_s > 0 or host.arrival_penalty_worker_s > 0:
         env.process(generator())
     procs = [env.process(gate())] + [env.process(worker(d)) for d in range(n_dev)]

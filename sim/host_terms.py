@@ -12,10 +12,13 @@ import numpy as np
 import polars as pl
 
 from sim.errors import SimConfigError
+from sim.machine_state import MachineState, fit_state
 from traces.profile import (
     COMPLETION_COMPONENTS,
     HOST_COMPONENTS,
     LOOP_COMPONENTS,
+    STATE_WINDOW,
+    Z90,
     LatencyProfile,
 )
 
@@ -51,7 +54,9 @@ class HostTerms:
     (empty: all in the gather, as profiles without the split are read); ``gate_overhead_s``,
     ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
     around the gate call (per request), around a batch's gather and expert
-    (per batch) and around a request's collect and combine (per completion).
+    (per batch) and around a request's collect and combine (per completion);
+    ``state``: the machine's state process fitted to the profile's ``state_window`` rows
+    (:mod:`sim.machine_state`; None: the profile did not measure it).
     """
 
     dispatch_s: np.ndarray
@@ -79,6 +84,8 @@ class HostTerms:
     # (dispatch, expert, combine) jobs; None = the fixed rates above
     gate_contention_s: float | None = None
     worker_contention_s: tuple[float, ...] = ()
+    # the machine's state measured by hw profile (``state_window`` rows), fitted; None: none
+    state: MachineState | None = None
 
     def worker_contention(self, job: int) -> float | None:
         """Additive contention of a worker's job 0 (dispatch), 1 (expert), 2 (combine)."""
@@ -232,7 +239,8 @@ class HostTerms:
         and penalties are the ``gate_overhead``, ``batch_overhead``,
         ``completion_overhead``, ``arrival_penalty_gate`` and
         ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``; none
-        measured: 0).
+        measured: 0). The machine's state is fitted to the ``state_window`` rows
+        (σ_w = ln(p90 / p10) / 2.563 per window length; :func:`sim.machine_state.fit_state`).
         """
         got = {c: profile.component_latency_s(c) for c in HOST_COMPONENTS}
         if any(v is None for v in got.values()):
@@ -322,7 +330,31 @@ class HostTerms:
             completion_overhead_s=float(over["completion_overhead"] or 0.0),
             arrival_penalty_gate_s=float(over["arrival_penalty_gate"] or 0.0),
             arrival_penalty_worker_s=float(over["arrival_penalty_worker"] or 0.0),
+            state=_state(comps),
         )
+
+
+def _state(comps: pl.DataFrame | None) -> MachineState | None:
+    """The state process fitted to the profile's ``state_window`` rows (None without them)."""
+    if comps is None or "idle_s" not in comps.columns:
+        return None
+    rows = comps.filter(pl.col("component") == STATE_WINDOW).sort("idle_s")
+    if rows.height == 0:
+        return None
+    if (
+        not {"latency_p10_s", "latency_p90_s"} <= set(rows.columns)
+        or rows.select(
+            pl.col("idle_s").is_null().any()
+            | pl.col("latency_p10_s").is_null().any()
+            | pl.col("latency_p90_s").is_null().any()
+        ).item()
+    ):
+        raise SimConfigError("host model: state_window rows need idle_s, p10 and p90")
+    lo, hi = rows["latency_p10_s"].to_numpy(), rows["latency_p90_s"].to_numpy()
+    if (rows["idle_s"] <= 0).any() or (lo <= 0).any() or (hi < lo).any():
+        raise SimConfigError("host model: state_window rows need a window > 0 and 0 < p10 <= p90")
+    sigmas = np.log(hi / lo) / (2 * Z90)
+    return fit_state(tuple(float(w) for w in rows["idle_s"]), tuple(float(x) for x in sigmas))
 
 
 def _non_decreasing(values: list[float]) -> np.ndarray:

@@ -21,7 +21,8 @@ a scalar is fixed; ``B`` also takes the ``1..64`` range syntax)::
                                   # CPU profile with the host terms)
     host_lock = ["even", "whole"] # how it shares the interpreter lock (docs/system-model.md §8)
     state_sigma = [0.0, 0.19]     # the machine's state (sim run --host-state): sigma in log,
-    state_rho = 0.7               # lag-one correlation and window of its AR(1) (default: none)
+    state_rho = 0.7               # lag-one correlation and window of its AR(1) (default: the
+                                  # profile's measured process; 0 = none)
     state_window_s = 0.1
     [slurm]                       # only read with --slurm (dask-jobqueue SLURMCluster)
     jobs = 4

@@ -38,6 +38,8 @@ __all__ = [
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
     "SPEED_PROBE",
+    "STATE_WINDOW",
+    "Z90",
     "LatencyProfile",
     "ProfileError",
     "ProfileExtrapolationWarning",
@@ -111,9 +113,15 @@ COMPLETION_COMPONENTS = ("completion_alone", "completion_contended")
 # records the same probe around each B, and sim check slows the host model's idle speed by
 # the ratio (sim.host_speed; optional: older profiles lack it)
 SPEED_PROBE = "speed_probe"
+# the machine's state over windows of ``idle_s`` seconds: the median gate of the two-thread
+# chain after 2 ms gaps per window, and the state's p10 / p90 over windows, sampling noise
+# removed (hw.profiling.host_state; sim's state process fits sigma and rho to them;
+# optional: older profiles lack it)
+STATE_WINDOW = "state_window"
+Z90 = 1.2815515655446004  # the standard normal's p90: a state row's p90 / p10 = exp(2·Z90·σ)
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
-    *COMPLETION_COMPONENTS, "wake", SPEED_PROBE,
+    *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}

@@ -52,6 +52,9 @@ simulator's shared-host model.
   scales (probed before the passes and after the host terms instead, the ratio of the
   low-duty chain to the probe varied ×1.45–×2.6 between profiles, and so did each
   profile's prediction).
+- ``state_window`` (``idle_s`` = a window length): the machine's state, how far every
+  step's speed moves over windows of that length, from the same two-thread chain after
+  2 ms gaps (:mod:`hw.profiling.host_state`).
 - the server's own loops (``gate_overhead``, ``batch_overhead``,
   ``completion_overhead``) and the load generator's per-arrival penalties
   (``arrival_penalty_gate``, ``arrival_penalty_worker``):
@@ -89,11 +92,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hw.profiling.host_state import STATE_GAP_S, state_rows, state_samples
 from hw.profiling.model import ServedModel
 from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
 from hw.profiling.speed_probe import PROBE_GAP_S, probe_samples
-from hw.timing import LatencyStats, measure_samples
-from traces.profile import SPEED_PROBE
+from hw.timing import LatencyStats, gc_paused, measure_samples
+from traces.profile import SPEED_PROBE, STATE_WINDOW
 
 __all__ = [
     "IDLE_S",
@@ -125,6 +129,7 @@ class HostTiming:
     duty_phase_s: float = 0.5  # duty curve: length of one phase ...
     duty_visits: int = 3  # ... and visits of each level
     speed_probe_s: float = 0.0  # the speed probe's phase, visited among the duty levels
+    state_s: float = 0.0  # the machine's state: seconds of chains (hw.profiling.host_state)
 
 
 def dispatch_call(
@@ -488,6 +493,7 @@ def measure_host(
         "max_time_s": timing.max_time_s / timing.rounds,
     }
     found: dict[tuple[str, float | None], list[float]] = {}
+    state: dict[float, LatencyStats] = {}
     old = sys.getswitchinterval()
     sys.setswitchinterval(timing.switch_interval_s)
     try:
@@ -529,6 +535,12 @@ def measure_host(
                 levels, probed = duty_curve(
                     chain, timing.idle_s, timing.duty_phase_s, timing.duty_visits, seed, probe
                 )
+                if timing.state_s > 0:
+                    with gc_paused():
+                        starts, gates = state_samples(
+                            lambda: _gate_of(chain()), timing.state_s, STATE_GAP_S, seed
+                        )
+                    state = state_rows(starts, gates)
             found.update(chain_curves(levels))
             if probed:
                 found[(SPEED_PROBE, PROBE_GAP_S)] = probed
@@ -548,7 +560,13 @@ def measure_host(
             found.update({(name, None): got for name, got in loops.items()})
     finally:
         sys.setswitchinterval(old)
-    return [
+    rows = [
         (c, k if c == "duty_threads" else 1, idle, LatencyStats.from_samples(s))
         for (c, idle), s in found.items()
     ]
+    return rows + [(STATE_WINDOW, 1, w, st) for w, st in state.items()]
+
+
+def _gate_of(timing: ChainTiming) -> tuple[float, float]:
+    """A chain's gate: its start and wall time (one sample of the machine's state)."""
+    return timing.gate_start, timing.gate_end - timing.gate_start

@@ -22,6 +22,7 @@ import torch
 
 from hw.profiling.errors import ProfilingError
 from hw.profiling.host import HostTiming, dispatch_call, measure_host
+from hw.profiling.host_state import STATE_S
 from hw.profiling.model import DTYPES, ServedModel, device_label, model_from_spec, resolve_device
 from hw.profiling.speed_probe import PROBE_S
 from hw.timing import LatencyStats, measure_samples
@@ -57,7 +58,9 @@ class ProfileConfig:
     ``duty_phase_s`` seconds for its duty curve; with them, phases of ``speed_probe_s``
     seconds of the host speed probe (:mod:`hw.profiling.speed_probe`) visited among the
     duty curve's, pooled into one ``speed_probe`` row (0: none), for ``sim check`` to
-    compare the host's state during a measured run with its state here.
+    compare the host's state during a measured run with its state here; and ``state_s``
+    seconds of the two-thread chain for the machine's state over time, ``state_window``
+    rows (:mod:`hw.profiling.host_state`; 0: none).
     """
 
     model: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +83,7 @@ class ProfileConfig:
     duty_phase_s: float = 0.5
     duty_visits: int = 3
     speed_probe_s: float = PROBE_S
+    state_s: float = STATE_S
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -101,6 +105,8 @@ class ProfileConfig:
             )
         if not self.speed_probe_s >= 0:
             raise ProfilingError(f"--speed-probe-s must be >= 0, got {self.speed_probe_s}")
+        if not 0 <= self.state_s < float("inf"):
+            raise ProfilingError(f"--state-s must be >= 0 and finite, got {self.state_s}")
         object.__setattr__(self, "batch_sizes", tuple(sorted(set(self.batch_sizes))))
 
 
@@ -231,6 +237,7 @@ def run_profile(
                 duty_phase_s=cfg.duty_phase_s,
                 duty_visits=cfg.duty_visits,
                 speed_probe_s=cfg.speed_probe_s,
+                state_s=cfg.state_s,
             )
             host = measure_host(served, timing, torch.Generator().manual_seed(cfg.seed + 1))
     finally:

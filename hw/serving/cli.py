@@ -131,6 +131,13 @@ def profile_cmd(
         int, typer.Option(help="CPU host terms: visits of each duty level (and probe phase).")
     ] = 3,
     speed_probe_s: SpeedProbeOpt = 0.5,
+    state_s: Annotated[
+        float,
+        typer.Option(
+            help="CPU host terms: seconds of the server's chain after 2 ms gaps that measure "
+            "how the machine's speed moves over 0.1-1 s windows (sim's state process; 0: none)."
+        ),
+    ] = 30.0,
     rounds: Annotated[
         int, typer.Option(help="Round-robin visits of every point within a pass.")
     ] = 4,
@@ -186,6 +193,7 @@ def profile_cmd(
         duty_phase_s=duty_phase_s,
         duty_visits=duty_visits,
         speed_probe_s=speed_probe_s,
+        state_s=state_s,
     )
     job = None
     if slurm is not None:
@@ -224,7 +232,7 @@ def _host_terms_line(frame: Any) -> str:
     empty when this profile did not measure them (GPU, or ``host_terms=False``)."""
     import polars as pl
 
-    from traces.profile import LOOP_COMPONENTS, SPEED_PROBE
+    from traces.profile import LOOP_COMPONENTS, SPEED_PROBE, STATE_WINDOW, Z90
 
     at1 = frame.filter(pl.col("batch_size") == 1)
     if "idle_s" in at1.columns:
@@ -284,6 +292,13 @@ def _host_terms_line(frame: Any) -> str:
     probe = frame.filter(pl.col("component") == SPEED_PROBE)
     if probe.height:  # the host's speed while profiled, for sim check (newer profiles)
         line += f", speed probe {probe['latency_s'][0] * 1e6:.0f}"
+    state = frame.filter(pl.col("component") == STATE_WINDOW).sort("idle_s")
+    if state.height:  # the machine's state over windows (newer profiles)
+        sigma = (state["latency_p90_s"] / state["latency_p10_s"]).log() / (2 * Z90)
+        line += (
+            f", machine state σ {'/'.join(f'{x:.2f}' for x in sigma)} over "
+            f"{'/'.join(f'{w:g}' for w in state['idle_s'])} s windows"
+        )
     return line
 
 

@@ -29,7 +29,7 @@ runner = CliRunner()
 TINY = {"n_experts": 2, "d_model": 8, "expert_hidden": 8, "seed": 0}
 FAST = dict(
     warmup=1, min_calls=3, min_time_s=0.0, repeats=2, idle_calls=3, duty_phase_s=0.04,
-    speed_probe_s=0.03,
+    speed_probe_s=0.03, state_s=0.4,
 )  # fmt: skip
 
 
@@ -142,7 +142,8 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     from hw.profiling.host import IDLE_S
     from hw.profiling.speed_probe import PROBE_GAP_S
     from sim.host_terms import HOST_COMPONENTS, HostTerms
-    from traces.profile import SPEED_PROBE
+    from sim.machine_state import fit_state
+    from traces.profile import SPEED_PROBE, STATE_WINDOW, Z90
 
     res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4), **FAST))
     f = res.frame
@@ -153,7 +154,13 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     hand_offs = ("handoff_gate", "handoff_worker")
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step",
              "chain_first_gather", "chain_next_gather")  # fmt: skip
-    assert set(curves["component"].to_list()) == {"duty_threads", *hand_offs, *chain, SPEED_PROBE}
+    assert set(curves["component"].to_list()) == {
+        "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW
+    }  # fmt: skip
+    # the machine's state: 0.4 s of chains fill four 0.1 s windows (0.25 s: two, too few)
+    state = curves.filter(curves["component"] == STATE_WINDOW)
+    assert state["idle_s"].to_list() == [0.1] and state["samples"][0] >= 3
+    assert state["latency_p10_s"][0] <= state["latency_s"][0] <= state["latency_p90_s"][0]
     # the host speed probe: one row pooled over its phases among the duty curve's (as many
     # as each duty level's visits, 3), each of at least 5 calls after idle gaps of its mean
     probe = curves.filter(curves["component"] == SPEED_PROBE)
@@ -194,6 +201,9 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert terms.handoff_idle_s == IDLE_S and terms.gate_handoff(0.0) > 0
     assert len(terms.wake_cost_s) == len(IDLE_S) and min(terms.wake_cost_s) >= 0
     assert terms.worker_handoff(1e-3) > 0
+    # the state process sim fits to the one window's spread (none if it showed none)
+    spread = float(np.log(state["latency_p90_s"][0] / state["latency_p10_s"][0]) / (2 * Z90))
+    assert terms.state == fit_state((0.1,), (spread,))
     from traces.profile import LOOP_COMPONENTS
 
     for comp in LOOP_COMPONENTS:  # the server's own loops and the generator's penalties
@@ -318,7 +328,7 @@ def test_unknown_expert_in_profile_is_an_error() -> None:
 
 ARGS = ["--experts", "2", "--d-model", "8", "--expert-hidden", "8", "--batch-sizes", "1,2",
         "--min-calls", "3", "--min-time-s", "0", "--warmup", "1", "--idle-calls", "3",
-        "--duty-phase-s", "0.04", "--speed-probe-s", "0.03"]  # fmt: skip
+        "--duty-phase-s", "0.04", "--speed-probe-s", "0.03", "--state-s", "0.4"]  # fmt: skip
 
 
 def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
@@ -331,8 +341,8 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
     # completion pair; 8 idle curves (duty, 2 hand-offs, the chain's hand-off and first and
     # next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
-    # the speed probe
-    assert doc["rows"] == 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1
+    # the speed probe; the machine's state over 0.1 s windows (0.4 s: too short for 0.25 s)
+    assert doc["rows"] == 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1 + 1
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
@@ -344,6 +354,8 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     printed = " ".join(shown.stdout.split())
     assert "host terms (µs, b=1): dispatch" in printed
     assert "request chain in the server's threads busiest/idlest" in printed
+    assert "machine state σ" in printed and "over 0.1 s windows" in printed
+    assert meta["config"]["state_s"] == 0.4
     assert "worker wake hand-off" in printed and "cold start" in printed
     assert "per arrival +" in printed and "speed probe" in printed
 
@@ -360,6 +372,7 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
         (["--duty-phase-s", "0"], "--duty-phase-s"),
         (["--duty-visits", "0"], "--duty-visits"),
         (["--speed-probe-s", "-1"], "--speed-probe-s"),
+        (["--state-s", "-1"], "--state-s"),
     ],
 )
 def test_cli_bad_arguments_are_one_line_and_write_nothing(

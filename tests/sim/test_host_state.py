@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -16,18 +17,45 @@ from sim.config import SimConfig, parse_host_state
 from sim.errors import SimConfigError
 from sim.host import SharedHost, simulate_host
 from sim.host_terms import HostTerms
+from sim.machine_state import fit_state
 from sim.service import ServiceTable
 from sim.workload import make_workload
-from traces.profile import profile_from_frame
+from traces.profile import STATE_WINDOW, Z90, profile_from_frame, write_profile
 
 from .test_host import host_model_run, host_profile_frame
 
 runner = CliRunner()
 
 
-def _b1(seed: int = 3, **state: float) -> np.ndarray:
-    """Latency per request after the warm-up at B = 1, 600 req/s, the test profile's host."""
-    prof = profile_from_frame(host_profile_frame())
+# (window s, the state's spread in log) as hw profile measures it
+STATE_ROWS = ((0.1, 0.2), (0.25, 0.17), (0.5, 0.15), (1.0, 0.13))
+
+
+def state_profile_frame(rows: tuple[tuple[float, float], ...] = STATE_ROWS) -> pl.DataFrame:
+    """The host test profile plus hw profile's ``state_window`` rows of these spreads."""
+    extra = pl.DataFrame(
+        [
+            {
+                "expert": -1,
+                "batch_size": 1,
+                "latency_s": 1e-4,
+                "latency_p10_s": 1e-4 * float(np.exp(-Z90 * sigma)),
+                "latency_p90_s": 1e-4 * float(np.exp(Z90 * sigma)),
+                "samples": 100,
+                "component": STATE_WINDOW,
+                "device": "cpu:test",
+                "idle_s": window,
+            }
+            for window, sigma in rows
+        ]
+    )
+    return pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
+
+
+def _b1(seed: int = 3, frame: pl.DataFrame | None = None, **state: float) -> np.ndarray:
+    """Latency per request after the warm-up at B = 1, 600 req/s, the test profile's host
+    (``frame``: another profile)."""
+    prof = profile_from_frame(host_profile_frame() if frame is None else frame)
     table = ServiceTable.from_profile(prof, 8, 1)
     host = HostTerms.from_profile(prof, 1)
     assert host is not None
@@ -87,6 +115,7 @@ def test_bad_state_is_one_clear_error(kw: dict, needle: str) -> None:
 def test_parse_host_state() -> None:
     got = parse_host_state("0.19, 0.7, 0.1")
     assert got == {"state_sigma": 0.19, "state_rho": 0.7, "state_window_s": 0.1}
+    assert parse_host_state("profile") == {} and parse_host_state("off") == {"state_sigma": 0.0}
     for bad in ("0.2,0.7", "a,b,c", ""):
         with pytest.raises(SimConfigError, match="SIGMA,RHO,WINDOW_S"):
             parse_host_state(bad)
@@ -121,3 +150,79 @@ def test_sim_run_and_check_take_the_state(tmp_path: Path, host_profile_path: Pat
     assert got[True] != got[False]
     res = runner.invoke(app, [*check, "--no-host", "--host-state", "0.3,0.8,0.05"])
     assert res.exit_code == 2 and "--host" in res.stderr
+
+
+def test_a_profiles_measured_state_runs_by_default() -> None:
+    """A profile with state_window rows: the host model runs the process fitted to them
+    unless told otherwise; one without runs none (as before the rows existed)."""
+    frame = state_profile_frame()
+    terms = HostTerms.from_profile(profile_from_frame(frame), 1)
+    assert terms is not None
+    fitted = fit_state(tuple(w for w, _ in STATE_ROWS), tuple(s for _, s in STATE_ROWS))
+    assert terms.state is not None and fitted is not None and fitted.rho > 0.3
+    assert terms.state.rho == fitted.rho and terms.state.window_s == fitted.window_s
+    assert terms.state.sigma == pytest.approx(fitted.sigma, rel=1e-9)
+    fitted = terms.state
+    default = _b1(frame=frame)
+    same = _b1(
+        frame=frame,
+        state_sigma=fitted.sigma,
+        state_rho=fitted.rho,
+        state_window_s=fitted.window_s,
+    )
+    assert np.array_equal(default, same)
+    off = _b1(frame=frame, state_sigma=0.0)
+    assert np.array_equal(off, _b1())  # the rows change nothing else
+    assert np.percentile(default, 99) > np.percentile(off, 99)
+    other = _b1(frame=frame, state_sigma=0.3, state_rho=0.0, state_window_s=0.01)
+    assert not np.array_equal(other, default)  # a set process replaces the profile's
+    assert HostTerms.from_profile(profile_from_frame(host_profile_frame()), 1).state is None
+
+
+def test_bad_state_rows_are_one_clear_error() -> None:
+    frame = state_profile_frame()
+    for broken in (
+        frame.with_columns(
+            pl.when(pl.col("component") == STATE_WINDOW)
+            .then(None)
+            .otherwise(pl.col("latency_p10_s"))
+            .alias("latency_p10_s")
+        ),
+        frame.with_columns(
+            pl.when(pl.col("component") == STATE_WINDOW)
+            .then(pl.col("latency_p10_s") * 1e3)
+            .otherwise(pl.col("latency_p10_s"))
+            .alias("latency_p10_s")
+        ),
+    ):
+        with pytest.raises(SimConfigError, match="state_window rows"):
+            HostTerms.from_profile(profile_from_frame(broken), 1)
+
+
+def test_sim_run_and_check_say_which_state_ran(tmp_path: Path) -> None:
+    prof = tmp_path / "TEST-state-profile.parquet"
+    write_profile(state_profile_frame(), prof)
+    fitted = HostTerms.from_profile(profile_from_frame(state_profile_frame()), 1)
+    assert fitted is not None and fitted.state is not None
+    run = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests", "800"]
+    shown = " ".join(runner.invoke(app, run).stdout.split())
+    assert f"machine state σ {fitted.state.sigma:.2f} ρ {fitted.state.rho:.2f} per 0.1 s" in shown
+    off = " ".join(runner.invoke(app, [*run, "--host-state", "off"]).stdout.split())
+    assert "no machine state" in off
+    table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
+    out = host_model_run(tmp_path / "run.parquet", table)
+    check = ["check", str(out), "--profile", str(prof), "--B", "1"]
+    got = {}
+    for extra in ([], ["--host-state", "off"], ["--host-state", "0.3,0.8,0.05"]):
+        res = runner.invoke(app, [*check, "--json", *extra])
+        assert res.exit_code in (0, 1), res.output
+        doc = json.loads(res.stdout.splitlines()[0])
+        got[tuple(extra)] = doc["state"]
+    s = fitted.state
+    assert got[()] == {"sigma": s.sigma, "rho": s.rho, "window_s": s.window_s}
+    assert got[("--host-state", "off")] is None
+    assert got[("--host-state", "0.3,0.8,0.05")] == {"sigma": 0.3, "rho": 0.8, "window_s": 0.05}
+    shown = " ".join(runner.invoke(app, check).stdout.split())
+    assert f"machine state σ {s.sigma:.2f}" in shown
+    res = runner.invoke(app, [*check, "--no-host", "--host-state", "off"])
+    assert res.exit_code in (0, 1), res.output  # off needs no host model
