@@ -136,10 +136,11 @@ _HOST_LOCK_HELP = (
 
 
 _HOST_STATE_HELP = (
-    "Shared-host model: the machine's state, a log-normal factor (mean 1, SIGMA in log) on "
-    "every step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation "
-    "RHO: 'profile' (the default: the process fitted to what hw profile measured, none "
-    "where the profile lacks it), 'off', or SIGMA,RHO,WINDOW_S (e.g. 0.19,0.7,0.1)."
+    "Shared-host model: the machine's state, a log-normal factor (SIGMA in log, mean 1 over "
+    "each 5 s block) on every step's wall time, redrawn every WINDOW_S as an AR(1) with "
+    "lag-one correlation RHO: 'profile' (the default: the process fitted to what hw "
+    "profile measured, none where the profile lacks it), 'off', or SIGMA,RHO,WINDOW_S "
+    "(e.g. 0.19,0.7,0.1)."
 )
 
 

@@ -178,9 +178,10 @@ class SimConfig:
     the CPU server's Python threads; needs a profile with the host terms);
     False is the ideal model of §1–§5. ``host_lock``: how that host is split between
     two threads at work (:class:`HostLock`). The machine's state (host model only): a
-    factor on every step's wall time, log-normal with mean 1 and standard deviation
-    ``state_sigma`` in log, redrawn every ``state_window_s`` as an AR(1) with lag-one
-    correlation ``state_rho``: slow spells that last, which build a queue in front of the
+    factor on every step's wall time, log-normal with standard deviation ``state_sigma``
+    in log, redrawn every ``state_window_s`` as an AR(1) with lag-one correlation
+    ``state_rho``, mean 1 over each 5 s block (``sim.machine_state.state_factors``; the
+    level is the run's speed): slow spells that last, which build a queue in front of the
     gate (``benchmarks/README.md``, "Fidelity, session 13"); ``state_sigma`` None (the
     default) takes the process the profile measured (``state_window`` rows,
     :mod:`sim.machine_state`; none where it lacks them), 0 = none.

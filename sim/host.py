@@ -61,10 +61,12 @@ import simpy
 from sim.config import HostLock, SimConfig
 from sim.errors import SimConfigError
 from sim.host_terms import HostTerms
+from sim.machine_state import MachineState, state_factors
 from sim.queues import DRAINED, EXACT, FLUSHED
 from sim.records import RunResult
 from sim.service import ServiceTable, draw_service, two_piece_normal
 from sim.workload import Workload, streams
+from traces.profile import STATE_BLOCK_S
 
 __all__ = ["GATE", "SharedHost", "simulate_host"]
 
@@ -468,21 +470,17 @@ def _simulate_at(
                 cpu.set_spell(f)
                 yield env.timeout(window_s)
 
-    def machine_state(
-        sigma: float, rho: float, window_s: float
-    ) -> Generator[simpy.Event, None, None]:
-        """The machine's state: every ``window_s`` a new log-normal factor (mean 1, sigma
-        in log), AR(1) in log with lag-one correlation ``rho`` (SimConfig.state_sigma)."""
-        draw = streams(config.seed)["state"]
-        z = float(draw.standard_normal())
-        while True:
-            cpu.set_state(float(np.exp(sigma * z - sigma * sigma / 2)))
-            yield env.timeout(window_s)
-            z = rho * z + float(np.sqrt(1 - rho * rho) * draw.standard_normal())
+    def machine_state(state: MachineState) -> Generator[simpy.Event, None, None]:
+        """The machine's state (SimConfig.state_sigma): every ``window_s`` a new factor,
+        log-normal AR(1) with lag-one correlation ``rho``, mean 1 over each block of
+        STATE_BLOCK_S (:func:`sim.machine_state.state_factors`)."""
+        for factor in state_factors(state, streams(config.seed)["state"], STATE_BLOCK_S):
+            cpu.set_state(factor)
+            yield env.timeout(state.window_s)
 
     run_state = config.machine_state(host.state)  # the set one, else the profile's
     if run_state is not None:
-        env.process(machine_state(run_state.sigma, run_state.rho, run_state.window_s))
+        env.process(machine_state(run_state))
     if host.arrival_penalty_gate_s > 0 or host.arrival_penalty_worker_s > 0:
         env.process(generator())
     procs = [env.process(gate())] + [env.process(worker(d)) for d in range(n_dev)]

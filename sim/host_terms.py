@@ -17,6 +17,7 @@ from traces.profile import (
     COMPLETION_COMPONENTS,
     HOST_COMPONENTS,
     LOOP_COMPONENTS,
+    STATE_BLOCK_S,
     STATE_WINDOW,
     Z90,
     LatencyProfile,
@@ -240,7 +241,8 @@ class HostTerms:
         ``completion_overhead``, ``arrival_penalty_gate`` and
         ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``; none
         measured: 0). The machine's state is fitted to the ``state_window`` rows
-        (σ_w = ln(p90 / p10) / 2.563 per window length; :func:`sim.machine_state.fit_state`).
+        (σ_w = ln(p90 / p10) / 2.563 per window length, within blocks of
+        ``traces.profile.STATE_BLOCK_S``; :func:`sim.machine_state.fit_state`).
         """
         got = {c: profile.component_latency_s(c) for c in HOST_COMPONENTS}
         if any(v is None for v in got.values()):
@@ -354,7 +356,10 @@ def _state(comps: pl.DataFrame | None) -> MachineState | None:
     if (rows["idle_s"] <= 0).any() or (lo <= 0).any() or (hi < lo).any():
         raise SimConfigError("host model: state_window rows need a window > 0 and 0 < p10 <= p90")
     sigmas = np.log(hi / lo) / (2 * Z90)
-    return fit_state(tuple(float(w) for w in rows["idle_s"]), tuple(float(x) for x in sigmas))
+    if rows["idle_s"].max() >= STATE_BLOCK_S:
+        raise SimConfigError(f"host model: state_window rows must be under {STATE_BLOCK_S} s")
+    windows = tuple(float(w) for w in rows["idle_s"])
+    return fit_state(windows, tuple(float(x) for x in sigmas), STATE_BLOCK_S)
 
 
 def _non_decreasing(values: list[float]) -> np.ndarray:

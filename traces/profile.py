@@ -38,6 +38,7 @@ __all__ = [
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
     "SPEED_PROBE",
+    "STATE_BLOCK_S",
     "STATE_WINDOW",
     "Z90",
     "LatencyProfile",
@@ -114,11 +115,15 @@ COMPLETION_COMPONENTS = ("completion_alone", "completion_contended")
 # the ratio (sim.host_speed; optional: older profiles lack it)
 SPEED_PROBE = "speed_probe"
 # the machine's state over windows of ``idle_s`` seconds: the median gate of the two-thread
-# chain after 2 ms gaps per window, and the state's p10 / p90 over windows, sampling noise
-# removed (hw.profiling.host_state; sim's state process fits sigma and rho to them;
-# optional: older profiles lack it)
+# chain after 2 ms gaps per window, and the state's p10 / p90 over the windows of each
+# STATE_BLOCK_S block around the block's own level, sampling noise removed
+# (hw.profiling.host_state; sim's state process fits sigma and rho to them; optional:
+# older profiles lack it)
 STATE_WINDOW = "state_window"
 Z90 = 1.2815515655446004  # the standard normal's p90: a state row's p90 / p10 = exp(2·Z90·σ)
+# the state rows' block: what moves slower than this, the per-B speed probe of hw serve
+# already gives sim check (a B's run lasts 2-8 s at 250-1000 req/s)
+STATE_BLOCK_S = 5.0
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
     *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,

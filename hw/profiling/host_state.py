@@ -12,16 +12,19 @@ B; this gives how the speed moves within a run.
 How: the server's two-thread chain (:func:`hw.profiling.host._server_chain`) after
 exponential idle gaps of mean :data:`STATE_GAP_S` (the speed probe's, a duty like the
 server's at B = 1) for ``seconds``; each chain's gate time is one sample of the state
-at its start. Per window length w in :data:`STATE_WINDOWS_S` the samples fall into
-consecutive windows; each window's state is its log median gate. The spread of those
-medians over windows mixes the state's spread with the medians' own sampling noise,
-so each window's samples are split in two interleaved halves (even and odd positions):
-the halves share the state but not the noise, and the covariance of their log medians
-over windows is the state's variance alone (a split-half estimate; 0 when negative).
-The row per w: ``latency_s`` the median over windows of the window medians, ``latency_p10_s``
-/ ``latency_p90_s`` that median times exp(∓1.2816 σ_w) (the state's p10 and p90 over
-windows of that length, log-normal), ``samples`` the windows used. How σ_w falls with
-w tells how long the spells last (``sim.machine_state.fit_state``).
+at its start. The samples fall into blocks of :data:`~traces.profile.STATE_BLOCK_S`
+(5 s): what moves slower than a block, ``hw serve``'s speed probe around each B already
+gives ``sim check``, so only the state's moves within a block count. Per window length w
+in :data:`STATE_WINDOWS_S` each block is cut into windows; a window's state is its log
+median gate, taken about its block's mean. The spread of those medians mixes the state's
+with the medians' own sampling noise, so each window's samples are split in two
+interleaved halves (even and odd positions): the halves share the state but not the
+noise, and the covariance of their log medians (each about its block's mean, pooled over
+the blocks, divided by the windows) is the state's variance alone (a split-half estimate;
+0 when negative). The row per w: ``latency_s`` the median of the window medians,
+``latency_p10_s`` / ``latency_p90_s`` that median times exp(∓1.2816 σ_w) (the state's p10
+and p90 over windows of that length within a block, log-normal), ``samples`` the windows
+used. How σ_w falls with w tells how long the spells last (``sim.machine_state.fit_state``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 
 from hw.profiling.speed_probe import PROBE_GAP_S
 from hw.timing import LatencyStats, TimingError
-from traces.profile import Z90
+from traces.profile import STATE_BLOCK_S, Z90
 
 __all__ = [
     "STATE_GAP_S",
@@ -45,7 +48,7 @@ __all__ = [
 ]
 
 STATE_GAP_S = PROBE_GAP_S  # mean idle gap before each chain
-STATE_S = 30.0  # seconds of chains: ~300 windows of 0.1 s, 30 of 1 s
+STATE_S = 30.0  # seconds of chains: six blocks, ~300 windows of 0.1 s, 30 of 1 s
 STATE_WINDOWS_S = (0.1, 0.25, 0.5, 1.0)  # window lengths of the rows
 MIN_HALF = 3  # samples per half a window needs to count
 
@@ -69,40 +72,60 @@ def state_samples(
 
 
 def window_state(
-    starts: np.ndarray, gates_s: np.ndarray, window_s: float
+    starts: np.ndarray,
+    gates_s: np.ndarray,
+    window_s: float,
+    block_s: float = STATE_BLOCK_S,
 ) -> tuple[float, float, int] | None:
-    """(median over windows of the window's median gate, the state's σ in log over windows
-    of ``window_s`` with the medians' sampling noise removed, windows used); None with
-    fewer than 3 windows of at least 2·:data:`MIN_HALF` samples (module docstring)."""
-    if not window_s > 0:
-        raise TimingError(f"machine state: window must be > 0 s, got {window_s}")
+    """(median of the window medians, the state's σ in log over windows of ``window_s``
+    within whole blocks of ``block_s``, the medians' sampling noise removed, windows used);
+    None without two windows of at least 2·:data:`MIN_HALF` samples in some whole block
+    (module docstring)."""
+    if not 0 < window_s <= block_s:
+        raise TimingError(f"machine state: need 0 < window <= block, got {window_s}, {block_s}")
     if len(starts) == 0:
         return None
-    index = ((starts - starts[0]) // window_s).astype(np.int64)
-    log_gate = np.log(np.maximum(gates_s, 1e-9))
     order = np.argsort(starts, kind="stable")
-    index, log_gate = index[order], log_gate[order]
+    t = starts[order] - starts[order][0]
+    log_gate = np.log(np.maximum(gates_s[order], 1e-9))
+    per_block = round(block_s / window_s)
+    # whole blocks; a last block 90 % covered counts (30 s of chains end just short of 30)
+    whole = t < np.floor(t[-1] / block_s + 0.1) * block_s
+    index = (t[whole] // window_s).astype(np.int64)
     cuts = np.flatnonzero(np.diff(index)) + 1
-    whole, even, odd = [], [], []
-    for part in np.split(log_gate, cuts):
+    medians: list[float] = []
+    by_block: dict[int, list[tuple[float, float]]] = {}
+    starts_of = np.concatenate([[0], cuts])
+    for first, part in zip(starts_of, np.split(log_gate[whole], cuts), strict=True):
         if len(part) >= 2 * MIN_HALF:
-            whole.append(np.median(part))
-            even.append(np.median(part[0::2]))
-            odd.append(np.median(part[1::2]))
-    if len(whole) < 3:
+            medians.append(float(np.median(part)))
+            block = int(index[first]) // per_block
+            by_block.setdefault(block, []).append(
+                (float(np.median(part[0::2])), float(np.median(part[1::2])))
+            )
+    halves = [np.array(v) for v in by_block.values() if len(v) >= 2]
+    if not halves:
         return None
-    cov = float(np.cov(even, odd)[0, 1])
-    return float(np.exp(np.median(whole))), float(np.sqrt(max(cov, 0.0))), len(whole)
+    used = sum(len(h) for h in halves)
+    cross = sum(
+        float(np.sum((h[:, 0] - h[:, 0].mean()) * (h[:, 1] - h[:, 1].mean()))) for h in halves
+    )
+    return float(np.exp(np.median(medians))), float(np.sqrt(max(cross / used, 0.0))), used
 
 
 def state_rows(
-    starts: np.ndarray, gates_s: np.ndarray, windows_s: tuple[float, ...] = STATE_WINDOWS_S
+    starts: np.ndarray,
+    gates_s: np.ndarray,
+    windows_s: tuple[float, ...] = STATE_WINDOWS_S,
+    block_s: float = STATE_BLOCK_S,
 ) -> dict[float, LatencyStats]:
     """One row per window length the samples cover (module docstring): the window medians'
-    median and the state's p10 / p90 over windows of that length."""
+    median and the state's p10 / p90 over windows of that length within a block."""
     rows: dict[float, LatencyStats] = {}
     for w in windows_s:
-        got = window_state(starts, gates_s, w)
+        if w > block_s:  # no window longer than a block
+            continue
+        got = window_state(starts, gates_s, w, block_s)
         if got is None:
             continue
         median, sigma, n = got

@@ -135,7 +135,20 @@ def test_profile_of_a_tiny_expert_is_positive_complete_and_valid(tmp_path: Path)
     )
 
 
-def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path) -> None:
+def _short_state_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's state in 0.2 s blocks, so that FAST's 0.4 s of chains give a row (the
+    real 5 s blocks need 5 s)."""
+    import functools
+
+    import hw.profiling.host as host
+    from hw.profiling.host_state import state_rows
+
+    monkeypatch.setattr(host, "state_rows", functools.partial(state_rows, block_s=0.2))
+
+
+def test_profile_measures_the_host_terms_of_the_shared_host_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The CPU server's host-side costs (docs/system-model.md §8) land in the steps file, one
     row each (the duty and hand-off curves one row per idle level), and the simulator reads
     them back into rates and curves it can use."""
@@ -143,8 +156,9 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     from hw.profiling.speed_probe import PROBE_GAP_S
     from sim.host_terms import HOST_COMPONENTS, HostTerms
     from sim.machine_state import fit_state
-    from traces.profile import SPEED_PROBE, STATE_WINDOW, Z90
+    from traces.profile import SPEED_PROBE, STATE_BLOCK_S, STATE_WINDOW, Z90
 
+    _short_state_blocks(monkeypatch)
     res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4), **FAST))
     f = res.frame
     assert f.filter(f["component"] == "dispatch")["batch_size"].to_list() == [1, 4]
@@ -157,9 +171,9 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert set(curves["component"].to_list()) == {
         "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW
     }  # fmt: skip
-    # the machine's state: 0.4 s of chains fill four 0.1 s windows (0.25 s: two, too few)
+    # the machine's state: 0.4 s of chains fill two 0.2 s blocks of two 0.1 s windows each
     state = curves.filter(curves["component"] == STATE_WINDOW)
-    assert state["idle_s"].to_list() == [0.1] and state["samples"][0] >= 3
+    assert state["idle_s"].to_list() == [0.1] and state["samples"][0] >= 2
     assert state["latency_p10_s"][0] <= state["latency_s"][0] <= state["latency_p90_s"][0]
     # the host speed probe: one row pooled over its phases among the duty curve's (as many
     # as each duty level's visits, 3), each of at least 5 calls after idle gaps of its mean
@@ -203,7 +217,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(tmp_path: Path
     assert terms.worker_handoff(1e-3) > 0
     # the state process sim fits to the one window's spread (none if it showed none)
     spread = float(np.log(state["latency_p90_s"][0] / state["latency_p10_s"][0]) / (2 * Z90))
-    assert terms.state == fit_state((0.1,), (spread,))
+    assert terms.state == fit_state((0.1,), (spread,), STATE_BLOCK_S)
     from traces.profile import LOOP_COMPONENTS
 
     for comp in LOOP_COMPONENTS:  # the server's own loops and the generator's penalties
@@ -331,7 +345,10 @@ ARGS = ["--experts", "2", "--d-model", "8", "--expert-hidden", "8", "--batch-siz
         "--duty-phase-s", "0.04", "--speed-probe-s", "0.03", "--state-s", "0.4"]  # fmt: skip
 
 
-def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
+def test_cli_writes_profile_and_how_it_was_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _short_state_blocks(monkeypatch)
     out = tmp_path / "prof.parquet"
     result = runner.invoke(app, ["profile", "--out", str(out), *ARGS, "--json"])
     assert result.exit_code == 0, result.output
@@ -341,7 +358,7 @@ def test_cli_writes_profile_and_how_it_was_measured(tmp_path: Path) -> None:
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
     # completion pair; 8 idle curves (duty, 2 hand-offs, the chain's hand-off and first and
     # next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
-    # the speed probe; the machine's state over 0.1 s windows (0.4 s: too short for 0.25 s)
+    # the speed probe; the machine's state over 0.1 s windows (in 0.2 s blocks here)
     assert doc["rows"] == 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1 + 1
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]

@@ -20,7 +20,7 @@ from sim.host_terms import HostTerms
 from sim.machine_state import fit_state
 from sim.service import ServiceTable
 from sim.workload import make_workload
-from traces.profile import STATE_WINDOW, Z90, profile_from_frame, write_profile
+from traces.profile import STATE_BLOCK_S, STATE_WINDOW, Z90, profile_from_frame, write_profile
 
 from .test_host import host_model_run, host_profile_frame
 
@@ -158,7 +158,9 @@ def test_a_profiles_measured_state_runs_by_default() -> None:
     frame = state_profile_frame()
     terms = HostTerms.from_profile(profile_from_frame(frame), 1)
     assert terms is not None
-    fitted = fit_state(tuple(w for w, _ in STATE_ROWS), tuple(s for _, s in STATE_ROWS))
+    fitted = fit_state(
+        tuple(w for w, _ in STATE_ROWS), tuple(s for _, s in STATE_ROWS), STATE_BLOCK_S
+    )
     assert terms.state is not None and fitted is not None and fitted.rho > 0.3
     assert terms.state.rho == fitted.rho and terms.state.window_s == fitted.window_s
     assert terms.state.sigma == pytest.approx(fitted.sigma, rel=1e-9)

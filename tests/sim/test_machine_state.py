@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.machine_state import MachineState, average_variance_ratio, fit_state
+from sim.machine_state import MachineState, average_variance_ratio, fit_state, state_factors
 
 WINDOWS = (0.1, 0.25, 0.5, 1.0)
 
@@ -47,12 +47,38 @@ def test_the_ratio_has_its_closed_forms() -> None:
 
 
 @pytest.mark.parametrize(("sigma", "rho"), [(0.2, 0.7), (0.1, 0.0), (0.35, 0.9)])
-def test_the_fit_inverts_the_window_spreads(sigma: float, rho: float) -> None:
-    spreads = tuple(sigma * np.sqrt(average_variance_ratio(w / 0.1, rho)) for w in WINDOWS)
-    got = fit_state(WINDOWS, spreads)
+@pytest.mark.parametrize("block_s", [None, 5.0])
+def test_the_fit_inverts_the_window_spreads(
+    sigma: float, rho: float, block_s: float | None
+) -> None:
+    """Spreads made from a process (within blocks: less the block's own variance) give
+    that process back."""
+    cut = 0.0 if block_s is None else average_variance_ratio(block_s / 0.1, rho)
+    spreads = tuple(sigma * np.sqrt(average_variance_ratio(w / 0.1, rho) - cut) for w in WINDOWS)
+    got = fit_state(WINDOWS, spreads, block_s)
     assert got is not None and got.window_s == 0.1
     assert got.sigma == pytest.approx(sigma, rel=0.02)
     assert got.rho == pytest.approx(rho, abs=0.011)
+
+
+def test_state_factors_move_about_each_blocks_level() -> None:
+    """The factors per step: mean exactly 1 over each block (the level is the run's
+    speed), the log spread and lag-one correlation within a block the process's; without
+    blocks, mean 1 over time and the process's own spread."""
+    state = MachineState(0.3, 0.8, 0.01)
+    rng = np.random.default_rng(5)
+    gen = state_factors(state, rng, block_s=5.0)
+    blocks = np.array([[next(gen) for _ in range(500)] for _ in range(60)])
+    np.testing.assert_allclose(blocks.mean(axis=1), 1.0)
+    logs = np.log(blocks)
+    inner = logs - logs.mean(axis=1, keepdims=True)
+    assert np.sqrt(np.mean(inner**2)) == pytest.approx(0.3, rel=0.08)
+    lag = np.mean(inner[:, :-1] * inner[:, 1:]) / np.mean(inner**2)
+    assert lag == pytest.approx(0.8, abs=0.05)
+    free = state_factors(state, np.random.default_rng(5))
+    steps = np.array([next(free) for _ in range(30_000)])
+    assert np.std(np.log(steps)) == pytest.approx(0.3, rel=0.08)
+    assert steps.mean() == pytest.approx(1.0, abs=0.03)
 
 
 def test_the_fit_of_what_this_machine_showed() -> None:
@@ -64,8 +90,12 @@ def test_the_fit_of_what_this_machine_showed() -> None:
 
 def test_the_fit_without_spread() -> None:
     assert fit_state(WINDOWS, (0.0, 0.1, 0.1, 0.1)) is None  # the shortest shows none
-    # longer windows whose spread the noise removal zeroed are left out; one left: rho 0
-    assert fit_state(WINDOWS, (0.2, 0.0, 0.0, 0.0)) == MachineState(0.2, 0.0, 0.1)
+    # longer windows whose spread the noise removal zeroed are left out; one left: rho 0,
+    # and the steps' sigma such that a window as long as one step (straddling two) has it
+    alone = fit_state(WINDOWS, (0.2, 0.0, 0.0, 0.0))
+    assert alone == MachineState(pytest.approx(0.2 / np.sqrt(2 / 3), rel=1e-3), 0.0, 0.1)
+    with pytest.raises(ValueError, match="block"):
+        fit_state(WINDOWS, (0.2, 0.1, 0.1, 0.1), 1.0)
     # the windows in any order
     assert fit_state((1.0, 0.1), (0.1, 0.2)) == fit_state((0.1, 1.0), (0.2, 0.1))
     with pytest.raises(ValueError):
