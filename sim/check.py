@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, astuple, dataclass, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from sim.config import GateSpec, HostLock, ServiceModel, SimConfig
 from sim.engine import simulate
 from sim.errors import CheckError
 from sim.host_speed import at_host_speed, speed_factor
+from sim.machine_state import MachineState
 from sim.output import records_of
 from sim.parts import mean_parts, request_parts
 from sim.runner import default_profile_path, load_service
@@ -124,9 +125,9 @@ class CheckRow:
     # --parts: per part of a request (sim.parts.PARTS), measured and simulated (p50, p99) s
     parts_measured: dict[str, tuple[float, float]] | None = None
     parts_simulated: dict[str, tuple[float, float]] | None = None
-    # the machine's state process the host model ran: (sigma, rho, window s), set with
-    # --host-state or the profile's measured one (means over profiles); None: none
-    state: tuple[float, float, float] | None = None
+    # the machine's state process the host model ran, set with --host-state or the
+    # profile's measured one (means over profiles); None: none
+    state: MachineState | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -201,9 +202,7 @@ class CheckRow:
             "profile_variation": self.profile_variation,
             "speed_factor": self.speed_factor,
             "host_lock": self.host_lock,
-            "state": None
-            if self.state is None
-            else dict(zip(_STATE_KEYS, self.state, strict=True)),
+            "state": None if self.state is None else asdict(self.state),
             **extra,
         }
 
@@ -423,13 +422,12 @@ def _check_loaded(
             band = {k: (min(x[k] for x in ends), max(x[k] for x in ends)) for k in METRICS}
         row = CheckRow(int(b), m, s, e, within, bool(meas["overloaded"]), host, band)
         host_lock_used = host_lock.value if host else None
-        state = sim_cfg.machine_state(b_table.host.state if host and b_table.host else None)
         row = replace(
             row,
             speed_factor=factor,
             host_lock=host_lock_used,
             replays=replays,
-            state=None if state is None else (state.sigma, state.rho, state.window_s),
+            state=sim_cfg.machine_state(b_table.host.state if host and b_table.host else None),
         )
         if sim_parts:
             row = replace(
@@ -461,8 +459,6 @@ _SAME_COMMAND = (
     "model",
 )
 
-
-_STATE_KEYS = ("sigma", "rho", "window_s")
 
 ProfilePaths = str | Path | Sequence[str | Path] | None
 """One profile, several (their predictions averaged), or None: the bundled one."""
@@ -624,14 +620,12 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
     return out
 
 
-def _state_mean(
-    states: list[tuple[float, float, float] | None],
-) -> tuple[float, float, float] | None:
+def _state_mean(states: list[MachineState | None]) -> MachineState | None:
     """The mean state process over several profiles' predictions (None unless all ran one)."""
     if not states or any(s is None for s in states):
         return None
-    got = np.array(states, dtype=float)
-    return (float(got[:, 0].mean()), float(got[:, 1].mean()), float(got[:, 2].mean()))
+    got = np.array([astuple(s) for s in states if s is not None], dtype=float)
+    return MachineState(*(float(x) for x in got.mean(axis=0)))
 
 
 def _parts_mean(

@@ -24,6 +24,7 @@ from sim.config import (
     parse_host_state,
 )
 from sim.errors import SimConfigError
+from sim.machine_state import MachineState
 from sim.output import serve_config, write_runs
 from sim.runner import (
     PointRun,
@@ -144,12 +145,11 @@ _HOST_STATE_HELP = (
 )
 
 
-def _state_label(state: tuple[float, float, float] | None) -> str:
+def _state_label(state: MachineState | None) -> str:
     """The state process a host model ran, for a table title."""
     if state is None:
         return "no machine state"
-    sigma, rho, window = state
-    return f"machine state σ {sigma:.2f} ρ {rho:.2f} per {window:g} s"
+    return f"machine state σ {state.sigma:.2f} ρ {state.rho:.2f} per {state.window_s:g} s"
 
 
 @app.command("run")
@@ -311,8 +311,7 @@ def run_cmd(
 
             terms = HostTerms.from_profile(prof, 1)
             ran = configs[0].machine_state(terms.state if terms is not None else None)
-            state_run = None if ran is None else (ran.sigma, ran.rho, ran.window_s)
-            where = f" (shared host, {_state_label(state_run)})"
+            where = f" (shared host, {_state_label(ran)})"
         title = (
             f"sim{where}: M={m} {spec.label()} rate={rate:g} rps "
             f"D={devices} N={requests} "

@@ -19,8 +19,8 @@ from traces.profile import (
     LOOP_COMPONENTS,
     STATE_BLOCK_S,
     STATE_WINDOW,
-    Z90,
     LatencyProfile,
+    state_sigma,
 )
 
 __all__ = ["HOST_COMPONENTS", "HostTerms"]
@@ -355,7 +355,7 @@ def _state(comps: pl.DataFrame | None) -> MachineState | None:
     lo, hi = rows["latency_p10_s"].to_numpy(), rows["latency_p90_s"].to_numpy()
     if (rows["idle_s"] <= 0).any() or (lo <= 0).any() or (hi < lo).any():
         raise SimConfigError("host model: state_window rows need a window > 0 and 0 < p10 <= p90")
-    sigmas = np.log(hi / lo) / (2 * Z90)
+    sigmas = state_sigma(lo, hi)
     if rows["idle_s"].max() >= STATE_BLOCK_S:
         raise SimConfigError(f"host model: state_window rows must be under {STATE_BLOCK_S} s")
     windows = tuple(float(w) for w in rows["idle_s"])

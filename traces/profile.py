@@ -49,6 +49,7 @@ __all__ = [
     "profile_from_frame",
     "profile_variation",
     "read_profile",
+    "state_sigma",
     "steps_path",
     "write_profile",
 ]
@@ -130,6 +131,11 @@ COMPONENTS = (
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+
+
+def state_sigma(p10_s: np.ndarray, p90_s: np.ndarray) -> np.ndarray:
+    """The state's spread σ (log) that ``state_window`` rows with these p10 / p90 record."""
+    return np.log(np.asarray(p90_s) / np.asarray(p10_s)) / (2 * Z90)
 
 
 class ProfileError(FormatError):

@@ -232,7 +232,7 @@ def _host_terms_line(frame: Any) -> str:
     empty when this profile did not measure them (GPU, or ``host_terms=False``)."""
     import polars as pl
 
-    from traces.profile import LOOP_COMPONENTS, SPEED_PROBE, STATE_WINDOW, Z90
+    from traces.profile import LOOP_COMPONENTS, SPEED_PROBE, STATE_WINDOW, state_sigma
 
     at1 = frame.filter(pl.col("batch_size") == 1)
     if "idle_s" in at1.columns:
@@ -294,7 +294,7 @@ def _host_terms_line(frame: Any) -> str:
         line += f", speed probe {probe['latency_s'][0] * 1e6:.0f}"
     state = frame.filter(pl.col("component") == STATE_WINDOW).sort("idle_s")
     if state.height:  # the machine's state over windows (newer profiles)
-        sigma = (state["latency_p90_s"] / state["latency_p10_s"]).log() / (2 * Z90)
+        sigma = state_sigma(state["latency_p10_s"].to_numpy(), state["latency_p90_s"].to_numpy())
         line += (
             f", machine state σ {'/'.join(f'{x:.2f}' for x in sigma)} over "
             f"{'/'.join(f'{w:g}' for w in state['idle_s'])} s windows"
