@@ -128,6 +128,9 @@ class CheckRow:
     # the machine's state process the host model ran, set with --host-state or the
     # profile's measured one (means over profiles); None: none
     state: MachineState | None = None
+    # whether the host model ran the gate's preemption the profile measured (SimConfig
+    # gate_preempt; False where the profile lacks it or --host-preempt off); None: ideal model
+    gate_preempt: bool | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -203,6 +206,7 @@ class CheckRow:
             "speed_factor": self.speed_factor,
             "host_lock": self.host_lock,
             "state": None if self.state is None else asdict(self.state),
+            "gate_preempt": self.gate_preempt,
             **extra,
         }
 
@@ -214,14 +218,15 @@ def replay_config(
     service: ServiceModel = ServiceModel.MEDIAN,
     host: LatencyProfile | None = None,
     host_lock: HostLock = HostLock.EVEN,
-    host_state: dict[str, float] | None = None,
+    host_state: dict[str, float | bool] | None = None,
 ) -> SimConfig:
     """The model's config for one B of a measured run (its measured gate/combine costs).
 
     ``host``: the shared-host model (system-model §8) with the gate and combine
     costs of this profile, so the prediction takes no number from the run;
     ``host_lock``: how that model splits the host between two threads at work;
-    ``host_state``: the machine's state (SimConfig ``state_*`` fields), host model only.
+    ``host_state``: the machine's state and the gate's preemption (SimConfig ``state_*``,
+    ``gate_preempt`` fields), host model only.
     """
     if host_state and host_state.get("state_sigma") and host is None:
         raise CheckError("--host-state is part of the shared-host model: use it with --host")
@@ -299,7 +304,7 @@ def check_run(
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
     parts: bool = False,
-    host_state: dict[str, float] | None = None,
+    host_state: dict[str, float | bool] | None = None,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -354,7 +359,7 @@ def _check_loaded(
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
     parts: bool = False,
-    host_state: dict[str, float] | None = None,
+    host_state: dict[str, float | bool] | None = None,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -428,6 +433,9 @@ def _check_loaded(
             host_lock=host_lock_used,
             replays=replays,
             state=sim_cfg.machine_state(b_table.host.state if host and b_table.host else None),
+            gate_preempt=bool(sim_cfg.gate_preempt and b_table.host and b_table.host.preempt_p)
+            if host
+            else None,
         )
         if sim_parts:
             row = replace(
@@ -485,7 +493,7 @@ def check_runs(
     replays: int = 1,
     parts: bool = False,
     only_b: Sequence[int] | None = None,
-    host_state: dict[str, float] | None = None,
+    host_state: dict[str, float | bool] | None = None,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -615,6 +623,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 simulated_range=_range(list(rows)),
                 parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
                 state=_state_mean([r.state for r in rows]),
+                gate_preempt=None if not rows[0].host else all(r.gate_preempt for r in rows),
             )
         )
     return out
@@ -681,6 +690,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         parts_measured=_parts_mean([r.parts_measured for r in rows]),
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
         state=rows[0].state,
+        gate_preempt=rows[0].gate_preempt,
     )
 
 

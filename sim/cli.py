@@ -21,6 +21,7 @@ from sim.config import (
     ServiceModel,
     SimConfig,
     parse_gate,
+    parse_host_preempt,
     parse_host_state,
 )
 from sim.errors import SimConfigError
@@ -145,11 +146,20 @@ _HOST_STATE_HELP = (
 )
 
 
-def _state_label(state: MachineState | None) -> str:
-    """The state process a host model ran, for a table title."""
-    if state is None:
-        return "no machine state"
-    return f"machine state σ {state.sigma:.2f} ρ {state.rho:.2f} per {state.window_s:g} s"
+_HOST_PREEMPT_HELP = (
+    "Shared-host model: a gate woken while a device worker is at work takes the host whole "
+    "(the worker waits until it ends) with the probability hw profile measured at the run's "
+    "duty: 'profile' (the default; never where the profile lacks it) or 'off'."
+)
+
+
+def _state_label(state: MachineState | None, preempt: bool = False) -> str:
+    """The state process a host model ran, and whether the gate's preemption ran, for a
+    table title."""
+    label = "no machine state"
+    if state is not None:
+        label = f"machine state σ {state.sigma:.2f} ρ {state.rho:.2f} per {state.window_s:g} s"
+    return label + (", gate preemption" if preempt else "")
 
 
 @app.command("run")
@@ -206,6 +216,7 @@ def run_cmd(
     ] = None,
     host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     host_state: Annotated[str | None, typer.Option(help=_HOST_STATE_HELP)] = None,
+    host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write serve-records/1 here (+ .summary.parquet).")
     ] = None,
@@ -243,7 +254,11 @@ def run_cmd(
         combine_latency_s = defaults["combine_latency_s"]
     if host is None:
         host = defaults["host"]
-    state = {} if host_state is None else parse_host_state(host_state)
+    state: dict[str, float | bool] = {}
+    if host_state is not None:
+        state |= parse_host_state(host_state)
+    if host_preempt is not None:
+        state |= parse_host_preempt(host_preempt)
     configs = [
         SimConfig(
             batch_size=b,
@@ -311,7 +326,8 @@ def run_cmd(
 
             terms = HostTerms.from_profile(prof, 1)
             ran = configs[0].machine_state(terms.state if terms is not None else None)
-            where = f" (shared host, {_state_label(ran)})"
+            preempt = configs[0].gate_preempt and terms is not None and bool(terms.preempt_p)
+            where = f" (shared host, {_state_label(ran, preempt)})"
         title = (
             f"sim{where}: M={m} {spec.label()} rate={rate:g} rps "
             f"D={devices} N={requests} "
@@ -433,6 +449,7 @@ def check_cmd(
     ] = None,
     host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     host_state: Annotated[str | None, typer.Option(help=_HOST_STATE_HELP)] = None,
+    host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
     sensitivity: Annotated[
         float | None,
         typer.Option(
@@ -484,7 +501,11 @@ def check_cmd(
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     profiles = profile or [default_profile_path()]
     only_b = None if b_text is None else parse_b_values(b_text)
-    state = None if host_state is None else parse_host_state(host_state)
+    state: dict[str, float | bool] | None = None
+    if host_state is not None or host_preempt is not None:
+        state = parse_host_state(host_state or "profile") | parse_host_preempt(
+            host_preempt or "profile"
+        )
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed_probe, host_lock, replays,
         parts, only_b, state,
@@ -503,7 +524,7 @@ def check_cmd(
         if rows and rows[0].host_lock == HostLock.WHOLE.value:
             model += ", lock won whole"
         if rows and rows[0].host:
-            model += f", {_state_label(rows[0].state)}"
+            model += f", {_state_label(rows[0].state, bool(rows[0].gate_preempt))}"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
         t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")

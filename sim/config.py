@@ -170,6 +170,15 @@ def parse_host_state(text: str) -> dict[str, float]:
     return {"state_sigma": sigma, "state_rho": rho, "state_window_s": window}
 
 
+def parse_host_preempt(text: str) -> dict[str, bool]:
+    """``--host-preempt profile|off`` as SimConfig fields (``profile``: none set, the
+    profile's measured preemption applies); anything else is one clear error (exit 2)."""
+    choice = text.strip()
+    if choice not in ("profile", "off"):
+        raise SimConfigError(f"--host-preempt {text!r}: expected profile or off")
+    return {} if choice == "profile" else {"gate_preempt": False}
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """One simulated run (one B value). Times in seconds, rates in requests per second.
@@ -184,7 +193,11 @@ class SimConfig:
     level is the run's speed): slow spells that last, which build a queue in front of the
     gate (``benchmarks/README.md``, "Fidelity, session 13"); ``state_sigma`` None (the
     default) takes the process the profile measured (``state_window`` rows,
-    :mod:`sim.machine_state`; none where it lacks them), 0 = none.
+    :mod:`sim.machine_state`; none where it lacks them), 0 = none. ``gate_preempt``
+    (host model only): a gate woken while a worker is at work takes the host whole with the
+    probability the profile measured at the run's duty (``preempt_*`` rows,
+    :meth:`sim.host_terms.HostTerms.gate_preempt_p`; never where it lacks them); False:
+    never.
     """
 
     batch_size: int = 8
@@ -208,6 +221,7 @@ class SimConfig:
     state_sigma: float | None = None
     state_rho: float = 0.0
     state_window_s: float = 0.1
+    gate_preempt: bool = True
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SimConfigError:

@@ -108,6 +108,7 @@ class SharedHost:
         self._held: dict[int, float] = {}  # thread -> its share of the speed under the draw
         self._spell = 1.0  # the current spell's factor on wall times
         self._state = 1.0  # the machine state's factor on wall times
+        self._holder: int | None = None  # a thread that took the host whole for its job
 
     @property
     def speed(self) -> float:
@@ -132,6 +133,8 @@ class SharedHost:
         """Speed of ``thread`` now: the host's speed alone, times its rate with company."""
         if len(self._left) <= 1:
             return self._speed
+        if self._holder is not None:
+            return self._speed if thread == self._holder else 0.0
         if self._held:
             return self._speed * self._held[thread]
         return self._speed * self._even_rate(thread)
@@ -172,14 +175,22 @@ class SharedHost:
             self._held = {first: 0.0, second: 1.0}
 
     def work(
-        self, thread: int, seconds: float, contention_s: float | None = None
+        self,
+        thread: int,
+        seconds: float,
+        contention_s: float | None = None,
+        whole: bool = False,
     ) -> Generator[simpy.Event, None, None]:
         """``seconds`` of isolated work; ``contention_s``: the wall time company adds to this
         whole job (then its rate with company is ``W / (W + speed·contention_s)``), else
-        the thread's fixed rate applies."""
+        the thread's fixed rate applies. ``whole``: the job takes the host whole, running
+        alone while every other thread waits until it ends (a woken gate preempting a
+        worker, :meth:`~sim.host_terms.HostTerms.gate_preempt_p`)."""
         if seconds <= 0:
             return
         self._advance()
+        if whole:
+            self._holder = thread
         self._left[thread] = seconds
         if contention_s is None:
             self._shared.pop(thread, None)
@@ -189,6 +200,10 @@ class SharedHost:
         self._draw_holder()
         self._replan()
         yield done
+
+    def active(self) -> list[int]:
+        """The threads with a job on the host now."""
+        return list(self._left)
 
     def delay_active(self, gate_s: float, worker_s: float) -> None:
         """Add to each thread now at work the work it would do in ``gate_s`` / ``worker_s`` of
@@ -230,6 +245,8 @@ class SharedHost:
         for t in sorted(finished):
             del self._left[t]
             self._done.pop(t).succeed()
+            if t == self._holder:
+                self._holder = None
         self._draw_holder()
         self._replan()
 
@@ -255,7 +272,10 @@ def simulate_host(
     falls outside), so two to four runs usually suffice.
     """
     if not host.duty:
-        return _simulate_at(config, table, workload, host, 1.0, None)[0]
+        result, duty = _simulate_at(config, table, workload, host, 1.0, None)
+        if _preempts(config, host):  # the preemption follows the run's duty: known now
+            result = _simulate_at(config, table, workload, host, 1.0, duty)[0]
+        return result
     lo, hi = min(host.duty_speed), 1.0
     speed = hi
     duty = None
@@ -264,7 +284,7 @@ def simulate_host(
         first, duty = duty is None, last
         gap = host.speed_at_duty(duty) - speed
         if abs(gap) <= SPEED_TOLERANCE or (speed == 1.0 and gap >= 0):
-            if first and host.duty_chain_s:  # the spells follow the run's duty: known now
+            if first and (host.duty_chain_s or _preempts(config, host)):  # both follow the duty
                 result = _simulate_at(config, table, workload, host, speed, duty)[0]
             return result
         if gap > 0:
@@ -276,6 +296,11 @@ def simulate_host(
         guess = _local_root(host, duty * speed, lo, hi)
         speed = guess if lo < guess < hi else 0.5 * (lo + hi)
     return result
+
+
+def _preempts(config: SimConfig, host: HostTerms) -> bool:
+    """Whether the run's gate may take the host whole (measured, and not switched off)."""
+    return config.gate_preempt and bool(host.preempt_p)
 
 
 def _local_root(host: HostTerms, busy_times_speed: float, lo: float, hi: float) -> float:
@@ -297,9 +322,11 @@ def _simulate_at(
     workload: Workload,
     host: HostTerms,
     speed: float,
-    spell_duty: float | None,
+    duty: float | None,
 ) -> tuple[RunResult, float]:
     """One run with the host at ``speed``; returns it and the host's duty (busy ÷ span).
+    ``duty``: the run's duty as far as known (None: not yet), at which the spells and the
+    gate's preemption are taken.
 
     Follows §1–§5 otherwise, with one difference of detail: events at exactly
     the same instant (a flush deadline and a gate-done, two devices' answers)
@@ -333,6 +360,8 @@ def _simulate_at(
     waker_busy = [False] * n_dev  # the gate went straight on to a gate after waking it
     cold = [0.0] * n_dev  # wall time a woken worker's next step pays for its cold start
     cold_gather = [0.0] * n_dev  # the part of it in that step's gather
+    preempt_draw = streams(config.seed)["preempt"]
+    preempt_p = 0.0 if duty is None or not config.gate_preempt else host.gate_preempt_p(duty)
     b_expert: list[int] = []
     b_kind: list[int] = []
     b_formed: list[float] = []
@@ -372,14 +401,19 @@ def _simulate_at(
 
     def gate() -> Generator[simpy.Event, None, None]:
         free_since = 0.0  # when the gate last finished a request
+        holds = False  # the gate thread took the host whole when last woken: kept until it waits
         for i in range(n):
             if arrival[i] > env.now:  # the gate waits on its inbox: the arrival must wake it
                 waited = arrival[i] - free_since
                 yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
+                holds = preempts()
             gate_start[i] = env.now
             gate_job[0] = env.event()
             yield from cpu.work(
-                GATE, config.gate_latency_s + host.gate_overhead_s, host.gate_contention_s
+                GATE,
+                config.gate_latency_s + host.gate_overhead_s,
+                host.gate_contention_s,
+                whole=holds,
             )
             gate_done[i] = env.now
             gate_job[0].succeed()
@@ -400,6 +434,13 @@ def _simulate_at(
             ev = wake[d]
             if ev is not None and not ev.triggered:
                 ev.succeed()
+
+    def preempts() -> bool:
+        """Whether the gate, woken now, takes the host whole from the workers at work: drawn
+        with the probability at the run's duty (HostTerms.gate_preempt_p)."""
+        if preempt_p <= 0 or all(t == GATE for t in cpu.active()):
+            return False
+        return float(preempt_draw.random()) < preempt_p
 
     def worker(d: int) -> Generator[simpy.Event, None, None]:
         while True:
@@ -458,7 +499,7 @@ def _simulate_at(
                 yield env.timeout(t - env.now)
             cpu.delay_active(host.arrival_penalty_gate_s, host.arrival_penalty_worker_s)
 
-    spell = None if spell_duty is None else host.spell_at_duty(spell_duty)
+    spell = None if duty is None else host.spell_at_duty(duty)
 
     def spells(window_s: float, p10: float, p90: float) -> Generator[simpy.Event, None, None]:
         """The machine's spells: a new factor on every step's wall time each window (one

@@ -20,6 +20,7 @@ from traces.profile import (
     STATE_BLOCK_S,
     STATE_WINDOW,
     LatencyProfile,
+    preempt_curve,
     state_sigma,
 )
 
@@ -57,7 +58,10 @@ class HostTerms:
     around the gate call (per request), around a batch's gather and expert
     (per batch) and around a request's collect and combine (per completion);
     ``state``: the machine's state process fitted to the profile's ``state_window`` rows
-    (:mod:`sim.machine_state`; None: the profile did not measure it).
+    (:mod:`sim.machine_state`; None: the profile did not measure it);
+    ``preempt_p[i]``: the probability that a gate woken while a worker is at work takes the
+    host whole (runs alone, the worker waits until the gate's job ends) on a host busy
+    ``preempt_duty[i]`` of the time (increasing, interpolated, flat outside; empty: never).
     """
 
     dispatch_s: np.ndarray
@@ -87,6 +91,9 @@ class HostTerms:
     worker_contention_s: tuple[float, ...] = ()
     # the machine's state measured by hw profile (``state_window`` rows), fitted; None: none
     state: MachineState | None = None
+    # a woken gate taking the host whole from a worker at work (``preempt_*`` rows); empty: never
+    preempt_duty: tuple[float, ...] = ()
+    preempt_p: tuple[float, ...] = ()
 
     def worker_contention(self, job: int) -> float | None:
         """Additive contention of a worker's job 0 (dispatch), 1 (expert), 2 (combine)."""
@@ -118,6 +125,11 @@ class HostTerms:
         if self.wake_handoff_s:
             return _at(waited_s, self.wake_idle_s, self.wake_handoff_s)
         return _at(waited_s, self.handoff_idle_s, self.handoff_worker_s)
+
+    def gate_preempt_p(self, duty: float) -> float:
+        """Probability that a woken gate takes the host whole from a worker at work, on a
+        host busy ``duty`` of the time (0 without the curve)."""
+        return _at(duty, self.preempt_duty, self.preempt_p)
 
     @property
     def shares_lock(self) -> bool:
@@ -195,6 +207,15 @@ class HostTerms:
             )
         if list(self.wake_idle_s) != sorted(self.wake_idle_s):
             raise SimConfigError("host model: wake idle times must increase")
+        if (
+            len(self.preempt_p) != len(self.preempt_duty)
+            or any(not 0.0 <= p <= 1.0 for p in self.preempt_p)
+            or any(not 0.0 <= u <= 1.0 for u in self.preempt_duty)
+            or list(self.preempt_duty) != sorted(self.preempt_duty)
+        ):
+            raise SimConfigError(
+                "host model: one preemption probability in [0, 1] per duty, duties increasing"
+            )
 
     @classmethod
     def neutral(cls, max_batch: int) -> HostTerms:
@@ -242,7 +263,10 @@ class HostTerms:
         ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``; none
         measured: 0). The machine's state is fitted to the ``state_window`` rows
         (σ_w = ln(p90 / p10) / 2.563 per window length, within blocks of
-        ``traces.profile.STATE_BLOCK_S``; :func:`sim.machine_state.fit_state`).
+        ``traces.profile.STATE_BLOCK_S``; :func:`sim.machine_state.fit_state`). The gate's
+        preemption per level of load is the ``preempt_held`` gates' share of those counted
+        (``samples`` of ``preempt_held`` and ``preempt_shared``), at the level's duty
+        busy ÷ (busy + idle) from its ``preempt_busy`` row (``hw.profiling.preemption``).
         """
         got = {c: profile.component_latency_s(c) for c in HOST_COMPONENTS}
         if any(v is None for v in got.values()):
@@ -333,7 +357,18 @@ class HostTerms:
             arrival_penalty_gate_s=float(over["arrival_penalty_gate"] or 0.0),
             arrival_penalty_worker_s=float(over["arrival_penalty_worker"] or 0.0),
             state=_state(comps),
+            **_preempt(comps),
         )
+
+
+def _preempt(comps: pl.DataFrame | None) -> dict[str, tuple[float, ...]]:
+    """``preempt_duty`` and ``preempt_p`` from the profile's ``preempt_*`` rows (empty
+    without them; :func:`traces.profile.preempt_curve`)."""
+    levels = [] if comps is None else preempt_curve(comps)
+    return {
+        "preempt_duty": tuple(u for u, _ in levels),
+        "preempt_p": tuple(p for _, p in levels),
+    }
 
 
 def _state(comps: pl.DataFrame | None) -> MachineState | None:

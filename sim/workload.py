@@ -20,7 +20,8 @@ __all__ = ["Workload", "make_workload", "popularity", "streams"]
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
     """Independent generators per purpose, so adding a draw never shifts another."""
-    names = ("arrivals", "k", "experts", "service", "host", "lock", "state")  # append only
+    # append only
+    names = ("arrivals", "k", "experts", "service", "host", "lock", "state", "preempt")
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(s) for n, s in zip(names, children, strict=True)}
 

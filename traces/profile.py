@@ -35,6 +35,10 @@ __all__ = [
     "LOOP_COMPONENTS",
     "NOISY_PROFILE",
     "OPTIONAL_COLUMNS",
+    "PREEMPT_BUSY",
+    "PREEMPT_COMPONENTS",
+    "PREEMPT_HELD",
+    "PREEMPT_SHARED",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
     "SPEED_PROBE",
@@ -46,6 +50,7 @@ __all__ = [
     "ProfileExtrapolationWarning",
     "meta_path",
     "noisy_profile_note",
+    "preempt_curve",
     "profile_from_frame",
     "profile_variation",
     "read_profile",
@@ -125,9 +130,17 @@ Z90 = 1.2815515655446004  # the standard normal's p90: a state row's p90 / p10 =
 # the state rows' block: what moves slower than this, the per-B speed probe of hw serve
 # already gives sim check (a B's run lasts 2-8 s at 250-1000 req/s)
 STATE_BLOCK_S = 5.0
+# a woken gate taking the host whole from a worker at work: per level of load (``idle_s`` the
+# level's idle time per request), the gate's wall time when it held the host (the worker step
+# it started in ended after it) and when it shared it, ``samples`` how many of each, and the
+# work per request (hw.profiling.preemption; optional: older profiles lack them)
+PREEMPT_HELD = "preempt_held"
+PREEMPT_SHARED = "preempt_shared"
+PREEMPT_BUSY = "preempt_busy"
+PREEMPT_COMPONENTS = (PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_BUSY)
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
-    *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,
+    *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW, *PREEMPT_COMPONENTS,
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
@@ -136,6 +149,33 @@ PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
 def state_sigma(p10_s: np.ndarray, p90_s: np.ndarray) -> np.ndarray:
     """The state's spread σ (log) that ``state_window`` rows with these p10 / p90 record."""
     return np.log(np.asarray(p90_s) / np.asarray(p10_s)) / (2 * Z90)
+
+
+def preempt_curve(steps: pl.DataFrame) -> list[tuple[float, float]]:
+    """The gate's preemption per level of load from a steps frame's ``preempt_*`` rows, as
+    (duty, probability) by increasing duty (empty without them): per level (``idle_s``), the
+    held gates' share of those counted (``samples``), at the duty busy ÷ (busy + idle) of
+    its ``preempt_busy`` row. A level where no gate was counted has no point."""
+    if "component" not in steps.columns:
+        return []
+    rows = steps.filter(pl.col("component").is_in(PREEMPT_COMPONENTS))
+    if rows.height == 0:
+        return []
+    if {"samples", "idle_s"} - set(rows.columns) or any(
+        rows[c].null_count() for c in ("samples", "idle_s")
+    ):
+        raise ProfileError("preempt rows need idle_s and samples")
+    levels = []
+    for (idle,), level in rows.group_by("idle_s", maintain_order=True):
+        count = dict(zip(level["component"], level["samples"], strict=True))
+        busy = level.filter(pl.col("component") == PREEMPT_BUSY)["latency_s"]
+        if busy.len() != 1 or not busy[0] > 0 or not float(idle) >= 0:
+            raise ProfileError("each preempt level needs one preempt_busy row > 0 at idle_s >= 0")
+        held = count.get(PREEMPT_HELD, 0)
+        seen = held + count.get(PREEMPT_SHARED, 0)
+        if seen > 0:
+            levels.append((float(busy[0]) / (float(busy[0]) + float(idle)), held / seen))
+    return sorted(levels)
 
 
 class ProfileError(FormatError):

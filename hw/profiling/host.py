@@ -55,6 +55,9 @@ simulator's shared-host model.
 - ``state_window`` (``idle_s`` = a window length): the machine's state, how far every
   step's speed moves over windows of that length, from the same two-thread chain after
   2 ms gaps (:mod:`hw.profiling.host_state`).
+- ``preempt_held`` / ``preempt_shared`` / ``preempt_busy`` (``idle_s`` = a level's idle time
+  per request): how often a woken gate takes the host whole from a worker at work, per level
+  of load, from the server's two threads fed open loop (:mod:`hw.profiling.preemption`).
 - the server's own loops (``gate_overhead``, ``batch_overhead``,
   ``completion_overhead``) and the load generator's per-arrival penalties
   (``arrival_penalty_gate``, ``arrival_penalty_worker``):
@@ -94,6 +97,7 @@ import torch
 
 from hw.profiling.host_state import STATE_GAP_S, state_rows, state_samples
 from hw.profiling.model import ServedModel
+from hw.profiling.preemption import level_rows, preempt_levels
 from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
 from hw.profiling.speed_probe import PROBE_GAP_S, probe_samples
 from hw.timing import LatencyStats, gc_paused, measure_samples
@@ -130,6 +134,7 @@ class HostTiming:
     duty_visits: int = 3  # ... and visits of each level
     speed_probe_s: float = 0.0  # the speed probe's phase, visited among the duty levels
     state_s: float = 0.0  # the machine's state: seconds of chains (hw.profiling.host_state)
+    preempt_pairs: int = 0  # the gate's preemption: pairs per level (hw.profiling.preemption)
 
 
 def dispatch_call(
@@ -542,6 +547,13 @@ def measure_host(
                         )
                     state = state_rows(starts, gates)
             found.update(chain_curves(levels))
+            preempt: list[tuple[str, float, LatencyStats]] = []
+            if timing.preempt_pairs > 0:
+                with gc_paused():
+                    for level in preempt_levels(
+                        gate, (*[take, run] * k, completion), pairs=timing.preempt_pairs, seed=seed
+                    ):
+                        preempt += [(c, idle, st) for c, (idle, st) in level_rows(level).items()]
             if probed:
                 found[(SPEED_PROBE, PROBE_GAP_S)] = probed
             with _queue_handoff() as to_gate, _notify_handoff() as to_worker:
@@ -564,6 +576,7 @@ def measure_host(
         (c, k if c == "duty_threads" else 1, idle, LatencyStats.from_samples(s))
         for (c, idle), s in found.items()
     ]
+    rows += [(c, 1, idle, st) for c, idle, st in preempt]
     return rows + [(STATE_WINDOW, 1, w, st) for w, st in state.items()]
 
 

@@ -24,6 +24,7 @@ from hw.profiling.errors import ProfilingError
 from hw.profiling.host import HostTiming, dispatch_call, measure_host
 from hw.profiling.host_state import STATE_S
 from hw.profiling.model import DTYPES, ServedModel, device_label, model_from_spec, resolve_device
+from hw.profiling.preemption import PREEMPT_PAIRS
 from hw.profiling.speed_probe import PROBE_S
 from hw.timing import LatencyStats, measure_samples
 from traces.profile import profile_from_frame
@@ -60,7 +61,9 @@ class ProfileConfig:
     duty curve's, pooled into one ``speed_probe`` row (0: none), for ``sim check`` to
     compare the host's state during a measured run with its state here; and ``state_s``
     seconds of the two-thread chain for the machine's state over time, ``state_window``
-    rows (:mod:`hw.profiling.host_state`; 0: none).
+    rows (:mod:`hw.profiling.host_state`; 0: none); and ``preempt_pairs`` pairs of requests
+    per level of load for how often a woken gate takes the host whole from a worker at work,
+    ``preempt_*`` rows (:mod:`hw.profiling.preemption`; 0: none).
     """
 
     model: dict[str, Any] = field(default_factory=dict)
@@ -84,6 +87,7 @@ class ProfileConfig:
     duty_visits: int = 3
     speed_probe_s: float = PROBE_S
     state_s: float = STATE_S
+    preempt_pairs: int = PREEMPT_PAIRS
 
     def __post_init__(self) -> None:
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
@@ -107,6 +111,8 @@ class ProfileConfig:
             raise ProfilingError(f"--speed-probe-s must be >= 0, got {self.speed_probe_s}")
         if not 0 <= self.state_s < float("inf"):
             raise ProfilingError(f"--state-s must be >= 0 and finite, got {self.state_s}")
+        if self.preempt_pairs < 0:
+            raise ProfilingError(f"--preempt-pairs must be >= 0, got {self.preempt_pairs}")
         object.__setattr__(self, "batch_sizes", tuple(sorted(set(self.batch_sizes))))
 
 
@@ -238,6 +244,7 @@ def run_profile(
                 duty_visits=cfg.duty_visits,
                 speed_probe_s=cfg.speed_probe_s,
                 state_s=cfg.state_s,
+                preempt_pairs=cfg.preempt_pairs,
             )
             host = measure_host(served, timing, torch.Generator().manual_seed(cfg.seed + 1))
     finally:

@@ -138,6 +138,13 @@ def profile_cmd(
             "how the machine's speed moves over 0.1-1 s windows (sim's state process; 0: none)."
         ),
     ] = 30.0,
+    preempt_pairs: Annotated[
+        int,
+        typer.Option(
+            help="CPU host terms: pairs of requests per level of load that measure how often "
+            "a woken gate takes the host whole from a worker at work (0: none)."
+        ),
+    ] = 600,
     rounds: Annotated[
         int, typer.Option(help="Round-robin visits of every point within a pass.")
     ] = 4,
@@ -194,6 +201,7 @@ def profile_cmd(
         duty_visits=duty_visits,
         speed_probe_s=speed_probe_s,
         state_s=state_s,
+        preempt_pairs=preempt_pairs,
     )
     job = None
     if slurm is not None:
@@ -232,7 +240,13 @@ def _host_terms_line(frame: Any) -> str:
     empty when this profile did not measure them (GPU, or ``host_terms=False``)."""
     import polars as pl
 
-    from traces.profile import LOOP_COMPONENTS, SPEED_PROBE, STATE_WINDOW, state_sigma
+    from traces.profile import (
+        LOOP_COMPONENTS,
+        SPEED_PROBE,
+        STATE_WINDOW,
+        preempt_curve,
+        state_sigma,
+    )
 
     at1 = frame.filter(pl.col("batch_size") == 1)
     if "idle_s" in at1.columns:
@@ -299,6 +313,9 @@ def _host_terms_line(frame: Any) -> str:
             f", machine state σ {'/'.join(f'{x:.2f}' for x in sigma)} over "
             f"{'/'.join(f'{w:g}' for w in state['idle_s'])} s windows"
         )
+    levels = preempt_curve(frame)
+    if levels:  # the gate's preemption per level of load (newer profiles)
+        line += ", gate preemption " + ", ".join(f"{p:.2f} at duty {u:.2f}" for u, p in levels)
     return line
 
 

@@ -29,7 +29,7 @@ runner = CliRunner()
 TINY = {"n_experts": 2, "d_model": 8, "expert_hidden": 8, "seed": 0}
 FAST = dict(
     warmup=1, min_calls=3, min_time_s=0.0, repeats=2, idle_calls=3, duty_phase_s=0.04,
-    speed_probe_s=0.03, state_s=0.4,
+    speed_probe_s=0.03, state_s=0.4, preempt_pairs=8,
 )  # fmt: skip
 
 
@@ -153,10 +153,20 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     row each (the duty and hand-off curves one row per idle level), and the simulator reads
     them back into rates and curves it can use."""
     from hw.profiling.host import IDLE_S
+    from hw.profiling.preemption import PREEMPT_GAPS_S
     from hw.profiling.speed_probe import PROBE_GAP_S
     from sim.host_terms import HOST_COMPONENTS, HostTerms
     from sim.machine_state import fit_state
-    from traces.profile import SPEED_PROBE, STATE_BLOCK_S, STATE_WINDOW, Z90
+    from traces.profile import (
+        PREEMPT_BUSY,
+        PREEMPT_HELD,
+        PREEMPT_SHARED,
+        SPEED_PROBE,
+        STATE_BLOCK_S,
+        STATE_WINDOW,
+        Z90,
+        preempt_curve,
+    )
 
     _short_state_blocks(monkeypatch)
     res = run_profile(ProfileConfig(model=TINY, batch_sizes=(1, 4), **FAST))
@@ -168,9 +178,20 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     hand_offs = ("handoff_gate", "handoff_worker")
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step",
              "chain_first_gather", "chain_next_gather")  # fmt: skip
-    assert set(curves["component"].to_list()) == {
-        "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW
+    found = set(curves["component"].to_list())
+    assert {"duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY} <= found
+    assert found - {PREEMPT_HELD, PREEMPT_SHARED} == {
+        "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY
     }  # fmt: skip
+    # the gate's preemption: per level of load its work per request over 8 pairs, and the
+    # gates counted (held or shared) at most the pairs' second gates
+    busy = curves.filter(curves["component"] == PREEMPT_BUSY)
+    assert busy.height == len(PREEMPT_GAPS_S) and (busy["samples"] == 8).all()
+    assert (busy["latency_s"] > 0).all() and (busy["idle_s"] >= 0).all()
+    counted = curves.filter(curves["component"].is_in([PREEMPT_HELD, PREEMPT_SHARED]))
+    assert set(counted["idle_s"].to_list()) <= set(busy["idle_s"].to_list())
+    for (idle,), level in counted.group_by("idle_s"):
+        assert 1 <= level["samples"].sum() <= 16, idle
     # the machine's state: 0.4 s of chains fill two 0.2 s blocks of two 0.1 s windows each
     state = curves.filter(curves["component"] == STATE_WINDOW)
     assert state["idle_s"].to_list() == [0.1] and state["samples"][0] >= 2
@@ -218,6 +239,11 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     # the state process sim fits to the one window's spread (none if it showed none)
     spread = float(np.log(state["latency_p90_s"][0] / state["latency_p10_s"][0]) / (2 * Z90))
     assert terms.state == fit_state((0.1,), (spread,), STATE_BLOCK_S)
+    curve = preempt_curve(f)  # one point per level where a gate was counted
+    assert len(curve) == len(set(counted["idle_s"].to_list()))
+    assert list(terms.preempt_duty) == [u for u, _ in curve]
+    assert list(terms.preempt_p) == [p for _, p in curve]
+    assert all(0 < u <= 1 and 0 <= p <= 1 for u, p in curve)
     from traces.profile import LOOP_COMPONENTS
 
     for comp in LOOP_COMPONENTS:  # the server's own loops and the generator's penalties
@@ -342,7 +368,8 @@ def test_unknown_expert_in_profile_is_an_error() -> None:
 
 ARGS = ["--experts", "2", "--d-model", "8", "--expert-hidden", "8", "--batch-sizes", "1,2",
         "--min-calls", "3", "--min-time-s", "0", "--warmup", "1", "--idle-calls", "3",
-        "--duty-phase-s", "0.04", "--speed-probe-s", "0.03", "--state-s", "0.4"]  # fmt: skip
+        "--duty-phase-s", "0.04", "--speed-probe-s", "0.03", "--state-s", "0.4",
+        "--preempt-pairs", "8"]  # fmt: skip
 
 
 def test_cli_writes_profile_and_how_it_was_measured(
@@ -358,8 +385,12 @@ def test_cli_writes_profile_and_how_it_was_measured(
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
     # completion pair; 8 idle curves (duty, 2 hand-offs, the chain's hand-off and first and
     # next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
-    # the speed probe; the machine's state over 0.1 s windows (in 0.2 s blocks here)
-    assert doc["rows"] == 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1 + 1
+    # the speed probe; the machine's state over 0.1 s windows (in 0.2 s blocks here); the
+    # gate's preemption: a busy row per level of load, and a held and a shared row at most
+    from hw.profiling.preemption import PREEMPT_GAPS_S
+
+    fixed = 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1 + 1 + len(PREEMPT_GAPS_S)
+    assert fixed <= doc["rows"] <= fixed + 2 * len(PREEMPT_GAPS_S)
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
@@ -390,6 +421,7 @@ def test_cli_writes_profile_and_how_it_was_measured(
         (["--duty-visits", "0"], "--duty-visits"),
         (["--speed-probe-s", "-1"], "--speed-probe-s"),
         (["--state-s", "-1"], "--state-s"),
+        (["--preempt-pairs", "-1"], "--preempt-pairs"),
     ],
 )
 def test_cli_bad_arguments_are_one_line_and_write_nothing(
