@@ -23,7 +23,11 @@ predicted. Hand-built terms without E use fixed rates ``gate_rate`` and
 both threads keep those rates throughout an overlap; with ``whole`` they are the
 threads' expected speeds at each draw of who wins the interpreter lock whole (at
 each start or end of a job, :meth:`SharedHost._draw_holder`), so that a worker's
-steps can wait out several gates in a row.
+steps can wait out several gates in a row. Apart from either, a gate woken while a
+worker has a job may take the host whole (:meth:`SharedHost.work` with ``whole``): with
+the probability ``hw profile`` measured at the run's duty
+(:meth:`~sim.host_terms.HostTerms.gate_preempt_p`), it runs alone and every other thread
+waits, until the gate thread next waits on its inbox.
 
 The host's speed depends on how busy it is: measured isolated costs are those
 of a host kept busy, and a host busy a fraction u of the time runs its steps
@@ -109,6 +113,7 @@ class SharedHost:
         self._spell = 1.0  # the current spell's factor on wall times
         self._state = 1.0  # the machine state's factor on wall times
         self._holder: int | None = None  # a thread that took the host whole for its job
+        self.held_speed = 1.0  # its speed over the host's (HostTerms.gate_held_speed)
 
     @property
     def speed(self) -> float:
@@ -134,7 +139,7 @@ class SharedHost:
         if len(self._left) <= 1:
             return self._speed
         if self._holder is not None:
-            return self._speed if thread == self._holder else 0.0
+            return self._speed * self.held_speed if thread == self._holder else 0.0
         if self._held:
             return self._speed * self._held[thread]
         return self._speed * self._even_rate(thread)
@@ -362,6 +367,8 @@ def _simulate_at(
     cold_gather = [0.0] * n_dev  # the part of it in that step's gather
     preempt_draw = streams(config.seed)["preempt"]
     preempt_p = 0.0 if duty is None or not config.gate_preempt else host.gate_preempt_p(duty)
+    if duty is not None:
+        cpu.held_speed = host.gate_held_speed(duty)
     b_expert: list[int] = []
     b_kind: list[int] = []
     b_formed: list[float] = []

@@ -6,7 +6,7 @@ them without an import cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -61,7 +61,9 @@ class HostTerms:
     (:mod:`sim.machine_state`; None: the profile did not measure it);
     ``preempt_p[i]``: the probability that a gate woken while a worker is at work takes the
     host whole (runs alone, the worker waits until the gate's job ends) on a host busy
-    ``preempt_duty[i]`` of the time (increasing, interpolated, flat outside; empty: never).
+    ``preempt_duty[i]`` of the time (increasing, interpolated, flat outside; empty: never);
+    ``preempt_speed[i]``: the speed of a gate holding the host, over the host's speed, on a
+    host busy ``preempt_speed_duty[i]`` of the time (interpolated, flat outside; empty: 1).
     """
 
     dispatch_s: np.ndarray
@@ -94,6 +96,8 @@ class HostTerms:
     # a woken gate taking the host whole from a worker at work (``preempt_*`` rows); empty: never
     preempt_duty: tuple[float, ...] = ()
     preempt_p: tuple[float, ...] = ()
+    preempt_speed_duty: tuple[float, ...] = ()
+    preempt_speed: tuple[float, ...] = ()
 
     def worker_contention(self, job: int) -> float | None:
         """Additive contention of a worker's job 0 (dispatch), 1 (expert), 2 (combine)."""
@@ -130,6 +134,13 @@ class HostTerms:
         """Probability that a woken gate takes the host whole from a worker at work, on a
         host busy ``duty`` of the time (0 without the curve)."""
         return _at(duty, self.preempt_duty, self.preempt_p)
+
+    def gate_held_speed(self, duty: float) -> float:
+        """A gate holding the host runs this many times the host's speed at ``duty`` (the
+        core it takes is warm: at low duty faster than the duty speed; 1 without the curve)."""
+        if not self.preempt_speed:
+            return 1.0
+        return _at(duty, self.preempt_speed_duty, self.preempt_speed)
 
     @property
     def shares_lock(self) -> bool:
@@ -215,6 +226,14 @@ class HostTerms:
         ):
             raise SimConfigError(
                 "host model: one preemption probability in [0, 1] per duty, duties increasing"
+            )
+        if (
+            len(self.preempt_speed) != len(self.preempt_speed_duty)
+            or any(not v > 0 for v in self.preempt_speed)
+            or list(self.preempt_speed_duty) != sorted(self.preempt_speed_duty)
+        ):
+            raise SimConfigError(
+                "host model: one held gate's speed > 0 per duty, duties increasing"
             )
 
     @classmethod
@@ -328,7 +347,7 @@ class HostTerms:
             extra_c = max(0.0, float(pair[1]) - float(pair[0]))
         else:  # older profiles: the worker step's per unit of cost
             extra_c = extra_w * combine_cost / worker
-        return cls(
+        terms = cls(
             gate_contention_s=max(0.0, v["gate_contended"] - v["gate_alone"]),
             worker_contention_s=(
                 extra_w * float(dispatch[1]) / worker,
@@ -357,17 +376,38 @@ class HostTerms:
             arrival_penalty_gate_s=float(over["arrival_penalty_gate"] or 0.0),
             arrival_penalty_worker_s=float(over["arrival_penalty_worker"] or 0.0),
             state=_state(comps),
-            **_preempt(comps),
+            **_preempt(comps, profile.source),
         )
+        return _with_held_speed(terms, comps, profile.source, gate)
 
 
-def _preempt(comps: pl.DataFrame | None) -> dict[str, tuple[float, ...]]:
+def _with_held_speed(
+    terms: HostTerms, comps: pl.DataFrame | None, source: str, gate: float | None
+) -> HostTerms:
+    """``terms`` with the held gate's speed per level where gates held: the profile's gate
+    (timed back to back: speed 1) over the held gates' median wall time, over the duty
+    speed at the level's duty."""
+    if comps is None or gate is None:
+        return terms
+    held = [pt for pt in preempt_curve(comps, source) if pt.held_s is not None]
+    if not held:
+        return terms
+    return replace(
+        terms,
+        preempt_speed_duty=tuple(pt.duty for pt in held),
+        preempt_speed=tuple(
+            gate / pt.held_s / terms.speed_at_duty(pt.duty) for pt in held if pt.held_s
+        ),
+    )
+
+
+def _preempt(comps: pl.DataFrame | None, source: str) -> dict[str, tuple[float, ...]]:
     """``preempt_duty`` and ``preempt_p`` from the profile's ``preempt_*`` rows (empty
     without them; :func:`traces.profile.preempt_curve`)."""
-    levels = [] if comps is None else preempt_curve(comps)
+    levels = [] if comps is None else preempt_curve(comps, source)
     return {
-        "preempt_duty": tuple(u for u, _ in levels),
-        "preempt_p": tuple(p for _, p in levels),
+        "preempt_duty": tuple(pt.duty for pt in levels),
+        "preempt_p": tuple(pt.p for pt in levels),
     }
 
 

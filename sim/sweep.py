@@ -24,6 +24,8 @@ a scalar is fixed; ``B`` also takes the ``1..64`` range syntax)::
     state_rho = 0.7               # lag-one correlation and window of its AR(1) (default: the
                                   # profile's measured process; 0 = none)
     state_window_s = 0.1
+    gate_preempt = [true, false]  # a woken gate taking the host whole (sim run
+                                  # --host-preempt; default: as the profile measured)
     [slurm]                       # only read with --slurm (dask-jobqueue SLURMCluster)
     jobs = 4
     queue = "shared"
@@ -121,6 +123,7 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "state_sigma": ("state_sigma", float),
     "state_rho": ("state_rho", float),
     "state_window_s": ("state_window_s", float),
+    "gate_preempt": ("gate_preempt", _boolean),
 }
 
 

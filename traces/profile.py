@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -39,6 +40,7 @@ __all__ = [
     "PREEMPT_COMPONENTS",
     "PREEMPT_HELD",
     "PREEMPT_SHARED",
+    "PREEMPT_WALL",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
     "SPEED_PROBE",
@@ -46,6 +48,7 @@ __all__ = [
     "STATE_WINDOW",
     "Z90",
     "LatencyProfile",
+    "PreemptPoint",
     "ProfileError",
     "ProfileExtrapolationWarning",
     "meta_path",
@@ -131,13 +134,15 @@ Z90 = 1.2815515655446004  # the standard normal's p90: a state row's p90 / p10 =
 # already gives sim check (a B's run lasts 2-8 s at 250-1000 req/s)
 STATE_BLOCK_S = 5.0
 # a woken gate taking the host whole from a worker at work: per level of load (``idle_s`` the
-# level's idle time per request), the gate's wall time when it held the host (the worker step
-# it started in ended after it) and when it shared it, ``samples`` how many of each, and the
-# work per request (hw.profiling.preemption; optional: older profiles lack them)
+# level's mean idle gap, naming it), the gate's wall time when it held the host (the worker
+# step it started in ended after it) and when it shared it, ``samples`` how many of each; the
+# time some thread was at work and the level's wall time, per request (their ratio is the
+# level's duty) (hw.profiling.preemption; optional: older profiles lack them)
 PREEMPT_HELD = "preempt_held"
 PREEMPT_SHARED = "preempt_shared"
 PREEMPT_BUSY = "preempt_busy"
-PREEMPT_COMPONENTS = (PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_BUSY)
+PREEMPT_WALL = "preempt_wall"
+PREEMPT_COMPONENTS = (PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_BUSY, PREEMPT_WALL)
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
     *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW, *PREEMPT_COMPONENTS,
@@ -151,11 +156,21 @@ def state_sigma(p10_s: np.ndarray, p90_s: np.ndarray) -> np.ndarray:
     return np.log(np.asarray(p90_s) / np.asarray(p10_s)) / (2 * Z90)
 
 
-def preempt_curve(steps: pl.DataFrame) -> list[tuple[float, float]]:
-    """The gate's preemption per level of load from a steps frame's ``preempt_*`` rows, as
-    (duty, probability) by increasing duty (empty without them): per level (``idle_s``), the
-    held gates' share of those counted (``samples``), at the duty busy ÷ (busy + idle) of
-    its ``preempt_busy`` row. A level where no gate was counted has no point."""
+class PreemptPoint(NamedTuple):
+    """One level of the gate's preemption: its duty, the share of the counted gates that
+    held the host, and the held gates' median wall time (None: none held)."""
+
+    duty: float
+    p: float
+    held_s: float | None
+
+
+def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[PreemptPoint]:
+    """The gate's preemption per level of load from a steps frame's ``preempt_*`` rows, by
+    increasing duty (empty without them): per level (``idle_s``), the held gates' share of
+    those counted (``samples``) and their median wall time, at the duty busy ÷ wall of its
+    ``preempt_busy`` and ``preempt_wall`` rows. A level where no gate was counted has no
+    point."""
     if "component" not in steps.columns:
         return []
     rows = steps.filter(pl.col("component").is_in(PREEMPT_COMPONENTS))
@@ -164,18 +179,27 @@ def preempt_curve(steps: pl.DataFrame) -> list[tuple[float, float]]:
     if {"samples", "idle_s"} - set(rows.columns) or any(
         rows[c].null_count() for c in ("samples", "idle_s")
     ):
-        raise ProfileError("preempt rows need idle_s and samples")
+        raise ProfileError(source, "preempt_*", "rows need idle_s and samples")
     levels = []
     for (idle,), level in rows.group_by("idle_s", maintain_order=True):
         count = dict(zip(level["component"], level["samples"], strict=True))
-        busy = level.filter(pl.col("component") == PREEMPT_BUSY)["latency_s"]
-        if busy.len() != 1 or not busy[0] > 0 or not float(idle) >= 0:
-            raise ProfileError("each preempt level needs one preempt_busy row > 0 at idle_s >= 0")
+        busy, wall = (
+            level.filter(pl.col("component") == c)["latency_s"]
+            for c in (PREEMPT_BUSY, PREEMPT_WALL)
+        )
+        if busy.len() != 1 or wall.len() != 1 or not 0 < busy[0] <= wall[0]:
+            raise ProfileError(
+                source,
+                f"preempt level {idle}",
+                "needs one preempt_busy and one preempt_wall row, 0 < busy <= wall",
+            )
         held = count.get(PREEMPT_HELD, 0)
         seen = held + count.get(PREEMPT_SHARED, 0)
+        held_s = level.filter(pl.col("component") == PREEMPT_HELD)["latency_s"]
         if seen > 0:
-            levels.append((float(busy[0]) / (float(busy[0]) + float(idle)), held / seen))
-    return sorted(levels)
+            duty = float(busy[0]) / float(wall[0])
+            levels.append(PreemptPoint(duty, held / seen, float(held_s[0]) if held else None))
+    return sorted(levels, key=lambda pt: pt.duty)
 
 
 class ProfileError(FormatError):

@@ -16,16 +16,16 @@ How: the server's threads without the server. The caller is the load generator (
 until each arrival, then puts it in the gate's inbox, never waits), a gate thread gates
 each arrival and notifies a worker thread, which runs the request's k worker steps
 (gather, expert) and its completion, stamping each. Arrivals come in pairs, the second
-0.3-2 ms after the first, so that its gate often wakes while the worker is on the first
-request; a pair follows the previous one 2.5 ms plus an exponential idle gap of each level's mean
-(:data:`PREEMPT_GAPS_S`, visited in a seeded shuffled order, so every level sees the same
-drifting machine). Every woken gate (not going straight on from
-the previous one) that starts inside a worker step counts: held when that
-step ends after the gate, else shared. Per level, the rows (``idle_s`` = the level's idle
-time per request: its span less the time some thread was at work, over its requests):
-``preempt_held`` / ``preempt_shared`` the gate's wall time in each case (``samples``: how
-many), ``preempt_busy`` the work per request (the time at least one thread was at work,
-per pair, halved), so that the level's duty is busy ÷ (busy + idle).
+0.3-1.5 ms after the first, so that its gate often wakes while the worker is on the first
+request; a pair follows the previous one 1.5 ms plus an exponential idle gap of each
+level's mean (:data:`PREEMPT_GAPS_S`, visited in a seeded shuffled order, so every level
+sees the same drifting machine). Every woken gate (not going straight on from the
+previous one) that starts inside a worker step counts: held when that step ends after
+the gate, else shared. Per level, the rows (``idle_s`` = the level's mean gap, which names
+the level): ``preempt_held`` / ``preempt_shared`` the gate's wall time in each case
+(``samples``: how many), ``preempt_busy`` the time some thread was at work and
+``preempt_wall`` the level's wall time, each per request, so that the level's duty is
+busy ÷ wall.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from hw.timing import LatencyStats
-from traces.profile import PREEMPT_BUSY, PREEMPT_HELD, PREEMPT_SHARED
+from traces.profile import PREEMPT_BUSY, PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_WALL
 
 __all__ = [
     "PREEMPT_GAPS_S",
@@ -53,7 +53,7 @@ __all__ = [
     "preempt_levels",
 ]
 
-PREEMPT_GAPS_S = (1e-4, 1e-3, 3e-3, 1e-2)  # mean idle gap before each pair
+PREEMPT_GAPS_S = (1e-4, 1e-3, 3e-3, 1e-2)  # mean idle gap before each pair: the levels
 PREEMPT_PAIRS = 600  # pairs per level (~35-80 % of them give a gate inside a worker step)
 PAIR_BASE_S = 1.5e-3  # a pair's start after the previous pair's, before the idle gap
 PAIR_SPACING_S = (3e-4, 1.5e-3)  # the second arrival after the first, uniform: over the
@@ -63,12 +63,13 @@ WOKEN_AFTER_S = 2e-5  # a gate starting sooner after the previous gate's end wen
 
 @dataclass(frozen=True)
 class PreemptLevel:
-    """One level's stamps: per gate (start, end), per worker step (start, end), the pairs'
-    busy times and the level's span."""
+    """One level's stamps: per gate (start, end), per worker step (start, end); the time
+    some thread was at work, the level's wall time (its visits' spans) and its requests."""
 
+    gap_s: float  # the level's mean idle gap before each pair
     gates: np.ndarray  # [n, 2]
     steps: np.ndarray  # [m, 2], in time order, one worker thread
-    busy_s: np.ndarray  # per pair: time some thread was at work
+    busy_s: float
     span_s: float
     requests: int
 
@@ -92,12 +93,15 @@ def level_rows(level: PreemptLevel) -> dict[str, tuple[float, LatencyStats]]:
     """The level's rows (module docstring): component -> (idle_s, stats); a case no gate
     fell in has no row."""
     held, shared = level.split()
-    busy = float(level.busy_s.sum())
-    idle = max(level.span_s - busy, 0.0) / max(level.requests, 1)
-    rows = {PREEMPT_BUSY: (idle, LatencyStats.from_samples(level.busy_s / 2))}
+    n = max(level.requests, 1)
+    busy, wall = level.busy_s / n, max(level.span_s, level.busy_s) / n
+    rows = {
+        PREEMPT_BUSY: (level.gap_s, LatencyStats(busy, busy, busy, busy, n)),
+        PREEMPT_WALL: (level.gap_s, LatencyStats(wall, wall, wall, wall, n)),
+    }
     for name, walls in ((PREEMPT_HELD, held), (PREEMPT_SHARED, shared)):
         if len(walls):
-            rows[name] = (idle, LatencyStats.from_samples(walls))
+            rows[name] = (level.gap_s, LatencyStats.from_samples(walls))
     return rows
 
 
@@ -206,7 +210,7 @@ def preempt_levels(
     order = rng.permutation(np.repeat(np.arange(len(gaps_s)), visits)).tolist()
     per_visit = max(1, -(-pairs // visits))
     found: list[dict[str, list[Any]]] = [
-        {"gates": [], "steps": [], "busy": [], "span": [0.0]} for _ in gaps_s
+        {"gates": [], "steps": [], "busy": [0.0], "span": [0.0]} for _ in gaps_s
     ]
     with _open_loop(gate, steps) as (put, drain):
         for level in order:
@@ -224,35 +228,32 @@ def preempt_levels(
             got = found[level]
             got["gates"].append(gates)
             got["steps"].append(worker)
-            got["busy"] += _pair_busy(gates, worker, len(steps))
+            got["busy"][0] += _busy(gates, worker, len(steps))
             got["span"][0] += float(max(gates[:, 1].max(), worker[:, 1].max())) - visit_start
     return [
         PreemptLevel(
+            gap_s=gap,
             gates=np.concatenate(f["gates"]),
             steps=np.concatenate(f["steps"]),
-            busy_s=np.asarray(f["busy"]),
+            busy_s=f["busy"][0],
             span_s=f["span"][0],
             requests=2 * per_visit * visits,
         )
-        for f in found
+        for gap, f in zip(gaps_s, found, strict=True)
     ]
 
 
-def _pair_busy(gates: np.ndarray, steps: np.ndarray, per_request: int) -> list[float]:
-    """Per pair, the time at least one thread was at work: the union of its two gates and
-    its two requests' worker runs (first step's start to last step's end)."""
+def _busy(gates: np.ndarray, steps: np.ndarray, per_request: int) -> float:
+    """The time at least one thread was at work: the union of the gates and of each
+    request's worker run (its first step's start to its last step's end)."""
     runs = steps.reshape(-1, per_request, 2)
-    work = np.stack([runs[:, 0, 0], runs[:, -1, 1]], axis=1)
-    out = []
-    for p in range(len(gates) // 2):
-        pair = np.concatenate([gates[2 * p : 2 * p + 2], work[2 * p : 2 * p + 2]])
-        spans = sorted((float(a), float(b)) for a, b in pair)
-        total, cur_start, cur_end = 0.0, spans[0][0], spans[0][1]
-        for s, e in spans[1:]:
-            if s > cur_end:
-                total += cur_end - cur_start
-                cur_start, cur_end = s, e
-            else:
-                cur_end = max(cur_end, e)
-        out.append(total + cur_end - cur_start)
-    return out
+    spans = np.concatenate([gates, np.stack([runs[:, 0, 0], runs[:, -1, 1]], axis=1)])
+    spans = spans[np.argsort(spans[:, 0], kind="stable")]
+    total, start, end = 0.0, float(spans[0, 0]), float(spans[0, 1])
+    for s0, s1 in spans[1:].tolist():
+        if s0 > end:
+            total += end - start
+            start, end = s0, s1
+        else:
+            end = max(end, s1)
+    return total + end - start

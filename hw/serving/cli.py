@@ -315,7 +315,9 @@ def _host_terms_line(frame: Any) -> str:
         )
     levels = preempt_curve(frame)
     if levels:  # the gate's preemption per level of load (newer profiles)
-        line += ", gate preemption " + ", ".join(f"{p:.2f} at duty {u:.2f}" for u, p in levels)
+        line += ", gate preemption " + ", ".join(
+            f"{pt.p:.2f} at duty {pt.duty:.2f}" for pt in levels
+        )
     return line
 
 

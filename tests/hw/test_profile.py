@@ -161,6 +161,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
         PREEMPT_BUSY,
         PREEMPT_HELD,
         PREEMPT_SHARED,
+        PREEMPT_WALL,
         SPEED_PROBE,
         STATE_BLOCK_S,
         STATE_WINDOW,
@@ -179,17 +180,23 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step",
              "chain_first_gather", "chain_next_gather")  # fmt: skip
     found = set(curves["component"].to_list())
-    assert {"duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY} <= found
     assert found - {PREEMPT_HELD, PREEMPT_SHARED} == {
-        "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY
+        "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY, PREEMPT_WALL
     }  # fmt: skip
-    # the gate's preemption: per level of load its work per request over 8 pairs, and the
-    # gates counted (held or shared) at most the pairs' second gates
-    busy = curves.filter(curves["component"] == PREEMPT_BUSY)
-    assert busy.height == len(PREEMPT_GAPS_S) and (busy["samples"] == 8).all()
-    assert (busy["latency_s"] > 0).all() and (busy["idle_s"] >= 0).all()
+    # the gate's preemption: per level of load (idle_s its mean gap) the work and wall time
+    # per request over 8 pairs (16 requests), and the gates counted (held or shared) at most
+    # all of them
+    for comp in (PREEMPT_BUSY, PREEMPT_WALL):
+        got = curves.filter(curves["component"] == comp).sort("idle_s")
+        assert got["idle_s"].to_list() == list(PREEMPT_GAPS_S) and (got["samples"] == 16).all()
+        assert (got["latency_s"] > 0).all()
+    busy, wall = (
+        curves.filter(curves["component"] == c).sort("idle_s")["latency_s"]
+        for c in (PREEMPT_BUSY, PREEMPT_WALL)
+    )
+    assert (busy <= wall).all()
     counted = curves.filter(curves["component"].is_in([PREEMPT_HELD, PREEMPT_SHARED]))
-    assert set(counted["idle_s"].to_list()) <= set(busy["idle_s"].to_list())
+    assert set(counted["idle_s"].to_list()) <= set(PREEMPT_GAPS_S)
     for (idle,), level in counted.group_by("idle_s"):
         assert 1 <= level["samples"].sum() <= 16, idle
     # the machine's state: 0.4 s of chains fill two 0.2 s blocks of two 0.1 s windows each
@@ -389,7 +396,7 @@ def test_cli_writes_profile_and_how_it_was_measured(
     # gate's preemption: a busy row per level of load, and a held and a shared row at most
     from hw.profiling.preemption import PREEMPT_GAPS_S
 
-    fixed = 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1 + 1 + len(PREEMPT_GAPS_S)
+    fixed = 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S)
     assert fixed <= doc["rows"] <= fixed + 2 * len(PREEMPT_GAPS_S)
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]

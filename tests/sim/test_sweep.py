@@ -293,3 +293,32 @@ def test_the_machine_state_is_a_grid_axis(tmp_path: Path, host_profile_path: Pat
     path.write_text(path.read_text().replace("state_rho = 0.8", "state_rho = 1.5"))
     with pytest.raises(SweepSpecError, match="lag-one"):
         load_spec(path)
+
+
+def test_the_gate_preemption_is_a_grid_axis(tmp_path: Path) -> None:
+    """gate_preempt as an axis: true equals plain `sim run` on a profile with the preempt rows,
+    false equals `sim run --host-preempt off`; a string is a spec error."""
+    from traces.profile import write_profile
+
+    from .test_host_preempt import preempt_frame
+
+    prof = tmp_path / "TEST-preempt-profile.parquet"
+    write_profile(preempt_frame(), prof)
+    path = tmp_path / "preempt.toml"
+    path.write_text(
+        f'profile = "{prof}"\n[grid]\nB = 1\nrate = 800.0\nrequests = 1500\n'
+        "gate_preempt = [true, false]\n"
+    )
+    spec = load_spec(path)
+    got = {p.config.gate_preempt: simulate_summary(p.config, spec.profile) for p in spec.points}
+    args = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests", "1500",
+            "--json"]  # fmt: skip
+    for on, extra in ((True, []), (False, ["--host-preempt", "off"])):
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 0, res.output
+        ran = json.loads(res.stdout)
+        assert ran["latency_p99_s"] == pytest.approx(got[on]["latency_p99_s"], rel=1e-12)
+    assert got[True]["latency_p99_s"] != got[False]["latency_p99_s"]
+    path.write_text(path.read_text().replace("[true, false]", '"no"'))
+    with pytest.raises(SweepSpecError, match="true or false"):
+        load_spec(path)
