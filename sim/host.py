@@ -26,7 +26,8 @@ each start or end of a job, :meth:`SharedHost._draw_holder`), so that a worker's
 steps can wait out several gates in a row. Apart from either, a gate woken while a
 worker has a job may take the host whole (:meth:`SharedHost.work` with ``whole``): with
 the probability ``hw profile`` measured at the run's duty
-(:meth:`~sim.host_terms.HostTerms.gate_preempt_p`), it runs alone and every other thread
+(:meth:`~sim.host_terms.HostTerms.gate_preempt_p`), it runs alone, at the speed measured
+for held gates (:meth:`~sim.host_terms.HostTerms.gate_held_speed`), and every other thread
 waits, until the gate thread next waits on its inbox.
 
 The host's speed depends on how busy it is: measured isolated costs are those
