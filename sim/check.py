@@ -689,8 +689,8 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         else float(np.mean([r.speed_factor for r in rows])),
         parts_measured=_parts_mean([r.parts_measured for r in rows]),
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
-        state=rows[0].state,
-        gate_preempt=rows[0].gate_preempt,
+        state=_state_mean([r.state for r in rows]),
+        gate_preempt=None if not rows[0].host else all(r.gate_preempt for r in rows),
     )
 
 
