@@ -97,7 +97,7 @@ import torch
 
 from hw.profiling.host_state import STATE_GAP_S, state_rows, state_samples
 from hw.profiling.model import ServedModel
-from hw.profiling.preemption import level_rows, preempt_levels
+from hw.profiling.preemption import level_rows, preempt_levels, server_threads
 from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
 from hw.profiling.speed_probe import PROBE_GAP_S, probe_samples
 from hw.timing import LatencyStats, gc_paused, measure_samples
@@ -312,73 +312,23 @@ class ChainTiming:
 def _server_chain(
     gate: Callable[[], Any], steps: tuple[Callable[[], Any], ...]
 ) -> Iterator[Callable[[], ChainTiming]]:
-    """One request's chain laid out as the server runs it: ``gate`` in a thread woken by a
-    ``SimpleQueue.put`` (the gate's inbox), then ``steps`` (k worker steps, collect and
-    combine) in a second thread woken by a ``Condition.notify`` (an idle device worker),
-    each step timed. Each call runs one chain. An error in either thread is raised in the
+    """One request's chain laid out as the server runs it, in the server's gate and worker
+    threads (:func:`hw.profiling.preemption.server_threads`): each call puts one request and
+    waits for it, so chains never overlap. An error in either thread is raised in the
     caller, not left to hang it."""
-    inbox: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-    done: queue.SimpleQueue[ChainTiming | BaseException] = queue.SimpleQueue()
-    cond = threading.Condition(threading.Lock())
-    box: list[tuple[float, float] | None] = []
+    with server_threads(gate, steps, name="chain") as (put, drain):
 
-    def gate_loop() -> None:
-        with torch.inference_mode():
-            while inbox.get() is not None:
-                try:
-                    t0 = time.perf_counter()
-                    gate()
-                    t1 = time.perf_counter()
-                except BaseException as exc:  # surfaced by the caller
-                    done.put(exc)
-                    continue
-                with cond:
-                    box.append((t0, t1))
-                    cond.notify()
-        with cond:
-            box.append(None)
-            cond.notify()
+        def run() -> ChainTiming:
+            put()
+            gates, done = drain()
+            return ChainTiming(
+                float(gates[0, 0]),
+                float(gates[0, 1]),
+                float(done[0, 0]),
+                tuple(float(end) for end in done[:, 1]),
+            )
 
-    def worker_loop() -> None:
-        with torch.inference_mode():
-            while True:
-                with cond:
-                    while not box:
-                        cond.wait()
-                    got = box.pop()
-                if got is None:
-                    return
-                try:
-                    started = time.perf_counter()
-                    ends = []
-                    for step in steps:
-                        step()
-                        ends.append(time.perf_counter())
-                except BaseException as exc:
-                    done.put(exc)
-                    continue
-                done.put(ChainTiming(got[0], got[1], started, tuple(ends)))
-
-    threads = [
-        threading.Thread(target=gate_loop, name="chain-gate", daemon=True),
-        threading.Thread(target=worker_loop, name="chain-worker", daemon=True),
-    ]
-    for t in threads:
-        t.start()
-
-    def run() -> ChainTiming:
-        inbox.put(0)
-        got = done.get()
-        if isinstance(got, BaseException):
-            raise got
-        return got
-
-    try:
         yield run
-    finally:
-        inbox.put(None)
-        for t in threads:
-            t.join()
 
 
 def duty_curve(

@@ -51,6 +51,7 @@ __all__ = [
     "PreemptLevel",
     "level_rows",
     "preempt_levels",
+    "server_threads",
 ]
 
 PREEMPT_GAPS_S = (1e-4, 1e-3, 3e-3, 1e-2)  # mean idle gap before each pair: the levels
@@ -106,13 +107,17 @@ def level_rows(level: PreemptLevel) -> dict[str, tuple[float, LatencyStats]]:
 
 
 @contextmanager
-def _open_loop(
-    gate: Callable[[], Any], steps: tuple[Callable[[], Any], ...]
+def server_threads(
+    gate: Callable[[], Any], steps: tuple[Callable[[], Any], ...], name: str = "preempt"
 ) -> Iterator[tuple[Callable[[], None], Callable[[], tuple[np.ndarray, np.ndarray]]]]:
-    """The server's gate and worker threads, fed open loop: yields ``put`` (an arrival now)
-    and ``drain`` (waits for the work put so far, returns and clears the stamps: the gates'
-    and the worker steps' (start, end), each in time order). Both threads run under
-    ``torch.inference_mode`` as the server's do; an error in one is raised by ``drain``."""
+    """The server's gate and worker threads: ``gate`` in a thread woken by a
+    ``SimpleQueue.put`` (the gate's inbox), then ``steps`` (k worker steps, collect and
+    combine) in a second thread woken by a ``Condition.notify`` (an idle device worker),
+    each step stamped. Yields ``put`` (an arrival now; the caller never waits, so they can
+    be fed open loop) and ``drain`` (waits for the work put so far, returns and clears the
+    stamps: the gates' and the worker steps' (start, end), each in time order; a request
+    whose gate failed has no steps). Both threads run under ``torch.inference_mode`` as the
+    server's do; an error in either is raised by ``drain``, not left to hang it."""
     inbox: queue.SimpleQueue[int | None] = queue.SimpleQueue()
     cond = threading.Condition(threading.Lock())
     box: collections.deque[int | None] = collections.deque()
@@ -132,6 +137,7 @@ def _open_loop(
                 gates.append((t0, time.perf_counter()))
             except BaseException as exc:  # surfaced by drain
                 finished.put(exc)
+                continue
             with cond:
                 box.append(i)
                 cond.notify()
@@ -164,8 +170,8 @@ def _open_loop(
             finished.put(i)
 
     threads = [
-        threading.Thread(target=gate_loop, name="preempt-gate", daemon=True),
-        threading.Thread(target=worker_loop, name="preempt-worker", daemon=True),
+        threading.Thread(target=gate_loop, name=f"{name}-gate", daemon=True),
+        threading.Thread(target=worker_loop, name=f"{name}-worker", daemon=True),
     ]
     for t in threads:
         t.start()
@@ -212,7 +218,7 @@ def preempt_levels(
     found: list[dict[str, list[Any]]] = [
         {"gates": [], "steps": [], "busy": [0.0], "span": [0.0]} for _ in gaps_s
     ]
-    with _open_loop(gate, steps) as (put, drain):
+    with server_threads(gate, steps) as (put, drain):
         for level in order:
             at = time.perf_counter()
             visit_start = at
