@@ -20,6 +20,7 @@ from traces.profile import (
     STATE_BLOCK_S,
     STATE_WINDOW,
     LatencyProfile,
+    PreemptPoint,
     preempt_curve,
     state_sigma,
 )
@@ -347,6 +348,7 @@ class HostTerms:
             extra_c = max(0.0, float(pair[1]) - float(pair[0]))
         else:  # older profiles: the worker step's per unit of cost
             extra_c = extra_w * combine_cost / worker
+        curve = [] if comps is None else preempt_curve(comps, profile.source)
         terms = cls(
             gate_contention_s=max(0.0, v["gate_contended"] - v["gate_alone"]),
             worker_contention_s=(
@@ -376,21 +378,18 @@ class HostTerms:
             arrival_penalty_gate_s=float(over["arrival_penalty_gate"] or 0.0),
             arrival_penalty_worker_s=float(over["arrival_penalty_worker"] or 0.0),
             state=_state(comps),
-            **_preempt(comps, profile.source),
+            preempt_duty=tuple(pt.duty for pt in curve),
+            preempt_p=tuple(pt.p for pt in curve),
         )
-        return _with_held_speed(terms, comps, profile.source, gate)
+        return _with_held_speed(terms, curve, gate)
 
 
-def _with_held_speed(
-    terms: HostTerms, comps: pl.DataFrame | None, source: str, gate: float | None
-) -> HostTerms:
-    """``terms`` with the held gate's speed per level where gates held: the profile's gate
-    (timed back to back: speed 1) over the held gates' median wall time, over the duty
-    speed at the level's duty."""
-    if comps is None or gate is None:
-        return terms
-    held = [pt for pt in preempt_curve(comps, source) if pt.held_s is not None]
-    if not held:
+def _with_held_speed(terms: HostTerms, curve: list[PreemptPoint], gate: float | None) -> HostTerms:
+    """``terms`` with the held gate's speed per level of ``curve`` where gates held: the
+    profile's gate (timed back to back: speed 1) over the held gates' median wall time,
+    over the duty speed at the level's duty."""
+    held = [pt for pt in curve if pt.held_s is not None]
+    if gate is None or not held:
         return terms
     return replace(
         terms,
@@ -399,16 +398,6 @@ def _with_held_speed(
             gate / pt.held_s / terms.speed_at_duty(pt.duty) for pt in held if pt.held_s
         ),
     )
-
-
-def _preempt(comps: pl.DataFrame | None, source: str) -> dict[str, tuple[float, ...]]:
-    """``preempt_duty`` and ``preempt_p`` from the profile's ``preempt_*`` rows (empty
-    without them; :func:`traces.profile.preempt_curve`)."""
-    levels = [] if comps is None else preempt_curve(comps, source)
-    return {
-        "preempt_duty": tuple(pt.duty for pt in levels),
-        "preempt_p": tuple(pt.p for pt in levels),
-    }
 
 
 def _state(comps: pl.DataFrame | None) -> MachineState | None:

@@ -5,23 +5,21 @@ is inside an expert call end before that call does (benchmarks/README.md, sessio
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
-import simpy
 from typer.testing import CliRunner
 
 from sim.cli import app
 from sim.config import GateSpec, SimConfig, parse_host_preempt
 from sim.errors import SimConfigError
-from sim.host import GATE, SharedHost, simulate_host
+from sim.host import GATE, simulate_host
 from sim.host_terms import HostTerms
 from sim.records import RunResult
 from sim.service import ServiceTable
-from sim.workload import Workload, make_workload
+from sim.workload import Workload
 from traces.errors import FormatError
 from traces.profile import (
     PREEMPT_BUSY,
@@ -33,7 +31,8 @@ from traces.profile import (
     write_profile,
 )
 
-from .test_host import host_model_run, host_profile_frame
+from .test_host import _run_jobs, host_model_run, host_profile_frame
+from .test_host_state import host_b1_run
 
 runner = CliRunner()
 
@@ -120,7 +119,7 @@ def test_preemption_terms_are_checked() -> None:
         {"preempt_speed_duty": (0.2, 0.8), "preempt_speed": (1.0, 0.0)},
         {"preempt_speed_duty": (0.2,), "preempt_speed": (1.0, 1.2)},
     ):
-        with pytest.raises(SimConfigError, match="preemption|held gate"):
+        with pytest.raises(SimConfigError, match=r"preemption|held gate"):
             HostTerms(np.zeros(2), **kw)
 
 
@@ -134,48 +133,26 @@ def test_parse_host_preempt() -> None:
 # --- the shared host ----------------------------------------------------------------------------
 
 
-def _finish(
-    jobs: list[tuple[int, float, float, bool]],
-    gate_rate: float,
-    worker_rate: float,
-    held_speed: float = 1.0,
-) -> dict[int, float]:
-    """Each (thread, start, work, whole) on one SharedHost; thread -> finish time."""
-    env = simpy.Environment()
-    host = SharedHost(env, gate_rate, worker_rate)
-    host.held_speed = held_speed
-    done: dict[int, float] = {}
-
-    def job(thread: int, start: float, work: float, whole: bool) -> Generator:
-        yield env.timeout(start)
-        yield from host.work(thread, work, whole=whole)
-        done[thread] = env.now
-
-    for j in jobs:
-        env.process(job(*j))
-    env.run()
-    return done
-
-
 def test_a_whole_job_runs_alone_and_the_others_wait_until_it_ends() -> None:
     """Worker 0: 1.0 s of work from 0; the gate's 0.3 s from 0.4; worker 1: 0.1 s from 0.5.
     Shared evenly (gate at 0.25, a worker at 0.8 of full speed) the gate crawls; whole, it
     runs alone 0.4-0.7 while both workers wait, and they share from 0.7 on."""
-    even = _finish([(0, 0.0, 1.0, False), (GATE, 0.4, 0.3, False)], 0.25, 0.8)
+    even = _run_jobs([(0, 0.0, 1.0), (GATE, 0.4, 0.3)], 0.25, 0.8)
     assert even[0] == pytest.approx(0.4 + 0.6 / 0.8)  # 1.15
     assert even[GATE] == pytest.approx(1.15 + (0.3 - 0.75 * 0.25))  # alone after 1.15
-    whole = _finish([(0, 0.0, 1.0, False), (GATE, 0.4, 0.3, True), (1, 0.5, 0.1, False)], 0.25, 0.8)
+    jobs = [(0, 0.0, 1.0), (GATE, 0.4, 0.3), (1, 0.5, 0.1)]
+    whole = _run_jobs(jobs, 0.25, 0.8, whole=frozenset({GATE}))
     assert whole[GATE] == pytest.approx(0.7)
     # from 0.7 the two workers share at 0.8 each: worker 1 done after 0.125 s; worker 0
     # has 0.6 - 0.1 = 0.5 left at 0.825, alone from then
     assert whole[1] == pytest.approx(0.825)
     assert whole[0] == pytest.approx(0.825 + 0.5)
     # a held job runs at its own speed: twice the host's here, the worker waits half as long
-    fast = _finish([(0, 0.0, 1.0, False), (GATE, 0.4, 0.3, True)], 0.25, 0.8, held_speed=2.0)
+    fast = _run_jobs(jobs[:2], 0.25, 0.8, whole=frozenset({GATE}), held_speed=2.0)
     assert fast[GATE] == pytest.approx(0.55) and fast[0] == pytest.approx(1.15)
     # the hold ends with the job: a later gate job shares again
-    later = _finish(
-        [(0, 0.0, 2.0, False), (GATE, 0.2, 0.1, True), (GATE - 1, 1.0, 0.25, False)], 1.0, 0.5
+    later = _run_jobs(
+        [(0, 0.0, 2.0), (GATE, 0.2, 0.1), (GATE - 1, 1.0, 0.25)], 1.0, 0.5, whole=frozenset({GATE})
     )
     assert later[GATE] == pytest.approx(0.3)
     # worker 0 loses the 0.1 s held and, sharing at 0.5 with thread -2 for 0.5 s, 0.25 s
@@ -248,16 +225,7 @@ def _woken_gates_in_calls(res: RunResult) -> tuple[int, int]:
 
 
 def _b1(frame: pl.DataFrame, **kw: object) -> RunResult:
-    prof = profile_from_frame(frame)
-    table = ServiceTable.from_profile(prof, 8, 1)
-    host = HostTerms.from_profile(prof, 1)
-    assert host is not None
-    cfg = SimConfig(
-        batch_size=1, rate_rps=1500.0, n_requests=4000, max_backlog=None, host=True,
-        gate_latency_s=prof.component_latency_s("gate") or 0.0,
-        combine_latency_s=prof.component_latency_s("combine") or 0.0, seed=5, **kw,
-    )  # fmt: skip
-    return simulate_host(cfg, table, make_workload(cfg), host)
+    return host_b1_run(frame, 1500.0, 5, **kw)
 
 
 def test_the_profiles_preemption_runs_by_default_and_off_changes_nothing_else() -> None:

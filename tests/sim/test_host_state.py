@@ -18,6 +18,7 @@ from sim.errors import SimConfigError
 from sim.host import SharedHost, simulate_host
 from sim.host_terms import HostTerms
 from sim.machine_state import fit_state
+from sim.records import RunResult
 from sim.service import ServiceTable
 from sim.workload import make_workload
 from traces.profile import STATE_BLOCK_S, STATE_WINDOW, Z90, profile_from_frame, write_profile
@@ -52,20 +53,26 @@ def state_profile_frame(rows: tuple[tuple[float, float], ...] = STATE_ROWS) -> p
     return pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
 
 
-def _b1(seed: int = 3, frame: pl.DataFrame | None = None, **state: float) -> np.ndarray:
-    """Latency per request after the warm-up at B = 1, 600 req/s, the test profile's host
-    (``frame``: another profile)."""
-    prof = profile_from_frame(host_profile_frame() if frame is None else frame)
+def host_b1_run(frame: pl.DataFrame, rate_rps: float, seed: int, **kw: object) -> RunResult:
+    """4000 requests at B = 1 in the host model of the profile ``frame`` (its gate and
+    combine costs); ``kw``: more SimConfig fields."""
+    prof = profile_from_frame(frame)
     table = ServiceTable.from_profile(prof, 8, 1)
     host = HostTerms.from_profile(prof, 1)
     assert host is not None
     cfg = SimConfig(
-        batch_size=1, rate_rps=600.0, n_requests=4000, max_backlog=None, host=True,
+        batch_size=1, rate_rps=rate_rps, n_requests=4000, max_backlog=None, host=True,
         gate_latency_s=prof.component_latency_s("gate") or 0.0,
-        combine_latency_s=prof.component_latency_s("combine") or 0.0, seed=seed, **state,
+        combine_latency_s=prof.component_latency_s("combine") or 0.0, seed=seed, **kw,
     )  # fmt: skip
-    res = simulate_host(cfg, table, make_workload(cfg), host)
-    return (res.completion_s - res.arrival_s)[cfg.warmup_requests :]
+    return simulate_host(cfg, table, make_workload(cfg), host)
+
+
+def _b1(seed: int = 3, frame: pl.DataFrame | None = None, **state: float) -> np.ndarray:
+    """Latency per request after the warm-up at B = 1, 600 req/s, the test profile's host
+    (``frame``: another profile)."""
+    res = host_b1_run(host_profile_frame() if frame is None else frame, 600.0, seed, **state)
+    return (res.completion_s - res.arrival_s)[res.config.warmup_requests :]
 
 
 def test_the_state_process_has_its_sigma_and_correlation(monkeypatch) -> None:
