@@ -65,6 +65,7 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "within": pl.Boolean(),
     "profile_variation": pl.Float64(),
     "speed_factor": pl.Float64(),
+    "run_speed": pl.Float64(),
     "profiles": pl.Int64(),
     "host_lock": pl.String(),
 }
@@ -72,6 +73,8 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
 ``profile_variation``: the profile's recorded run-to-run variation (null: unrecorded);
 ``speed_factor``: how much slower the host idled during the run than while profiled, as
 the host model took it from the speed probes (null: not applied, or older outputs);
+``run_speed``: the host's speed during the run over the profile's, as the host model took
+it from the run's own alone gates (null: not applied, or older outputs);
 ``profiles``: how many profiles' predictions each prediction is the mean of (1: one, or
 older outputs); ``host_lock``: how the host model split the host between two threads
 (``even`` or ``whole``; null: the ideal model, older outputs, or a malformed value)."""
@@ -172,6 +175,7 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "within": bool(d["within"]),
                     "profile_variation": _float_or_none(d.get("profile_variation")),
                     "speed_factor": _float_or_none(d.get("speed_factor")),
+                    "run_speed": _float_or_none(d.get("run_speed")),
                     "profiles": _profiles(d.get("profiles", 1)),
                     "host_lock": _host_lock(d.get("host_lock")),
                 }

@@ -275,16 +275,32 @@ def _fidelity(inp: Inputs, report: str) -> str:
 
 
 def _probed_state(check: pl.DataFrame) -> str:
-    """Say so when the host model took each run's machine state from the speed probes."""
+    """Say where the host model took each run's host speed from: the run's own alone gates,
+    the speed probes, or (nothing said) the profile."""
+    out = ""
+    scales = check["run_speed"].drop_nulls() if "run_speed" in check.columns else None
+    if scales is not None and len(scales):
+        lo, hi = float(scales.min()), float(scales.max())  # type: ignore[arg-type]
+        out += (
+            " The shared-host model took the host's speed during each run from the run's own "
+            f"gates that ran alone on a warm host: {_span(lo, hi)} the profile's "
+            "(`docs/system-model.md` §8)."
+        )
     factors = check["speed_factor"].drop_nulls() if "speed_factor" in check.columns else None
-    if factors is None or not len(factors):
-        return ""
-    lo, hi = float(factors.min()), float(factors.max())  # type: ignore[arg-type]
-    return (
-        " The shared-host model took each run's machine state from the host speed probe "
-        f"that `hw serve` and `hw profile` both take: the host idled ×{lo:.2f}–×{hi:.2f} as "
-        "slowly as while profiled (`docs/system-model.md` §8)."
-    )
+    if factors is not None and len(factors):
+        lo, hi = float(factors.min()), float(factors.max())  # type: ignore[arg-type]
+        where = " Elsewhere it" if out else " The shared-host model"
+        out += (
+            f"{where} took each run's machine state from the host speed probe "
+            f"that `hw serve` and `hw profile` both take: the host idled ×{lo:.2f}–×{hi:.2f} as "
+            "slowly as while profiled (`docs/system-model.md` §8)."
+        )
+    return out
+
+
+def _span(lo: float, hi: float) -> str:
+    """×lo–×hi, or ×lo when the two print alike."""
+    return f"×{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"×{lo:.2f}–×{hi:.2f}"
 
 
 def _pooled_profiles(check: pl.DataFrame) -> str:

@@ -27,6 +27,7 @@ from sim.host_speed import at_host_speed, speed_factor
 from sim.machine_state import MachineState
 from sim.output import records_of
 from sim.parts import mean_parts, request_parts
+from sim.run_speed import MIN_ALONE_GATES, at_scale, run_speed_scale
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
 from sim.service import ServiceTable
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_TOLERANCE",
     "METRICS",
     "CheckRow",
+    "HostSpeed",
     "Terms",
     "check_run",
     "check_runs",
@@ -60,6 +62,19 @@ class Terms(str, Enum):
     PROFILE = "profile"
     REPLAY = "replay"
     SAMPLED = "sampled"
+
+
+class HostSpeed(str, Enum):
+    """Where the host model takes the host's speed during each B of a measured run from.
+
+    ``run``: the run's own gates that ran alone (:mod:`sim.run_speed`); ``probe``: the speed
+    probes ``hw serve`` takes just before and after the B, against the profile's
+    (:mod:`sim.host_speed`); ``profile``: the profile's, as measured.
+    """
+
+    RUN = "run"
+    PROBE = "probe"
+    PROFILE = "profile"
 
 
 METRICS = {"throughput": "throughput_rps", "p50": "latency_p50_s", "p99": "latency_p99_s"}
@@ -111,8 +126,11 @@ class CheckRow:
     # unrecorded, or costs taken from the run): how much the machine moved while profiled
     profile_variation: float | None = None
     # the run's speed probe ÷ the profile's (sim.host_speed): how much slower the host idled
-    # during the run, as the replay took it; None: not applied (no probes, --no-speed-probe)
+    # during the run, as the replay took it; None: not applied (no probes, another source)
     speed_factor: float | None = None
+    # the host's speed during the run over the profile's, from the run's alone gates
+    # (sim.run_speed); None: not applied (too few alone gates, another source)
+    run_speed: float | None = None
     # several profiles (check_runs): ``simulated`` is the mean of their predictions, and
     # per metric the (lowest, highest) of the profiles' own predictions (each over the runs)
     profiles: int = 1
@@ -204,6 +222,7 @@ class CheckRow:
             "host": self.host,
             "profile_variation": self.profile_variation,
             "speed_factor": self.speed_factor,
+            "run_speed": self.run_speed,
             "host_lock": self.host_lock,
             "state": None if self.state is None else asdict(self.state),
             "gate_preempt": self.gate_preempt,
@@ -300,7 +319,7 @@ def check_run(
     terms: Terms = Terms.PROFILE,
     host: bool | None = None,
     sensitivity: float | None = None,
-    speed_probe: bool | None = None,
+    host_speed: HostSpeed | None = None,
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
     parts: bool = False,
@@ -316,9 +335,11 @@ def check_run(
     vary, and the variation is measured), else ``median``. ``host`` (profile
     terms only) runs the shared-host model of system-model §8; None: on for a
     run on CPU devices when the profile has the host terms, off otherwise.
-    ``speed_probe`` (host model only) takes each B's machine state from the speed probes:
-    the host model's idle slowdown grows with the run's probe ÷ the profile's
-    (:mod:`sim.host_speed`); None: on when the run and the profile both carry the probe.
+    ``host_speed`` (host model only, :class:`HostSpeed`): where each B's host speed comes
+    from: the run's own alone gates (:mod:`sim.run_speed`), the speed probes (the host
+    model's idle slowdown grows with the run's probe ÷ the profile's, :mod:`sim.host_speed`)
+    or the profile; None: the run's where it has enough alone gates, else the probes where
+    the run and the profile both carry them, else the profile's.
     ``host_lock``: how the host model splits the host between two threads at work
     (:class:`~sim.config.HostLock`). ``replays``: each B's prediction is the mean of this
     many replays that differ only in the model's own draws (seeds ``seed``, ``seed + 1``,
@@ -328,7 +349,7 @@ def check_run(
     the gate, the gate, the worker's part, the latency), p50 and p99, measured and replayed.
     ``host_state``: the machine's state in the host model (:func:`replay_config`).
     """
-    options = (tolerance, service, terms, host, sensitivity, speed_probe, host_lock, replays, parts)
+    options = (tolerance, service, terms, host, sensitivity, host_speed, host_lock, replays, parts)
     # one run: its own rows
     return check_runs([measured_path], profile_path, *options, host_state=host_state)
 
@@ -355,7 +376,7 @@ def _check_loaded(
     terms: Terms,
     host: bool | None,
     sensitivity: float | None,
-    speed_probe: bool | None = None,
+    host_speed: HostSpeed | None = None,
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
     parts: bool = False,
@@ -378,10 +399,10 @@ def _check_loaded(
         )
     if sensitivity is not None and terms is not Terms.PROFILE:
         raise CheckError("--sensitivity scales the profile's costs: use it with --terms profile")
-    if speed_probe and not host:
+    if host_speed not in (None, HostSpeed.PROFILE) and not host:
         raise CheckError(
-            "--speed-probe slows the shared-host model's idle speed: use it with --terms profile "
-            "on a run on CPU devices and a profile with the host terms"
+            f"--host-speed {host_speed.value} sets the shared-host model's speed: use it with "
+            "--terms profile on a run on CPU devices and a profile with the host terms"
         )
     measured = summarize(records, cfg)
     out = []
@@ -391,13 +412,24 @@ def _check_loaded(
         sim_cfg = replay_config(
             cfg, int(b), work.n_requests, service, profile if host else None, host_lock, host_state
         )
-        factor, b_table = None, table
-        if host and speed_probe is not False:
-            factor = speed_factor(cfg, profile, int(b))
-            if factor is None and speed_probe:
+        factor, scale, b_table = None, None, table
+        if host and host_speed in (None, HostSpeed.RUN):
+            simulated = bool(cfg.extra.get("simulated"))  # its gate stamps hold the overhead
+            scale = run_speed_scale(rows, sim_cfg, table, work, simulated)
+            if scale is None and host_speed is HostSpeed.RUN:
                 raise CheckError(
-                    f"--speed-probe: no host speed probe for B = {b} in the run (hw serve "
-                    f"--speed-probe-s 0, or older) or in {profile.source} (profile again)"
+                    f"--host-speed run: B = {b} has fewer than {MIN_ALONE_GATES} gates that "
+                    "ran alone on a warm host, in the run or in its replay (a short run, or a "
+                    "load that keeps the host busy); use --host-speed probe or profile"
+                )
+            if scale is not None:
+                b_table = at_scale(table, scale)
+        if host and scale is None and host_speed in (None, HostSpeed.PROBE):
+            factor = speed_factor(cfg, profile, int(b))
+            if factor is None and host_speed is HostSpeed.PROBE:
+                raise CheckError(
+                    f"--host-speed probe: no host speed probe for B = {b} in the run (hw "
+                    f"serve --speed-probe-s 0, or older) or in {profile.source} (profile again)"
                 )
             if factor is not None:
                 b_table = at_host_speed(table, profile, factor)
@@ -430,6 +462,7 @@ def _check_loaded(
         row = replace(
             row,
             speed_factor=factor,
+            run_speed=scale,
             host_lock=host_lock_used,
             replays=replays,
             state=sim_cfg.machine_state(b_table.host.state if host and b_table.host else None),
@@ -488,7 +521,7 @@ def check_runs(
     terms: Terms = Terms.PROFILE,
     host: bool | None = None,
     sensitivity: float | None = None,
-    speed_probe: bool | None = None,
+    host_speed: HostSpeed | None = None,
     host_lock: HostLock = HostLock.EVEN,
     replays: int = 1,
     parts: bool = False,
@@ -555,7 +588,7 @@ def check_runs(
                 terms,
                 host,
                 sensitivity,
-                speed_probe,
+                host_speed,
                 host_lock,
                 replays,
                 parts,
@@ -610,7 +643,6 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 k: tuple(float(np.mean([r.band[k][i] for r in rows if r.band])) for i in (0, 1))
                 for k in METRICS
             }
-        factors = [r.speed_factor for r in rows if r.speed_factor is not None]
         out.append(
             replace(
                 rows[0],
@@ -618,7 +650,8 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 error_pct=err,
                 within=_within(err, tol),
                 band=band,
-                speed_factor=float(np.mean(factors)) if len(factors) == len(rows) else None,
+                speed_factor=_mean_or_none([r.speed_factor for r in rows]),
+                run_speed=_mean_or_none([r.run_speed for r in rows]),
                 profiles=len(rows),
                 simulated_range=_range(list(rows)),
                 parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
@@ -627,6 +660,13 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
             )
         )
     return out
+
+
+def _mean_or_none(values: list[float | None]) -> float | None:
+    """The mean of the rows' values (None unless every row has one)."""
+    if not values or any(v is None for v in values):
+        return None
+    return float(np.mean([v for v in values if v is not None]))
 
 
 def _state_mean(states: list[MachineState | None]) -> MachineState | None:
@@ -684,9 +724,8 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         },
         runs_within=sum(r.within for r in rows),
         error_se_pct=se,
-        speed_factor=None
-        if any(r.speed_factor is None for r in rows)
-        else float(np.mean([r.speed_factor for r in rows])),
+        speed_factor=_mean_or_none([r.speed_factor for r in rows]),
+        run_speed=_mean_or_none([r.run_speed for r in rows]),
         parts_measured=_parts_mean([r.parts_measured for r in rows]),
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
         state=_state_mean([r.state for r in rows]),

@@ -457,12 +457,13 @@ def check_cmd(
             "the band of predictions: how far a host that much faster or slower moves them.",
         ),
     ] = None,
-    speed_probe: Annotated[
-        bool | None,
+    host_speed: Annotated[
+        str | None,
         typer.Option(
-            "--speed-probe/--no-speed-probe",
-            help="Take each B's machine state from hw's speed probe: the host model idles "
-            "as much slower as the run's probe ÷ the profile's. Default: on when both have it.",
+            help="Where the host model takes each B's host speed from: run (the run's own "
+            "gates that ran alone on a warm host), probe (hw serve's speed probes around the "
+            "B, against the profile's), profile (as profiled). Default: run where the B has "
+            "enough such gates, else probe where the run and the profile have it, else profile.",
         ),
     ] = None,
     replays: Annotated[
@@ -490,13 +491,19 @@ def check_cmd(
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per B.")] = False,
 ) -> None:
     """Replay a measured `hw serve` run (or repeats of one) in the model; exit 1 past tolerance."""
-    from sim.check import METRICS, Terms, check_runs, parse_tolerance
+    from sim.check import METRICS, HostSpeed, Terms, check_runs, parse_tolerance
     from sim.sensitivity import parse_sensitivity
 
     try:
         which = Terms(terms)
     except ValueError:
         raise SimConfigError(f"--terms must be profile, replay or sampled, got {terms!r}") from None
+    try:
+        speed = None if host_speed is None else HostSpeed(host_speed)
+    except ValueError:
+        raise SimConfigError(
+            f"--host-speed must be run, probe or profile, got {host_speed!r}"
+        ) from None
     tol = parse_tolerance(tolerance)
     spread = None if sensitivity is None else parse_sensitivity(sensitivity)
     profiles = profile or [default_profile_path()]
@@ -507,7 +514,7 @@ def check_cmd(
             host_preempt or "profile"
         )
     rows = check_runs(
-        measured, profiles, tol, service, which, host, spread, speed_probe, host_lock, replays,
+        measured, profiles, tol, service, which, host, spread, speed, host_lock, replays,
         parts, only_b, state,
     )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
@@ -545,7 +552,10 @@ def check_cmd(
             t.add_column("p50 sim by profile ms", justify="right")
         probed = any(r.speed_factor is not None for r in rows)
         if probed:
-            t.add_column("host slower ×", justify="right")
+            t.add_column("host slower × (probe)", justify="right")
+        ran = any(r.run_speed is not None for r in rows)
+        if ran:
+            t.add_column("host speed × (run)", justify="right")
         for r in rows:
             cells = [str(r.B)]
             for name in METRICS:
@@ -573,6 +583,8 @@ def check_cmd(
                 cells.append(f"{lo * 1e3:.3f}–{hi * 1e3:.3f}")
             if probed:
                 cells.append("" if r.speed_factor is None else f"{r.speed_factor:.2f}")
+            if ran:
+                cells.append("" if r.run_speed is None else f"{r.run_speed:.2f}")
             t.add_row(*cells)
         out_console.print(t)
         if parts:

@@ -270,26 +270,28 @@ def simulate_host(
     host speed s that the run's own duty gives: v(u(s)) = s (module docstring).
 
     u(s) falls as s rises and v rises with u, so g(s) = v(u(s)) - s falls and
-    its root lies in [min v, 1]; a run whose duty at full speed already earns
-    full speed (or a profile without a duty curve) runs at 1. Each step
+    its root lies in [min v, 1] (times the host's ``speed_scale``, 1 but where a
+    check took the run's own speed); a run whose duty at full speed already earns
+    full speed (or a profile without a duty curve) runs at full speed. Each step
     simulates the run once; the next speed is the root of the local model
     u(s') = u(s) · s / s' (the busy time of fixed work scales as 1/speed),
     kept inside the bracket the signs of g have narrowed (bisection when it
     falls outside), so two to four runs usually suffice.
     """
+    full = host.speed_scale  # the speed of a host always busy
     if not host.duty:
-        result, duty = _simulate_at(config, table, workload, host, 1.0, None)
+        result, duty = _simulate_at(config, table, workload, host, full, None)
         if _preempts(config, host):  # the preemption follows the run's duty: known now
-            result = _simulate_at(config, table, workload, host, 1.0, duty)[0]
+            result = _simulate_at(config, table, workload, host, full, duty)[0]
         return result
-    lo, hi = min(host.duty_speed), 1.0
+    lo, hi = full * min(host.duty_speed), full
     speed = hi
     duty = None
     for _ in range(MAX_SPEED_STEPS):
         result, last = _simulate_at(config, table, workload, host, speed, duty)
         first, duty = duty is None, last
         gap = host.speed_at_duty(duty) - speed
-        if abs(gap) <= SPEED_TOLERANCE or (speed == 1.0 and gap >= 0):
+        if abs(gap) <= SPEED_TOLERANCE * full or (speed == full and gap >= 0):
             if first and (host.duty_chain_s or _preempts(config, host)):  # both follow the duty
                 result = _simulate_at(config, table, workload, host, speed, duty)[0]
             return result
@@ -297,7 +299,7 @@ def simulate_host(
             lo = speed
         else:
             hi = speed
-        if hi - lo <= SPEED_TOLERANCE:
+        if hi - lo <= SPEED_TOLERANCE * full:
             return result
         guess = _local_root(host, duty * speed, lo, hi)
         speed = guess if lo < guess < hi else 0.5 * (lo + hi)

@@ -100,7 +100,7 @@ def speed_factor(cfg: ServeConfig, profile: LatencyProfile, b: int) -> float | N
     if not math.isclose(ref[1], got[1], rel_tol=1e-6, abs_tol=1e-9):
         raise CheckError(
             f"the run probed the host after {got[1] * 1e3:g} ms gaps, {profile.source} after "
-            f"{ref[1] * 1e3:g} ms: the probes do not compare; use --no-speed-probe"
+            f"{ref[1] * 1e3:g} ms: the probes do not compare; use --host-speed run or profile"
         )
     return got[0] / ref[0]
 

@@ -64,7 +64,9 @@ class HostTerms:
     host whole (runs alone, the worker waits until the gate's job ends) on a host busy
     ``preempt_duty[i]`` of the time (increasing, interpolated, flat outside; empty: never);
     ``preempt_speed[i]``: the speed of a gate holding the host, over the host's speed, on a
-    host busy ``preempt_speed_duty[i]`` of the time (interpolated, flat outside; empty: 1).
+    host busy ``preempt_speed_duty[i]`` of the time (interpolated, flat outside; empty: 1);
+    ``speed_scale``: the host's speed at every duty over the profile's (below 1: a slower
+    machine state than the profile's; ``sim.run_speed`` finds it from a measured run).
     """
 
     dispatch_s: np.ndarray
@@ -99,16 +101,18 @@ class HostTerms:
     preempt_p: tuple[float, ...] = ()
     preempt_speed_duty: tuple[float, ...] = ()
     preempt_speed: tuple[float, ...] = ()
+    speed_scale: float = 1.0
 
     def worker_contention(self, job: int) -> float | None:
         """Additive contention of a worker's job 0 (dispatch), 1 (expert), 2 (combine)."""
         return self.worker_contention_s[job] if self.worker_contention_s else None
 
     def speed_at_duty(self, duty: float) -> float:
-        """Speed (0, 1] of a host busy ``duty`` of the time, relative to a host always busy."""
+        """Speed of a host busy ``duty`` of the time, relative to a host always busy as the
+        profile measured it: in (0, 1], times ``speed_scale``."""
         if not self.duty:
-            return 1.0
-        return float(np.interp(duty, self.duty, self.duty_speed))
+            return self.speed_scale
+        return self.speed_scale * float(np.interp(duty, self.duty, self.duty_speed))
 
     def spell_at_duty(self, duty: float) -> tuple[float, float, float] | None:
         """(window s, p10, p90) of the host's speed spells at ``duty``: one request's chain
@@ -172,6 +176,8 @@ class HostTerms:
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:
                 raise SimConfigError(f"host model: {name} must be in (0, 1], got {v}")
+        if not (0.0 < self.speed_scale < float("inf")):
+            raise SimConfigError(f"host model: speed_scale must be > 0, got {self.speed_scale}")
         if not self.collect_s >= 0 or (np.asarray(self.dispatch_s)[1:] < 0).any():
             raise SimConfigError("host model: dispatch and collect costs must be >= 0")
         if (

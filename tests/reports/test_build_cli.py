@@ -140,6 +140,28 @@ def test_writeup_says_when_the_model_took_the_runs_state_from_the_probes(
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["probed"]
 
 
+def test_writeup_says_when_the_model_took_the_hosts_speed_from_the_run(
+    small_run: Path, tmp_path: Path
+) -> None:
+    texts = _writeups_of_saved_checks(
+        small_run,
+        tmp_path,
+        {
+            "run": lambda i, x: {**x, "run_speed": (0.84, 1.12)[i % 2], "speed_factor": None},
+            "both": lambda i, x: {**x, "run_speed": (0.9, None)[i % 2], "speed_factor": 1.2},
+            "plain": lambda _i, x: {**x, "run_speed": None, "speed_factor": None},
+            "older": lambda _i, x: {k: v for k, v in x.items() if k != "run_speed"},
+        },
+    )
+    assert "alone on a warm host: ×0.84–×1.12 the profile's" in texts["run"]
+    assert "speed probe" not in texts["run"]
+    assert "alone on a warm host: ×0.90 the profile's" in texts["both"]
+    assert "Elsewhere it took each run's machine state from the host speed probe" in texts["both"]
+    for name in ("plain", "older"):
+        assert "alone on a warm host" not in texts[name]
+    assert "3 of 4 (point, metric) pairs are within tolerance" in texts["run"]
+
+
 def test_writeup_says_when_predictions_are_the_mean_of_several_profiles(
     small_run: Path, tmp_path: Path
 ) -> None:

@@ -693,6 +693,8 @@ def host_model_run(
     device: str = "cpu:test",
     seed: int = 5,
     extra: dict[str, Any] | None = None,
+    n_requests: int = 2000,
+    rate_rps: float = 1500.0,
 ) -> Path:
     """A 'measured' run at B = 1, 4, 16 made by the host model itself from ``table``, stored
     at ``path`` as `hw serve` stores a run (``extra`` added to its config's)."""
@@ -700,8 +702,8 @@ def host_model_run(
         SimConfig(
             batch_size=b,
             n_experts=8,
-            rate_rps=1500.0,
-            n_requests=2000,
+            rate_rps=rate_rps,
+            n_requests=n_requests,
             max_backlog=None,
             gate_latency_s=200e-6,
             combine_latency_s=60e-6,

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from sim.check import check_run, check_runs
+from sim.check import HostSpeed, check_run, check_runs
 from sim.cli import app
 from sim.config import ServiceModel
 from sim.errors import CheckError
@@ -62,13 +62,19 @@ def _record(pairs: dict[int, list[float]], gap_s: float = GAP_S) -> dict[str, An
 
 
 def _slow_run(
-    tmp_path: Path, profile: Path, slower: float, probes: dict[str, Any] | None, seed: int = 5
+    tmp_path: Path,
+    profile: Path,
+    slower: float,
+    probes: dict[str, Any] | None,
+    seed: int = 5,
+    n_requests: int = 2000,
 ) -> Path:
     """A run made by the host model in a state ``slower`` × slower at the probe's duty, stored
     as hw serve stores one, with ``probes`` as its speed-probe record."""
     prof = read_profile(profile)
     table = at_host_speed(ServiceTable.from_profile(prof, 8, 16), prof, slower)
-    return host_model_run(tmp_path / f"run-{slower}-{seed}.parquet", table, seed=seed, extra=probes)
+    path = tmp_path / f"run-{slower}-{seed}-{n_requests}.parquet"
+    return host_model_run(path, table, seed=seed, extra=probes, n_requests=n_requests)
 
 
 def test_a_run_in_a_state_twice_as_slow_is_reproduced_from_its_probes(
@@ -79,11 +85,13 @@ def test_a_run_in_a_state_twice_as_slow_is_reproduced_from_its_probes(
     p = PROFILE_PROBE_S
     probes = _record({1: [1.5 * p, 2.5 * p], 4: [2 * p, 2 * p], 16: [2 * p, 2 * p]})
     run = _slow_run(tmp_path, probed_profile, 2.0, probes)
-    rows = check_run(run, probed_profile, service=ServiceModel.MEDIAN)
+    rows = check_run(run, probed_profile, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROBE)
     assert [r.speed_factor for r in rows] == [pytest.approx(2.0)] * 3
     for r in rows:
         assert r.within and all(abs(e) < 1e-6 for e in r.error_pct.values()), r
-    plain = check_run(run, probed_profile, service=ServiceModel.MEDIAN, speed_probe=False)
+    plain = check_run(
+        run, probed_profile, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROFILE
+    )
     assert all(r.speed_factor is None for r in plain)
     # the profile's own speed: B = 1, all host work, comes out faster (here -19 %); at B = 16
     # the latency is mostly the wait for 16 arrivals and moves far less
@@ -94,8 +102,8 @@ def test_a_run_in_a_state_twice_as_slow_is_reproduced_from_its_probes(
 def test_equal_probes_change_nothing(tmp_path: Path, probed_profile: Path) -> None:
     p = PROFILE_PROBE_S
     run = _slow_run(tmp_path, probed_profile, 1.0, _record({b: [p, p] for b in (1, 4, 16)}))
-    on = check_run(run, probed_profile, service=ServiceModel.MEDIAN)
-    off = check_run(run, probed_profile, service=ServiceModel.MEDIAN, speed_probe=False)
+    on = check_run(run, probed_profile, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROBE)
+    off = check_run(run, probed_profile, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROFILE)
     assert [r.speed_factor for r in on] == [pytest.approx(1.0)] * 3
     assert [r.simulated for r in on] == [r.simulated for r in off]
 
@@ -106,7 +114,7 @@ def test_repeats_report_the_mean_factor(tmp_path: Path, probed_profile: Path) ->
         _slow_run(tmp_path, probed_profile, f, _record({b: [f * p, f * p] for b in (1, 4, 16)}), s)
         for f, s in ((1.0, 5), (2.0, 6))
     ]
-    rows = check_runs(runs, probed_profile, service=ServiceModel.MEDIAN)
+    rows = check_runs(runs, probed_profile, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROBE)
     assert [r.speed_factor for r in rows] == [pytest.approx(1.5)] * 3
     assert all(r.within for r in rows)
 
@@ -117,15 +125,21 @@ def test_no_probe_on_either_side_means_no_factor(tmp_path: Path, probed_profile:
     probed_run = _slow_run(tmp_path, probed_profile, 1.0, _record({1: [1e-4, 1e-4]}))
     bare_run = _slow_run(tmp_path, probed_profile, 1.0, None, seed=6)
     for run, prof in ((probed_run, unprobed), (bare_run, probed_profile)):
-        assert all(r.speed_factor is None for r in check_run(run, prof))
-    # the probed run has a probe for B = 1 only: B = 4 and 16 are replayed as they are
+        assert all(r.speed_factor is None for r in check_run(run, prof, host_speed=None))
+    # by default the run's own alone gates come first: the probes are not read
     rows = check_run(probed_run, probed_profile)
+    assert all(r.run_speed is not None and r.speed_factor is None for r in rows)
+    # a run too short for them falls back to the probe where there is one (B = 1 here);
+    # B = 4 and 16 are replayed at the profile's speed
+    short = _slow_run(tmp_path, probed_profile, 1.0, _record({1: [1e-4, 1e-4]}), n_requests=240)
+    rows = check_run(short, probed_profile)
+    assert all(r.run_speed is None for r in rows)
     assert rows[0].speed_factor == pytest.approx(1e-4 / PROFILE_PROBE_S)
     assert rows[1].speed_factor is None and rows[2].speed_factor is None
     with pytest.raises(CheckError, match="no host speed probe for B = 4"):
-        check_run(probed_run, probed_profile, speed_probe=True)
+        check_run(probed_run, probed_profile, host_speed=HostSpeed.PROBE)
     with pytest.raises(CheckError, match="shared-host model"):
-        check_run(probed_run, probed_profile, host=False, speed_probe=True)
+        check_run(probed_run, probed_profile, host=False, host_speed=HostSpeed.PROBE)
 
 
 def _host() -> HostTerms:
@@ -213,15 +227,21 @@ def test_cli_shows_and_emits_the_factor(tmp_path: Path, probed_profile: Path) ->
     p = PROFILE_PROBE_S
     run = _slow_run(tmp_path, probed_profile, 2.0, _record({b: [2 * p, 2 * p] for b in (1, 4, 16)}))
     args = ["check", str(run), "--profile", str(probed_profile), "--service", "median"]
-    res = runner.invoke(app, [*args, "--json"])
+    probe = [*args, "--host-speed", "probe"]
+    res = runner.invoke(app, [*probe, "--json"])
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in res.stdout.splitlines()]
     assert [d["speed_factor"] for d in lines] == [pytest.approx(2.0)] * 3
-    table = runner.invoke(app, args)
+    assert all(d["run_speed"] is None for d in lines)
+    table = runner.invoke(app, probe)
     assert table.exit_code == 0 and "│ 2.00 │" in table.stdout  # the last column
-    off = runner.invoke(app, [*args, "--no-speed-probe", "--json"])
+    off = runner.invoke(app, [*args, "--host-speed", "profile", "--json"])
     assert off.exit_code == 1  # B = 1 now misses: the profile's host is twice as fast
     assert all(json.loads(x)["speed_factor"] is None for x in off.stdout.splitlines())
-    bad = runner.invoke(app, [*args, "--speed-probe", "--no-host"])
-    assert bad.exit_code == 2 and "shared-host model" in bad.stderr
-    assert "Traceback" not in bad.output
+    for bad_args, needle in (
+        ([*probe, "--no-host"], "shared-host model"),
+        ([*args, "--host-speed", "fast"], "run, probe or profile"),
+    ):
+        bad = runner.invoke(app, bad_args)
+        assert bad.exit_code == 2 and needle in bad.stderr, bad.output
+        assert "Traceback" not in bad.output

@@ -1,0 +1,91 @@
+"""The host's speed during one B of a measured run, taken from the run's own gates that ran
+alone (:func:`traces.alone_gates.alone_gates_s`), and the host model at that speed.
+
+Why: the machine's speed moves from minute to minute, and the speed probes that ``hw
+serve`` takes just before and after each B do not see the run's own (``sim.host_speed``;
+per run, the B = 1 p50 error followed the probe with a correlation of only −0.54 to −0.78,
+the run's alone gates with −0.89 to −0.98: ``benchmarks/README.md``, "Fidelity, session
+16"). Its alone gates are the run measuring its own host while it ran, on the one step whose
+wall time is the host's speed and nothing else.
+
+Only the warm ones count: those that started within :data:`WARM_WITHIN_S` of the host's
+last work. After a longer idle gap a gate runs 1.6 to 2 times slower (caches and clocks gone
+cold), a cost the host model spreads over all steps through its duty speed instead of
+placing on the gate after an idle gap; calibrating on all alone gates made the replay's
+host as slow as a cold gate everywhere (B = 1 p50 +9 to +21 % too slow, against −6 to +6 %
+on the warm ones, same runs).
+
+How: the replay is scaled until its own warm alone gates (read from its records the same
+way) have the run's median: the host model's speed at every duty is multiplied by a scale
+(:attr:`~sim.host_terms.HostTerms.speed_scale`), found by a few replays (each step
+multiplies it by the replay's median ÷ the run's; the duty fixed point damps the response,
+so the steps undershoot and converge from one side). The replay's gate job also holds the
+server loop's own Python around the gate call (``gate_overhead_s``), which the run's gate
+stamps do not: its walls are compared at the call's share of the job. What this takes from
+the run is one number, its host's speed; every other cost still comes from the profile, and
+the queueing, the contention and the preemption are the model's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from sim.config import SimConfig
+from sim.engine import simulate
+from sim.output import records_of
+from sim.service import ServiceTable
+from sim.workload import Workload
+from traces.alone_gates import alone_gates_s
+
+__all__ = ["MIN_ALONE_GATES", "WARM_WITHIN_S", "at_scale", "run_speed_scale"]
+
+MIN_ALONE_GATES = 50  # fewer alone gates in the run or its replay: no speed read from it
+SCALE_TOLERANCE = 0.01  # the replay's alone-gate median within 1 % of the run's
+MAX_SCALE_STEPS = 6
+# only the alone gates that started within this long of the host's last work: a gate after
+# a longer idle gap runs 1.6-2x slower (a cold host), a cost the model has no term for
+WARM_WITHIN_S = 1e-3
+
+
+def at_scale(table: ServiceTable, scale: float) -> ServiceTable:
+    """``table`` with its host running ``scale`` × its profile's speed at every duty."""
+    if table.host is None:
+        return table
+    return replace(table, host=replace(table.host, speed_scale=scale))
+
+
+def run_speed_scale(
+    rows: pl.DataFrame,
+    sim_cfg: SimConfig,
+    table: ServiceTable,
+    work: Workload,
+    stamps_hold_overhead: bool = False,
+) -> float | None:
+    """The host speed scale at which the replay of one B's measured ``rows`` (``sim_cfg``,
+    ``table`` with host terms, ``work``) has the run's median warm alone gate (module
+    docstring); None when the run or the replay has fewer than :data:`MIN_ALONE_GATES`.
+    ``stamps_hold_overhead``: the run's gate stamps hold the loop's overhead as the model's
+    do (a run the model made): compared whole."""
+    if table.host is None:
+        return None
+    measured = alone_gates_s(rows, WARM_WITHIN_S)
+    if len(measured) < MIN_ALONE_GATES:
+        return None
+    target = float(np.median(measured))
+    call = sim_cfg.gate_latency_s + table.host.gate_overhead_s
+    share = 1.0 if stamps_hold_overhead or call <= 0 else sim_cfg.gate_latency_s / call
+    scale = 1.0
+    for _ in range(MAX_SCALE_STEPS):
+        replayed = alone_gates_s(
+            records_of(simulate(sim_cfg, at_scale(table, scale), work)), WARM_WITHIN_S
+        )
+        if len(replayed) < MIN_ALONE_GATES:
+            return None
+        ratio = float(np.median(replayed)) * share / target
+        if abs(ratio - 1.0) <= SCALE_TOLERANCE:
+            break
+        scale *= ratio  # the replay's gate too slow (ratio > 1): a faster host
+    return scale

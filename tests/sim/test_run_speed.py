@@ -1,0 +1,127 @@
+"""The host's speed taken from a run's own alone gates (sim.run_speed, HostSpeed.RUN): the
+scale itself (exact where the host works alone), its recovery from a run the host model
+made at a known scale, and the choice `sim check` makes between the sources."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sim.check import HostSpeed, check_run
+from sim.config import GateSpec, ServiceModel, SimConfig
+from sim.engine import simulate
+from sim.errors import CheckError, SimConfigError
+from sim.host import simulate_host
+from sim.host_terms import HostTerms
+from sim.output import records_of
+from sim.run_speed import WARM_WITHIN_S, at_scale, run_speed_scale
+from sim.service import ServiceTable
+from sim.workload import Workload, make_workload
+from traces.alone_gates import alone_gates_s
+from traces.profile import profile_from_frame
+
+from .test_host import host_model_run, host_profile_frame
+
+
+def test_the_scale_divides_every_step_of_a_host_alone() -> None:
+    """Requests 10 ms apart, each alone on the host: at scale s every stamp of a request is
+    its arrival plus the time at full speed divided by s, with or without a duty curve."""
+    g, e, n = 1e-4, 2e-4, 20
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=n, max_backlog=None,
+        gate_latency_s=g, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([i * 1e-2 for i in range(n)], [[0]] * n)
+    arrival = np.asarray(work.arrival_s)
+    table = ServiceTable.constant([[e]])
+    for duty in ((), (0.0, 1.0)):
+        host = HostTerms(np.zeros(2), duty=duty, duty_speed=(1.0,) * len(duty))
+        for s in (0.5, 1.0, 2.0):
+            res = simulate_host(cfg, table, work, replace(host, speed_scale=s))
+            np.testing.assert_allclose(res.gate_done_s - arrival, g / s, rtol=1e-9)
+            np.testing.assert_allclose(res.completion_s - arrival, (g + e) / s, rtol=1e-9)
+    host = HostTerms(np.zeros(2), duty=(0.0, 1.0), duty_speed=(0.5, 1.0), speed_scale=0.8)
+    assert host.speed_at_duty(0.0) == pytest.approx(0.4)
+    assert host.speed_at_duty(1.0) == pytest.approx(0.8)
+    assert HostTerms(np.zeros(2), speed_scale=1.5).speed_at_duty(0.3) == 1.5
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(SimConfigError, match="speed_scale"):
+            HostTerms(np.zeros(2), speed_scale=bad)
+
+
+def _table() -> ServiceTable:
+    return ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
+
+
+def _b1(n: int = 2000, seed: int = 5) -> tuple[SimConfig, Workload]:
+    cfg = SimConfig(
+        batch_size=1, n_experts=8, rate_rps=800.0, n_requests=n, max_backlog=None,
+        gate_latency_s=200e-6, combine_latency_s=60e-6, seed=seed, host=True, warmup=200,
+    )  # fmt: skip
+    return cfg, make_workload(cfg)
+
+
+@pytest.mark.parametrize("truth", [0.7, 1.0, 1.3])
+def test_a_run_made_at_a_known_scale_gives_it_back(truth: float) -> None:
+    """The host model's own run at scale ``truth`` (another seed than the replay's draws
+    would differ: here the same workload, so only the scale moves): the scale found from its
+    warm alone gates is ``truth`` to the search's tolerance, and its replay gives the run."""
+    cfg, work = _b1()
+    table = _table()
+    assert table.host is not None and table.host.gate_overhead_s == 0.0
+    table = replace(table, host=replace(table.host, gate_overhead_s=40e-6))
+    run = records_of(simulate(cfg, at_scale(table, truth), work))
+    assert len(alone_gates_s(run, WARM_WITHIN_S)) >= 100  # enough to read a median from
+    scale = run_speed_scale(run, cfg, table, work, stamps_hold_overhead=True)
+    assert scale == pytest.approx(truth, rel=0.03)
+    # a server's stamps hold the gate call only (the loop's overhead outside them): the same
+    # run stamped so is read at the call's share of the model's gate job, to the same scale
+    share = 200e-6 / (200e-6 + 40e-6)
+    call_only = run.with_columns(
+        gate_start_s=run["gate_done_s"] - (run["gate_done_s"] - run["gate_start_s"]) * share
+    )
+    assert run_speed_scale(call_only, cfg, table, work) == pytest.approx(truth, rel=0.03)
+    # read whole, the shorter gates would say a faster host
+    assert run_speed_scale(call_only, cfg, table, work, stamps_hold_overhead=True) > truth * 1.1
+
+
+def test_too_few_alone_gates_give_no_scale() -> None:
+    cfg, work = _b1(n=240)  # 40 counted requests
+    table = _table()
+    run = records_of(simulate(cfg, table, work))
+    assert run_speed_scale(run, cfg, table, work) is None
+    assert run_speed_scale(run, cfg, replace(table, host=None), work) is None
+
+
+def test_check_takes_the_runs_own_speed_by_default(tmp_path: Path, host_profile_path: Path) -> None:
+    """A run the model made on a host 0.7 × the profile's speed: by default the check reads
+    the speed from the run and replays it within tolerance at every B; at the profile's
+    speed B = 1 misses. A run at the profile's speed replays to the last digit at scale 1."""
+    slow = host_model_run(tmp_path / "slow.parquet", at_scale(_table(), 0.7), rate_rps=800.0)
+    rows = check_run(slow, host_profile_path, service=ServiceModel.MEDIAN)
+    assert [r.run_speed for r in rows] == [pytest.approx(0.7, rel=0.03)] * 3
+    assert all(r.speed_factor is None for r in rows)
+    assert all(r.within for r in rows), rows
+    assert all(r.to_json()["run_speed"] == r.run_speed for r in rows)
+    plain = check_run(
+        slow, host_profile_path, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROFILE
+    )
+    assert all(r.run_speed is None for r in plain)
+    assert plain[0].error_pct["p50"] < -15 and not plain[0].within
+    same = host_model_run(tmp_path / "same.parquet", _table(), rate_rps=800.0)
+    rows = check_run(same, host_profile_path, service=ServiceModel.MEDIAN)
+    assert [r.run_speed for r in rows] == [1.0] * 3
+    assert all(abs(e) < 1e-9 for r in rows for e in r.error_pct.values())
+
+
+def test_too_short_a_run_falls_back_or_refuses(tmp_path: Path, host_profile_path: Path) -> None:
+    short = host_model_run(tmp_path / "short.parquet", _table(), n_requests=240)
+    rows = check_run(short, host_profile_path, service=ServiceModel.MEDIAN)
+    assert all(r.run_speed is None for r in rows)  # no probes either: the profile's speed
+    with pytest.raises(CheckError, match="fewer than 50 gates"):
+        check_run(short, host_profile_path, host_speed=HostSpeed.RUN)
+    with pytest.raises(CheckError, match="shared-host model"):
+        check_run(short, host_profile_path, host=False, host_speed=HostSpeed.RUN)

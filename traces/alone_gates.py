@@ -1,0 +1,69 @@
+"""The gates of one B's ``serve-records/1`` rows that ran alone on the host: the run's own
+measure of how fast its host was, read the same way from a measured run and from its replay.
+
+Why: a shared machine's speed drifts from minute to minute, and at B = 1 a request's latency
+is a chain of host steps, so a replay at the profile's speed misses the run by as much as
+the machine's speed moved in between (``benchmarks/README.md``, "Fidelity, session 16": per
+run, the B = 1 p50 error follows this median with a correlation of −0.89 to −0.98, the
+speed probes around the run's with −0.54 to −0.78). A gate that ran alone — woken by its
+request's arrival (the gate thread had been waiting), with no batch and no combine running
+anywhere while it ran — is the one step in the records whose wall time is the host's speed
+and nothing else: no contention, no queue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+__all__ = ["alone_gates_s"]
+
+
+def alone_gates_s(rows: pl.DataFrame, warm_within_s: float | None = None) -> np.ndarray:
+    """Wall times (gate start to gate done) of the counted (not warm-up) requests' gates
+    that ran alone (module docstring), in request order, for the rows of one B.
+    ``warm_within_s``: only those that started within this long after the host's last work
+    (a gate, a batch or a combine ending): the host still warm."""
+    if rows.height == 0:
+        return np.zeros(0)
+    reqs = (
+        rows.group_by("request")
+        .agg(
+            pl.col("arrival_s").first(),
+            pl.col("gate_start_s").first(),
+            pl.col("gate_done_s").first(),
+            pl.col("combine_start_s").first(),
+            pl.col("complete_s").first(),
+            pl.col("warmup").first(),
+        )
+        .sort("request")
+    )
+    batches = rows.select("batch", "batch_start_s", "batch_end_s").unique("batch").drop_nulls()
+    busy = np.concatenate(
+        [
+            batches.select("batch_start_s", "batch_end_s").to_numpy().reshape(-1, 2),
+            reqs.select("combine_start_s", "complete_s").drop_nulls().to_numpy().reshape(-1, 2),
+        ]
+    ).astype(float)
+    arrival, start, done = (
+        reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s")
+    )
+    warmup = reqs["warmup"].to_numpy().astype(bool)
+    previous_done = np.concatenate([[-np.inf], done[:-1]])
+    woken = arrival > previous_done  # the gate was waiting on its inbox when it came
+    busy = busy[np.argsort(busy[:, 0], kind="stable")]
+    # some busy interval overlaps [start, done]: of those starting before done, the latest end
+    overlaps = np.zeros(len(start), dtype=bool)
+    if len(busy):
+        latest_end = np.maximum.accumulate(busy[:, 1])
+        before = np.searchsorted(busy[:, 0], done, side="left") - 1
+        overlaps = (before >= 0) & (latest_end[np.maximum(before, 0)] > start)
+    keep = woken & ~overlaps & ~warmup & np.isfinite(start) & np.isfinite(done)
+    if warm_within_s is not None:
+        last = previous_done.copy()
+        if len(busy):
+            ended = np.searchsorted(busy[:, 0], start, side="left") - 1
+            last_busy = np.where(ended >= 0, latest_end[np.maximum(ended, 0)], -np.inf)
+            last = np.maximum(last, np.minimum(last_busy, start))
+        keep &= start - last <= warm_within_s
+    return (done - start)[keep]
