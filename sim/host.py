@@ -104,6 +104,7 @@ class SharedHost:
         self._speed = speed
         self._base = speed
         self.busy_s = 0.0  # time with at least one thread at work
+        self._idle_since = 0.0  # when the last job ended (the host idle since, if none runs)
         self._left: dict[int, float] = {}  # thread -> remaining isolated work, s
         self._shared: dict[int, float] = {}  # thread -> its job's W / (W + speed·E) with company
         self._done: dict[int, simpy.Event] = {}
@@ -211,6 +212,10 @@ class SharedHost:
         """The threads with a job on the host now."""
         return list(self._left)
 
+    def idle_s(self) -> float:
+        """How long the host has had no job at all (0 while one runs)."""
+        return 0.0 if self._left else self.env.now - self._idle_since
+
     def delay_active(self, gate_s: float, worker_s: float) -> None:
         """Add to each thread now at work the work it would do in ``gate_s`` / ``worker_s`` of
         wall time at its current rate: the interpreter lock taken from it by another
@@ -253,6 +258,8 @@ class SharedHost:
             self._done.pop(t).succeed()
             if t == self._holder:
                 self._holder = None
+        if not self._left:
+            self._idle_since = self.env.now
         self._draw_holder()
         self._replan()
 
@@ -419,9 +426,11 @@ def _simulate_at(
                 holds = preempts()
             gate_start[i] = env.now
             gate_job[0] = env.event()
+            # a gate on a host idle for a while runs cold: measured wall time, as work x speed
+            cold_s = host.gate_cold_cost(cpu.idle_s()) * cpu.speed
             yield from cpu.work(
                 GATE,
-                config.gate_latency_s + host.gate_overhead_s,
+                config.gate_latency_s + host.gate_overhead_s + cold_s,
                 host.gate_contention_s,
                 whole=holds,
             )

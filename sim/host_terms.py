@@ -54,7 +54,10 @@ class HostTerms:
     ``handoff_worker_s`` when present) and ``wake_cost_s[i]`` the wall time its
     first step after the wake takes beyond a warm one (empty: none), of which
     ``wake_gather_cost_s[i]`` falls in its gather, the rest in its expert call
-    (empty: all in the gather, as profiles without the split are read); ``gate_overhead_s``,
+    (empty: all in the gather, as profiles without the split are read);
+    ``gate_cold_cost_s[i]``: the wall time a gate takes beyond a warm one when the host had
+    been idle ``gate_cold_idle_s[i]`` before it (every thread waiting: caches and clocks
+    gone cold; interpolated, flat outside; empty: none); ``gate_overhead_s``,
     ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
     around the gate call (per request), around a batch's gather and expert
     (per batch) and around a request's collect and combine (per completion);
@@ -85,6 +88,8 @@ class HostTerms:
     wake_handoff_s: tuple[float, ...] = ()
     wake_cost_s: tuple[float, ...] = ()
     wake_gather_cost_s: tuple[float, ...] = ()
+    gate_cold_idle_s: tuple[float, ...] = ()
+    gate_cold_cost_s: tuple[float, ...] = ()
     gate_overhead_s: float = 0.0
     batch_overhead_s: float = 0.0
     completion_overhead_s: float = 0.0
@@ -163,6 +168,11 @@ class HostTerms:
         it waited ``waited_s``: its code and data are cold (0 without the curve)."""
         return _at(waited_s, self.wake_idle_s, self.wake_cost_s)
 
+    def gate_cold_cost(self, idle_s: float) -> float:
+        """Wall seconds a gate takes beyond a warm one on a host that had been idle
+        ``idle_s`` when it started (0 without the curve)."""
+        return _at(idle_s, self.gate_cold_idle_s, self.gate_cold_cost_s)
+
     def worker_wake_gather_cost(self, waited_s: float) -> float:
         """The part of :meth:`worker_wake_cost` that falls in the woken worker's gather,
         before its batch starts (all of it where the profile does not split it)."""
@@ -225,6 +235,14 @@ class HostTerms:
             )
         if list(self.wake_idle_s) != sorted(self.wake_idle_s):
             raise SimConfigError("host model: wake idle times must increase")
+        if (
+            len(self.gate_cold_cost_s) != len(self.gate_cold_idle_s)
+            or list(self.gate_cold_idle_s) != sorted(self.gate_cold_idle_s)
+            or any(not c >= 0 for c in self.gate_cold_cost_s)
+        ):
+            raise SimConfigError(
+                "host model: one gate cold cost >= 0 per idle time, idle times increasing"
+            )
         if (
             len(self.preempt_p) != len(self.preempt_duty)
             or any(not 0.0 <= p <= 1.0 for p in self.preempt_p)
@@ -313,6 +331,7 @@ class HostTerms:
         expert1 = profile.latency_s(min(profile.experts), 1)
         worker = float(dispatch[1]) + expert1  # the worker step the chain and the pair time
         wake = _wake_curves(profile.source, comps)
+        cold = _gate_cold_curve(comps)
         if phases is not None and len(phases[0]) > 1 and gate is not None and combine is not None:
             assert comps is not None
             k = int(comps.filter(pl.col("component") == duty_rows)["batch_size"][0])
@@ -326,6 +345,14 @@ class HostTerms:
                         "per duty_threads level"
                     )
                 chains = [c - w for c, w in zip(chains, wake[2], strict=True)]
+            if cold is not None and duty_rows == "duty_threads":
+                # and the gate's cold start after the level's gaps, charged apart too
+                if cold[0] != phases[0]:
+                    raise SimConfigError(
+                        f"{profile.source}: chain_gate rows must come at the duty_threads "
+                        "levels' idle times"
+                    )
+                chains = [c - g for c, g in zip(chains, cold[1], strict=True)]
             spread = _spread(comps, duty_rows)
             pairs = sorted(
                 (chain / (chain + idle), min(1.0, steps / chain), raw, lo, hi)
@@ -378,6 +405,8 @@ class HostTerms:
             wake_handoff_s=() if wake is None else wake[1],
             wake_cost_s=() if wake is None else wake[2],
             wake_gather_cost_s=() if wake is None else wake[3],
+            gate_cold_idle_s=() if cold is None or not duty else cold[0],
+            gate_cold_cost_s=() if cold is None or not duty else cold[1],
             gate_overhead_s=float(over["gate_overhead"] or 0.0),
             batch_overhead_s=float(over["batch_overhead"] or 0.0),
             completion_overhead_s=float(over["completion_overhead"] or 0.0),
@@ -483,6 +512,21 @@ def _wake_curves(
     parts = zip(first_g[1], warm_g[1], cost, strict=True)
     gather = tuple(min(c, max(0.0, a - b)) for a, b, c in parts)
     return hand[0], hand[1], cost, gather
+
+
+def _gate_cold_curve(
+    comps: pl.DataFrame | None,
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(idle times, cold costs) of the gate from the two-thread chain's ``chain_gate`` rows
+    (the gate's wall time after each level's gaps): each level's over the shortest gaps'
+    (floored at 0: a gate no slower than the warm one costs nothing extra); None without
+    the rows (profiles before session 16)."""
+    gate = _idle_curve(comps, "chain_gate")
+    if gate is None:
+        return None
+    idle, wall = gate
+    warm = wall[int(np.argmin(idle))]
+    return tuple(idle), tuple(max(0.0, w - warm) for w in wall)
 
 
 def _spread(comps: pl.DataFrame, component: str) -> list[tuple[float, float]]:

@@ -105,6 +105,9 @@ IDLE_COMPONENTS = (
     "chain_next_step",
     "chain_first_gather",
     "chain_next_gather",
+    # at the level's mean gap: the chain's gate, woken on a host idle that long (its cold
+    # start over the shortest gaps'; profiles from session 16)
+    "chain_gate",
 )
 # the real server's own Python around the gate call (per request), a batch (per batch) and
 # a completion (per request): hw.profiling.server_loops; optional, older profiles lack them

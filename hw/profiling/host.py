@@ -38,7 +38,12 @@ simulator's shared-host model.
   with ``chain_first_gather`` / ``chain_next_gather`` the gather of each (the
   server stamps a batch's start between gather and expert, and in its records
   a woken worker's expert call takes 14–27 µs more than a busy one's, about
-  half the cold start: where it falls shows in the queue wait).
+  half the cold start: where it falls shows in the queue wait), and ``chain_gate``
+  at the level's mean gap: the chain's gate alone, whose wall over the shortest
+  gaps' is the gate's own cold start after the host idled (in the server's
+  records a gate woken after more than 3 ms of idle host took 1.6–2 × one woken
+  within 1 ms), charged to the gate by the host's idle time rather than spread
+  over every step by the duty speed.
   A CPU that keeps going idle runs slower (caches, clock,
   the hypervisor): on this box the same chain took about twice as long at
   a 10% duty as back to back, and how busy the last tens of milliseconds were
@@ -375,7 +380,8 @@ def chain_curves(
     levels: list[list[tuple[float, ChainTiming]]],
 ) -> dict[tuple[str, float], list[float]]:
     """The curves of the two-thread chain, per level: ``duty_threads`` (each chain's work,
-    at the level's mean gap between chains) and, at the worker's mean wait before it was
+    at the level's mean gap between chains), ``chain_gate`` (the chain's gate, woken after
+    that gap: over the shortest gaps' its cold start) and, at the worker's mean wait before it was
     woken (gap + gate), ``handoff_worker_chain`` (gate end to the worker running),
     ``chain_first_step`` and ``chain_next_step`` (its first and second worker steps: the
     first pays the wake's cold start, the second runs warm; k >= 2 only), and
@@ -389,6 +395,7 @@ def chain_curves(
         gaps = [gap for gap, _ in kept]
         timings = [t for _, t in kept]
         found[("duty_threads", float(np.mean(gaps)))] = [t.work_s for t in timings]
+        found[("chain_gate", float(np.mean(gaps)))] = [t.gate_end - t.gate_start for t in timings]
         waited = float(np.mean([g + (t.gate_end - t.gate_start) for g, t in kept]))
         found[("handoff_worker_chain", waited)] = [t.handoff_s for t in timings]
         if all(len(t.steps_s) >= 5 for t in timings):  # two worker steps before the combine

@@ -181,7 +181,8 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
              "chain_first_gather", "chain_next_gather")  # fmt: skip
     found = set(curves["component"].to_list())
     assert found - {PREEMPT_HELD, PREEMPT_SHARED} == {
-        "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY, PREEMPT_WALL
+        "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY, PREEMPT_WALL,
+        "chain_gate",
     }  # fmt: skip
     # the gate's preemption: per level of load (idle_s its mean gap) the work and wall time
     # per request over 8 pairs (16 requests), and the gates counted (held or shared) at most
@@ -222,6 +223,10 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
         assert got["idle_s"].to_list() == list(IDLE_S) and (got["latency_s"] > 0).all()
     duty = curves.filter(curves["component"] == "duty_threads").sort("idle_s")
     assert duty.height == len(IDLE_S)
+    # the chain's gate at each level's gap: a part of the chain's work
+    gate = curves.filter(curves["component"] == "chain_gate").sort("idle_s")
+    assert gate["idle_s"].to_list() == duty["idle_s"].to_list()
+    assert ((gate["latency_s"] > 0) & (gate["latency_s"] < duty["latency_s"])).all()
     from hw.profiling.model import model_from_spec
 
     k = min(model_from_spec(TINY).cfg.k, TINY["n_experts"])
@@ -242,6 +247,8 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     assert list(terms.duty_speed) == sorted(terms.duty_speed)
     assert terms.handoff_idle_s == IDLE_S and terms.gate_handoff(0.0) > 0
     assert len(terms.wake_cost_s) == len(IDLE_S) and min(terms.wake_cost_s) >= 0
+    assert terms.gate_cold_idle_s == tuple(gate["idle_s"].to_list())
+    assert terms.gate_cold_cost_s[0] == 0.0 and min(terms.gate_cold_cost_s) >= 0
     assert terms.worker_handoff(1e-3) > 0
     # the state process sim fits to the one window's spread (none if it showed none)
     spread = float(np.log(state["latency_p90_s"][0] / state["latency_p10_s"][0]) / (2 * Z90))
@@ -317,11 +324,13 @@ def test_chain_curves_are_the_chains_work_hand_off_and_cold_first_step() -> None
     got = chain_curves([[(1e-3, a), (3e-3, b)], []])
     idle = {name: at for name, at in got}
     assert idle["duty_threads"] == pytest.approx(2e-3)  # the mean gap between chains
+    assert idle["chain_gate"] == pytest.approx(2e-3)  # the gate, woken after those gaps
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step")
     for name in (*chain, "chain_first_gather", "chain_next_gather"):
         assert idle[name] == pytest.approx(2.15e-3)  # the worker's mean wait: gap + gate
     by_name = {name: v for (name, _), v in got.items()}
     assert by_name["duty_threads"] == pytest.approx([220e-6, 320e-6])
+    assert by_name["chain_gate"] == pytest.approx([100e-6, 200e-6])
     assert by_name["handoff_worker_chain"] == pytest.approx([30e-6, 40e-6])
     assert by_name["chain_first_step"] == pytest.approx([60e-6, 60e-6])
     assert by_name["chain_next_step"] == pytest.approx([20e-6, 20e-6])
@@ -330,6 +339,7 @@ def test_chain_curves_are_the_chains_work_hand_off_and_cold_first_step() -> None
     one = ChainTiming(0.0, 100e-6, 130e-6, (150e-6, 190e-6, 230e-6))  # k = 1: gather, expert
     assert {name for name, _ in chain_curves([[(1e-3, one)]])} == {
         "duty_threads",
+        "chain_gate",
         "handoff_worker_chain",
     }
 
@@ -393,13 +403,13 @@ def test_cli_writes_profile_and_how_it_was_measured(
     from hw.profiling.host import IDLE_S
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
-    # completion pair; 8 idle curves (duty, 2 hand-offs, the chain's hand-off and first and
-    # next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
+    # completion pair; 9 idle curves (duty, 2 hand-offs, the chain's gate, its hand-off and
+    # first and next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
     # the speed probe; the machine's state over 0.1 s windows (in 0.2 s blocks here); the
     # gate's preemption: a busy row per level of load, and a held and a shared row at most
     from hw.profiling.preemption import PREEMPT_GAPS_S
 
-    fixed = 8 + 2 + 5 + 2 + 8 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S)
+    fixed = 8 + 2 + 5 + 2 + 9 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S)
     assert fixed <= doc["rows"] <= fixed + 2 * len(PREEMPT_GAPS_S)
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]

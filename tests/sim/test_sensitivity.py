@@ -39,6 +39,8 @@ def _host() -> HostTerms:
         handoff_gate_s=(1e-5, 5e-5),
         handoff_worker_s=(2e-5, 6e-5),
         wake_idle_s=(1e-4, 2e-3),
+        gate_cold_idle_s=(1e-4, 3e-3),
+        gate_cold_cost_s=(1e-5, 2e-4),
         wake_handoff_s=(4e-5, 5e-5),
         wake_cost_s=(2e-5, 5e-5),
         gate_overhead_s=4e-5,
@@ -70,7 +72,7 @@ def test_scale_costs_scales_every_duration_and_keeps_the_ratios() -> None:
     h, h2 = table.host, table2.host
     assert h is not None and h2 is not None
     ratios = {"gate_rate", "worker_rate", "duty", "duty_speed", "handoff_idle_s", "wake_idle_s"}
-    ratios |= {"speed_scale"}  # a speed, not a cost
+    ratios |= {"speed_scale", "gate_cold_idle_s"}  # a speed and idle times, not costs
     for f in fields(HostTerms):
         a, b = getattr(h, f.name), getattr(h2, f.name)
         if f.name == "state":  # a factor on wall times, not a cost: kept as it is
