@@ -419,8 +419,9 @@ def _check_loaded(
             if scale is None and host_speed is HostSpeed.RUN:
                 raise CheckError(
                     f"--host-speed run: B = {b} has fewer than {MIN_ALONE_GATES} gates that "
-                    "ran alone on a warm host, in the run or in its replay (a short run, or a "
-                    "load that keeps the host busy); use --host-speed probe or profile"
+                    "ran alone (on a warm host, for a profile without the gate's cold start) "
+                    "in the run or in its replay (a short run, or a load that keeps the host "
+                    "busy); use --host-speed probe or profile"
                 )
             if scale is not None:
                 b_table = at_scale(table, scale)

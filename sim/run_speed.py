@@ -8,20 +8,25 @@ the run's alone gates with −0.89 to −0.98: ``benchmarks/README.md``, "Fideli
 16"). Its alone gates are the run measuring its own host while it ran, on the one step whose
 wall time is the host's speed and nothing else.
 
-Only the warm ones count: those that started within :data:`WARM_WITHIN_S` of the host's
-last work. After a longer idle gap a gate runs 1.6 to 2 times slower (caches and clocks gone
-cold), a cost the host model spreads over all steps through its duty speed instead of
-placing on the gate after an idle gap; calibrating on all alone gates made the replay's
-host as slow as a cold gate everywhere (B = 1 p50 +9 to +21 % too slow, against −6 to +6 %
-on the warm ones, same runs).
+Which alone gates: all of them where the profile measured the gate's cold start
+(``chain_gate`` rows, :attr:`~sim.host_terms.HostTerms.gate_cold_cost_s`): the replay's gate
+after an idle gap then pays it as the server's does, and the two medians compare like for
+like. Without it (profiles before session 16) only the warm ones, those that started within
+:data:`WARM_WITHIN_S` of the host's last work: after a longer idle gap a gate runs 1.6 to 2
+times slower (caches and clocks gone cold), which such a model spreads over every step
+through its duty speed, and calibrating on every alone gate made its host as slow as a cold
+gate everywhere (block 20: B = 1 p50 +9 to +21 %, against −6 to +6 % on the warm ones).
+On block 22 the cold start modelled and every alone gate read gave B = 1 p50 −1.5 to +2.0 %
+(warm ones, the cold start modelled: −3.3 to +3.2 %; neither: −14 to −2.5 %).
 
-How: the replay is scaled until its own warm alone gates (read from its records the same
-way) have the run's median: the host model's speed at every duty is multiplied by a scale
+How: the replay is scaled until its own alone gates (read from its records the same way)
+have the run's median: the host model's speed at every duty is multiplied by a scale
 (:attr:`~sim.host_terms.HostTerms.speed_scale`), found by a few replays (each step
 multiplies it by the replay's median ÷ the run's; the duty fixed point damps the response,
 so the steps undershoot and converge from one side). The replay's gate job also holds the
 server loop's own Python around the gate call (``gate_overhead_s``), which the run's gate
-stamps do not: its walls are compared at the call's share of the job. What this takes from
+stamps do not: its walls are compared at the call's share of the job (of the whole wall,
+cold start included, so a cold gate's call is read a little short). What this takes from
 the run is one number, its host's speed; every other cost still comes from the profile, and
 the queueing, the contention and the preemption are the model's.
 """
@@ -45,8 +50,8 @@ __all__ = ["MIN_ALONE_GATES", "WARM_WITHIN_S", "at_scale", "run_speed_scale"]
 MIN_ALONE_GATES = 50  # fewer alone gates in the run or its replay: no speed read from it
 SCALE_TOLERANCE = 0.01  # the replay's alone-gate median within 1 % of the run's
 MAX_SCALE_STEPS = 6
-# only the alone gates that started within this long of the host's last work: a gate after
-# a longer idle gap runs 1.6-2x slower (a cold host), a cost the model has no term for
+# without the gate's cold start in the profile, only the alone gates that started within
+# this long of the host's last work: a gate after a longer idle gap runs 1.6-2x slower
 WARM_WITHIN_S = 1e-3
 
 
@@ -65,13 +70,15 @@ def run_speed_scale(
     stamps_hold_overhead: bool = False,
 ) -> float | None:
     """The host speed scale at which the replay of one B's measured ``rows`` (``sim_cfg``,
-    ``table`` with host terms, ``work``) has the run's median warm alone gate (module
-    docstring); None when the run or the replay has fewer than :data:`MIN_ALONE_GATES`.
+    ``table`` with host terms, ``work``) has the run's median alone gate (all of them where
+    the host terms have the gate's cold start, else the warm ones: module docstring); None
+    when the run or the replay has fewer than :data:`MIN_ALONE_GATES`.
     ``stamps_hold_overhead``: the run's gate stamps hold the loop's overhead as the model's
     do (a run the model made): compared whole."""
     if table.host is None:
         return None
-    measured = alone_gates_s(rows, WARM_WITHIN_S)
+    warm = None if table.host.gate_cold_cost_s else WARM_WITHIN_S
+    measured = alone_gates_s(rows, warm)
     if len(measured) < MIN_ALONE_GATES:
         return None
     target = float(np.median(measured))
@@ -79,9 +86,7 @@ def run_speed_scale(
     share = 1.0 if stamps_hold_overhead or call <= 0 else sim_cfg.gate_latency_s / call
     scale = 1.0
     for _ in range(MAX_SCALE_STEPS):
-        replayed = alone_gates_s(
-            records_of(simulate(sim_cfg, at_scale(table, scale), work)), WARM_WITHIN_S
-        )
+        replayed = alone_gates_s(records_of(simulate(sim_cfg, at_scale(table, scale), work)), warm)
         if len(replayed) < MIN_ALONE_GATES:
             return None
         ratio = float(np.median(replayed)) * share / target

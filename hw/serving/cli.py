@@ -277,6 +277,9 @@ def _host_terms_line(frame: Any) -> str:
             busy, idle = duty["latency_s"][0] * 1e6, duty["latency_s"][-1] * 1e6
             line += f", request chain {where} busiest/idlest {busy:.0f}/{idle:.0f}"
             break
+    gate = frame.filter(pl.col("component") == "chain_gate").sort("idle_s")["latency_s"]
+    if gate.len():  # the chain's gate per level (profiles from session 16)
+        line += f", its gate busiest/idlest {gate[0] * 1e6:.0f}/{gate[-1] * 1e6:.0f}"
     wake = {
         c: frame.filter(pl.col("component") == c).sort("idle_s")["latency_s"].to_numpy() * 1e6
         for c in ("handoff_worker_chain", "chain_first_step", "chain_next_step")

@@ -422,6 +422,7 @@ def test_cli_writes_profile_and_how_it_was_measured(
     printed = " ".join(shown.stdout.split())
     assert "host terms (µs, b=1): dispatch" in printed
     assert "request chain in the server's threads busiest/idlest" in printed
+    assert "its gate busiest/idlest" in printed
     assert "machine state σ" in printed and "over 0.1 s windows" in printed
     assert meta["config"]["state_s"] == 0.4
     assert "worker wake hand-off" in printed and "cold start" in printed

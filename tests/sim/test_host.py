@@ -624,6 +624,76 @@ def test_the_chains_wake_curves_are_read_and_their_cold_start_leaves_the_duty_sp
         )
 
 
+def test_the_chains_gate_gives_the_gates_cold_start_and_leaves_the_duty_speed() -> None:
+    """``chain_gate`` rows (the chain's gate at each level's mean gap): the cold start is each
+    level's gate over the shortest gaps' (floored at 0), and each level's chain is priced
+    without it, as the worker's cold start is; rows at other idle times are refused."""
+    threads = host_profile_frame().with_columns(
+        pl.when(pl.col("component") == "duty")
+        .then(pl.lit("duty_threads"))
+        .otherwise(pl.col("component"))
+        .alias("component")
+    )
+    gaps = [i * 1e-6 for i, _ in DUTY_ROWS]  # 0, 404, 1616, 3636, 9696 µs
+    walls = [200e-6, 210e-6, 260e-6, 190e-6, 340e-6]  # 3636 µs: under the warm one
+    gate = pl.DataFrame(
+        {
+            "expert": -1, "batch_size": 1, "latency_s": walls, "samples": 1,
+            "component": "chain_gate", "device": "cpu:test", "idle_s": gaps,
+        }
+    )  # fmt: skip
+    plain = HostTerms.from_profile(profile_from_frame(threads), 64)
+    terms = HostTerms.from_profile(
+        profile_from_frame(pl.concat([threads, gate], how="diagonal_relaxed")), 64
+    )
+    assert plain is not None and terms is not None
+    assert plain.gate_cold_cost_s == () and plain.gate_cold_cost(5e-3) == 0.0
+    assert terms.gate_cold_idle_s == pytest.approx(gaps)
+    assert terms.gate_cold_cost_s == pytest.approx([0.0, 10e-6, 60e-6, 0.0, 140e-6])
+    assert terms.gate_cold_cost(1010e-6) == pytest.approx(35e-6)  # halfway: interpolated
+    assert terms.gate_cold_cost(0.1) == pytest.approx(140e-6)  # flat past the last level
+    cost = dict(zip(gaps, terms.gate_cold_cost_s, strict=True))
+    chains = [(i * 1e-6, c * 1e-6 - cost[i * 1e-6]) for i, c in DUTY_ROWS]
+    want = sorted((c / (c + i), min(1.0, 404e-6 / c)) for i, c in chains)
+    assert terms.duty == pytest.approx([u for u, _ in want])
+    # a chain priced without its gate's cold start is faster: no level slower than before
+    for u, v in zip(terms.duty, terms.duty_speed, strict=True):
+        assert v >= plain.speed_at_duty(u) - 1e-12
+    moved = gate.with_columns((pl.col("idle_s") * 2).alias("idle_s"))
+    with pytest.raises(SimConfigError, match="chain_gate"):
+        HostTerms.from_profile(
+            profile_from_frame(pl.concat([threads, moved], how="diagonal_relaxed")), 64
+        )
+    for idle, cold in ((((1e-3, 0.0)), (0.0, 1e-4)), ((0.0, 1e-3), (-1e-6, 1e-4))):
+        with pytest.raises(SimConfigError, match="gate cold cost"):
+            HostTerms(np.zeros(2), gate_cold_idle_s=idle, gate_cold_cost_s=cold)
+    with pytest.raises(SimConfigError, match="gate cold cost"):
+        HostTerms(np.zeros(2), gate_cold_idle_s=(0.0,), gate_cold_cost_s=())
+
+
+def test_a_gate_on_a_host_idle_for_a_while_pays_its_cold_start() -> None:
+    """Gate 100 µs, expert 1 ms, cold start 0 after no idle time rising to 100 µs after
+    1 ms (flat past it). Request 0 at 0 (host idle 0): gate to 0.1 ms, batch to 1.1 ms.
+    Request 1 at 1.6 ms, the host idle 0.5 ms: 50 µs cold, gate done 1.75 ms, batch to
+    2.75 ms. Request 2 at 5 ms (idle 2.25 ms): 100 µs cold, gate done 5.2 ms. Request 3 at
+    5.15 ms waits for that gate and starts at once (the host busy): no cold start. At half
+    speed the gate's work doubles; the cold start is measured wall time and does not; a gate
+    that finds a worker at work pays none."""
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=4, max_backlog=None,
+        gate_latency_s=1e-4, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([0.0, 1.6e-3, 5e-3, 5.15e-3], [[0]] * 4)
+    host = HostTerms(np.zeros(2), gate_cold_idle_s=(0.0, 1e-3), gate_cold_cost_s=(0.0, 1e-4))
+    res = simulate_host(cfg, _one_expert_table(1e-3), work, host)
+    assert res.gate_done_s.tolist() == pytest.approx([1e-4, 1.75e-3, 5.2e-3, 5.3e-3])
+    assert res.completion_s.tolist() == pytest.approx([1.1e-3, 2.75e-3, 6.2e-3, 7.2e-3])
+    half = simulate_host(cfg, _one_expert_table(1e-3), work, replace(host, speed_scale=0.5))
+    # gate 0 -> 0.2 ms, batch to 2.2 ms; request 1's gate finds the worker at work (no
+    # idle time): 1.6 -> 1.8 ms, its batch 2.2 -> 4.2 ms; request 2's after 0.8 ms idle: 80 µs
+    assert half.gate_done_s[:3].tolist() == pytest.approx([2e-4, 1.8e-3, 5.28e-3])
+
+
 def test_older_profiles_busy_hand_off_rows_are_not_read() -> None:
     """``handoff_worker_busy`` rows (profiles before 2026-12-02) change nothing, on any
     idle times: a worker woken while the gate goes on waits for that gate's end."""
