@@ -283,7 +283,7 @@ def _probed_state(check: pl.DataFrame) -> str:
         lo, hi = float(scales.min()), float(scales.max())  # type: ignore[arg-type]
         out += (
             " The shared-host model took the host's speed during each run from the run's own "
-            f"gates that ran alone on a warm host: {_span(lo, hi)} the profile's "
+            f"gates that ran alone: {_span(lo, hi)} the profile's "
             "(`docs/system-model.md` §8)."
         )
     factors = check["speed_factor"].drop_nulls() if "speed_factor" in check.columns else None

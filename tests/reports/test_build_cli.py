@@ -153,12 +153,12 @@ def test_writeup_says_when_the_model_took_the_hosts_speed_from_the_run(
             "older": lambda _i, x: {k: v for k, v in x.items() if k != "run_speed"},
         },
     )
-    assert "alone on a warm host: ×0.84–×1.12 the profile's" in texts["run"]
+    assert "gates that ran alone: ×0.84–×1.12 the profile's" in texts["run"]
     assert "speed probe" not in texts["run"]
-    assert "alone on a warm host: ×0.90 the profile's" in texts["both"]
+    assert "gates that ran alone: ×0.90 the profile's" in texts["both"]
     assert "Elsewhere it took each run's machine state from the host speed probe" in texts["both"]
     for name in ("plain", "older"):
-        assert "alone on a warm host" not in texts[name]
+        assert "gates that ran alone" not in texts[name]
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["run"]
 
 
