@@ -461,7 +461,8 @@ def check_cmd(
         str | None,
         typer.Option(
             help="Where the host model takes each B's host speed from: run (the run's own "
-            "gates that ran alone on a warm host), probe (hw serve's speed probes around the "
+            "gates that ran alone; with a profile older than the gate's cold start, the "
+            "warm ones), probe (hw serve's speed probes around the "
             "B, against the profile's), profile (as profiled). Default: run where the B has "
             "enough such gates, else probe where the run and the profile have it, else profile.",
         ),
