@@ -405,6 +405,8 @@ def _check_loaded(
             "--terms profile on a run on CPU devices and a profile with the host terms"
         )
     measured = summarize(records, cfg)
+    simulated = bool(cfg.extra.get("simulated"))  # a run the model made: its gate stamps
+    # hold the server loop's overhead, as a replay's do (sim.run_speed)
     out = []
     for b in b_values:
         rows = records.filter(pl.col("B") == b)
@@ -414,7 +416,6 @@ def _check_loaded(
         )
         factor, scale, b_table = None, None, table
         if host and host_speed in (None, HostSpeed.RUN):
-            simulated = bool(cfg.extra.get("simulated"))  # its gate stamps hold the overhead
             scale = run_speed_scale(rows, sim_cfg, table, work, simulated)
             if scale is None and host_speed is HostSpeed.RUN:
                 raise CheckError(

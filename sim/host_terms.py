@@ -332,6 +332,7 @@ class HostTerms:
         worker = float(dispatch[1]) + expert1  # the worker step the chain and the pair time
         wake = _wake_curves(profile.source, comps)
         cold = _gate_cold_curve(comps)
+        charged_cold = None  # the gate's cold start, where it was taken out of the duty chains
         if phases is not None and len(phases[0]) > 1 and gate is not None and combine is not None:
             assert comps is not None
             k = int(comps.filter(pl.col("component") == duty_rows)["batch_size"][0])
@@ -353,6 +354,7 @@ class HostTerms:
                         "levels' idle times"
                     )
                 chains = [c - g for c, g in zip(chains, cold[1], strict=True)]
+                charged_cold = cold
             spread = _spread(comps, duty_rows)
             pairs = sorted(
                 (chain / (chain + idle), min(1.0, steps / chain), raw, lo, hi)
@@ -405,8 +407,8 @@ class HostTerms:
             wake_handoff_s=() if wake is None else wake[1],
             wake_cost_s=() if wake is None else wake[2],
             wake_gather_cost_s=() if wake is None else wake[3],
-            gate_cold_idle_s=() if cold is None or not duty else cold[0],
-            gate_cold_cost_s=() if cold is None or not duty else cold[1],
+            gate_cold_idle_s=() if charged_cold is None else charged_cold[0],
+            gate_cold_cost_s=() if charged_cold is None else charged_cold[1],
             gate_overhead_s=float(over["gate_overhead"] or 0.0),
             batch_overhead_s=float(over["batch_overhead"] or 0.0),
             completion_overhead_s=float(over["completion_overhead"] or 0.0),

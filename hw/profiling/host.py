@@ -394,8 +394,9 @@ def chain_curves(
             continue
         gaps = [gap for gap, _ in kept]
         timings = [t for _, t in kept]
-        found[("duty_threads", float(np.mean(gaps)))] = [t.work_s for t in timings]
-        found[("chain_gate", float(np.mean(gaps)))] = [t.gate_end - t.gate_start for t in timings]
+        gap = float(np.mean(gaps))
+        found[("duty_threads", gap)] = [t.work_s for t in timings]
+        found[("chain_gate", gap)] = [t.gate_end - t.gate_start for t in timings]
         waited = float(np.mean([g + (t.gate_end - t.gate_start) for g, t in kept]))
         found[("handoff_worker_chain", waited)] = [t.handoff_s for t in timings]
         if all(len(t.steps_s) >= 5 for t in timings):  # two worker steps before the combine
