@@ -66,6 +66,7 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "profile_variation": pl.Float64(),
     "speed_factor": pl.Float64(),
     "run_speed": pl.Float64(),
+    "state_from_run": pl.Boolean(),
     "profiles": pl.Int64(),
     "host_lock": pl.String(),
 }
@@ -75,6 +76,8 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
 the host model took it from the speed probes (null: not applied, or older outputs);
 ``run_speed``: the host's speed during the run over the profile's, as the host model took
 it from the run's own alone gates (null: not applied, or older outputs);
+``state_from_run``: whether the host model read how that speed moved within the run (the
+machine's state) from the same gates (null: the ideal model, older outputs, or malformed);
 ``profiles``: how many profiles' predictions each prediction is the mean of (1: one, or
 older outputs); ``host_lock``: how the host model split the host between two threads
 (``even`` or ``whole``; null: the ideal model, older outputs, or a malformed value)."""
@@ -176,6 +179,7 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "profile_variation": _float_or_none(d.get("profile_variation")),
                     "speed_factor": _float_or_none(d.get("speed_factor")),
                     "run_speed": _float_or_none(d.get("run_speed")),
+                    "state_from_run": _bool_or_none(d.get("state_from_run")),
                     "profiles": _profiles(d.get("profiles", 1)),
                     "host_lock": _host_lock(d.get("host_lock")),
                 }
@@ -193,6 +197,11 @@ def _profiles(value: object) -> int:
     """The line's profile count; a malformed one is read as one profile (the field only
     adds a sentence to the writeup)."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def _bool_or_none(value: object) -> bool | None:
+    """A true/false of a JSON line, or None for null, absent or anything else."""
+    return value if isinstance(value, bool) else None
 
 
 def _float_or_none(value: object) -> float | None:

@@ -276,7 +276,8 @@ def _fidelity(inp: Inputs, report: str) -> str:
 
 def _probed_state(check: pl.DataFrame) -> str:
     """Say where the host model took each run's host speed from: the run's own alone gates,
-    the speed probes, or (nothing said) the profile."""
+    the speed probes, or (nothing said) the profile; and its machine state, where from the
+    run's alone gates."""
     out = ""
     scales = check["run_speed"].drop_nulls() if "run_speed" in check.columns else None
     if scales is not None and len(scales):
@@ -285,6 +286,12 @@ def _probed_state(check: pl.DataFrame) -> str:
             " The shared-host model took the host's speed during each run from the run's own "
             f"gates that ran alone: {_span(lo, hi)} the profile's "
             "(`docs/system-model.md` §8)."
+        )
+    if "state_from_run" in check.columns and check["state_from_run"].fill_null(False).any():
+        where = " It" if out else " The shared-host model"
+        out += (
+            f"{where} read how the host's speed moved within each run (the machine's state: "
+            "its slow and fast spells) from the same gates where a run had enough of them."
         )
     factors = check["speed_factor"].drop_nulls() if "speed_factor" in check.columns else None
     if factors is not None and len(factors):

@@ -28,6 +28,7 @@ from sim.machine_state import MachineState
 from sim.output import records_of
 from sim.parts import mean_parts, request_parts
 from sim.run_speed import MIN_ALONE_GATES, at_scale, run_speed_scale
+from sim.run_state import run_state, with_state
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
 from sim.service import ServiceTable
@@ -149,6 +150,9 @@ class CheckRow:
     # whether the host model ran the gate's preemption the profile measured (SimConfig
     # gate_preempt; False where the profile lacks it or --host-preempt off); None: ideal model
     gate_preempt: bool | None = None
+    # whether that state was read from the run's own alone gates (sim.run_state; several
+    # runs or profiles: from every one's); None: the ideal model
+    state_from_run: bool | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -226,6 +230,7 @@ class CheckRow:
             "host_lock": self.host_lock,
             "state": None if self.state is None else asdict(self.state),
             "gate_preempt": self.gate_preempt,
+            "state_from_run": self.state_from_run,
             **extra,
         }
 
@@ -324,6 +329,7 @@ def check_run(
     replays: int = 1,
     parts: bool = False,
     host_state: dict[str, float | bool] | None = None,
+    state_from_run: bool = True,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -347,11 +353,16 @@ def check_run(
     about 3 % from seed to seed on this machine's runs (4-7 % with the lock won whole).
     ``parts``: also compare each part of a request (:mod:`sim.parts`: the queue before
     the gate, the gate, the worker's part, the latency), p50 and p99, measured and replayed.
-    ``host_state``: the machine's state in the host model (:func:`replay_config`).
+    ``host_state``: the machine's state in the host model (:func:`replay_config`);
+    ``state_from_run``: where it sets none, each B's state is read from the run's own alone
+    gates (:mod:`sim.run_state`) where it has enough of them, else the profile's.
     """
     options = (tolerance, service, terms, host, sensitivity, host_speed, host_lock, replays, parts)
     # one run: its own rows
-    return check_runs([measured_path], profile_path, *options, host_state=host_state)
+    return check_runs(
+        [measured_path], profile_path, *options, host_state=host_state,
+        state_from_run=state_from_run,
+    )  # fmt: skip
 
 
 def _with_variation(
@@ -381,6 +392,7 @@ def _check_loaded(
     replays: int = 1,
     parts: bool = False,
     host_state: dict[str, float | bool] | None = None,
+    state_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -415,8 +427,13 @@ def _check_loaded(
             cfg, int(b), work.n_requests, service, profile if host else None, host_lock, host_state
         )
         factor, scale, b_table = None, None, table
+        from_run = False
+        if host and state_from_run and sim_cfg.state_sigma is None:
+            got = run_state(rows)
+            if got is not None:
+                b_table, from_run = with_state(table, got.state), True
         if host and host_speed in (None, HostSpeed.RUN):
-            scale = run_speed_scale(rows, sim_cfg, table, work, simulated)
+            scale = run_speed_scale(rows, sim_cfg, b_table, work, simulated)
             if scale is None and host_speed is HostSpeed.RUN:
                 raise CheckError(
                     f"--host-speed run: B = {b} has fewer than {MIN_ALONE_GATES} gates that "
@@ -425,7 +442,7 @@ def _check_loaded(
                     "busy); use --host-speed probe or profile"
                 )
             if scale is not None:
-                b_table = at_scale(table, scale)
+                b_table = at_scale(b_table, scale)
         if host and scale is None and host_speed in (None, HostSpeed.PROBE):
             factor = speed_factor(cfg, profile, int(b))
             if factor is None and host_speed is HostSpeed.PROBE:
@@ -434,7 +451,7 @@ def _check_loaded(
                     f"serve --speed-probe-s 0, or older) or in {profile.source} (profile again)"
                 )
             if factor is not None:
-                b_table = at_host_speed(table, profile, factor)
+                b_table = at_host_speed(b_table, profile, factor)
         measured_terms = None
         if terms is Terms.REPLAY:
             measured_terms = replay_terms(rows, cfg.max_wait_s)
@@ -471,6 +488,7 @@ def _check_loaded(
             gate_preempt=bool(sim_cfg.gate_preempt and b_table.host and b_table.host.preempt_p)
             if host
             else None,
+            state_from_run=from_run if host else None,
         )
         if sim_parts:
             row = replace(
@@ -529,6 +547,7 @@ def check_runs(
     parts: bool = False,
     only_b: Sequence[int] | None = None,
     host_state: dict[str, float | bool] | None = None,
+    state_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -550,7 +569,8 @@ def check_runs(
     highest profile's (each over the runs), how far the reference state moves the answer.
 
     ``only_b``: check only these B values (each must be in every run), e.g. B = 1 of a
-    ``--B 1..64`` run, without replaying the others.
+    ``--B 1..64`` run, without replaying the others. ``state_from_run``: as in
+    :func:`check_run`, each run's machine state from its own alone gates.
     """
     if not measured_paths:
         raise CheckError("give at least one measured run")
@@ -595,6 +615,7 @@ def check_runs(
                 replays,
                 parts,
                 host_state,
+                state_from_run,
             )
             for records, cfg in loaded
         ]
@@ -659,6 +680,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
                 state=_state_mean([r.state for r in rows]),
                 gate_preempt=None if not rows[0].host else all(r.gate_preempt for r in rows),
+                state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
             )
         )
     return out
@@ -732,6 +754,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
         state=_state_mean([r.state for r in rows]),
         gate_preempt=None if not rows[0].host else all(r.gate_preempt for r in rows),
+        state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
     )
 
 

@@ -152,6 +152,14 @@ _HOST_PREEMPT_HELP = (
     "duty: 'profile' (the default; never where the profile lacks it) or 'off'."
 )
 
+_CHECK_HOST_STATE_HELP = (
+    "Shared-host model: the machine's state, a log-normal factor (SIGMA in log) on every "
+    "step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation RHO: "
+    "'run' (the default: read from each B's own gates that ran alone, as the profile reads "
+    "its chains; the profile's where a B has too few), 'profile' (the process fitted to "
+    "what hw profile measured), 'off', or SIGMA,RHO,WINDOW_S (e.g. 0.19,0.7,0.1)."
+)
+
 
 def _state_label(state: MachineState | None, preempt: bool = False) -> str:
     """The state process a host model ran, and whether the gate's preemption ran, for a
@@ -448,7 +456,7 @@ def check_cmd(
         ),
     ] = None,
     host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
-    host_state: Annotated[str | None, typer.Option(help=_HOST_STATE_HELP)] = None,
+    host_state: Annotated[str | None, typer.Option(help=_CHECK_HOST_STATE_HELP)] = None,
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
     sensitivity: Annotated[
         float | None,
@@ -510,13 +518,14 @@ def check_cmd(
     profiles = profile or [default_profile_path()]
     only_b = None if b_text is None else parse_b_values(b_text)
     state: dict[str, float | bool] | None = None
+    from_run = host_state is None or host_state.strip() == "run"
     if host_state is not None or host_preempt is not None:
-        state = parse_host_state(host_state or "profile") | parse_host_preempt(
-            host_preempt or "profile"
+        state = parse_host_state("profile" if from_run else host_state or "profile") | (
+            parse_host_preempt(host_preempt or "profile")
         )
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed, host_lock, replays,
-        parts, only_b, state,
+        parts, only_b, state, state_from_run=from_run,
     )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
@@ -531,7 +540,10 @@ def check_cmd(
         model = "shared-host model" if rows and rows[0].host else "ideal model"
         if rows and rows[0].host_lock == HostLock.WHOLE.value:
             model += ", lock won whole"
-        if rows and rows[0].host:
+        if rows and rows[0].host and rows[0].state_from_run:
+            model += ", machine state from each B's alone gates"
+            model += ", gate preemption" if rows[0].gate_preempt else ""
+        elif rows and rows[0].host:
             model += f", {_state_label(rows[0].state, bool(rows[0].gate_preempt))}"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""

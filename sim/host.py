@@ -38,7 +38,9 @@ host busier), so :func:`simulate_host` solves v(u(s)) = s for the speed s,
 simulating the run once per step. Around that speed the machine has spells:
 each window as long as one request's chain, every step's wall time is
 multiplied by a factor drawn from that chain's measured spread at the run's
-duty, so that a request's steps share their slowness as in the server.
+duty, so that a request's steps share their slowness as in the server; the
+measured cold starts below stretch with the spell and the machine's state as the
+work does (the profile measured both on whole chains, cold starts included).
 Every arrival that finds the gate waiting, and every batch that finds its
 worker waiting, first pays the measured hand-off time of waking that thread,
 and a woken worker's next step also pays the measured cold start of a first
@@ -121,6 +123,14 @@ class SharedHost:
     def speed(self) -> float:
         """The host's speed alone now: the run's duty speed, over the current spell's factor."""
         return self._speed
+
+    @property
+    def steady_speed(self) -> float:
+        """The run's duty speed without the spell's and the state's factors: a wall time w
+        measured by ``hw profile`` is ``w × steady_speed`` of work, so that it stretches with
+        the spell and the state of the moment as every step does (the profile measured
+        those on whole chains, cold starts included)."""
+        return self._base
 
     def set_spell(self, factor: float) -> None:
         """From now on every step takes ``factor`` times its wall time at the run's speed
@@ -426,8 +436,8 @@ def _simulate_at(
                 holds = preempts()
             gate_start[i] = env.now
             gate_job[0] = env.event()
-            # a gate on a host idle for a while runs cold: measured wall time, as work x speed
-            cold_s = host.gate_cold_cost(cpu.idle_s()) * cpu.speed
+            # a gate on a host idle for a while runs cold: measured wall time, as work
+            cold_s = host.gate_cold_cost(cpu.idle_s()) * cpu.steady_speed
             yield from cpu.work(
                 GATE,
                 config.gate_latency_s + host.gate_overhead_s + cold_s,
@@ -482,20 +492,20 @@ def _simulate_at(
                 continue
             j = heapq.heappop(ready[d])[2]
             members = b_members[j]
-            # the cold start is measured wall time at the run's speed: as work, cost x speed;
-            # it falls partly in the gather (before the batch's start), partly in the expert
+            # the cold start is measured wall time, as work (SharedHost.steady_speed); it
+            # falls partly in the gather (before the batch's start), partly in the expert
             gather_cold, expert_cold = cold_gather[d], cold[d] - cold_gather[d]
             cold[d] = cold_gather[d] = 0.0
             yield from cpu.work(
                 d,
                 float(host.dispatch_s[len(members)])
                 + host.batch_overhead_s
-                + gather_cold * cpu.speed,
+                + gather_cold * cpu.steady_speed,
                 host.worker_contention(0),
             )
             b_start[j] = env.now
             yield from cpu.work(
-                d, b_service[j] + expert_cold * cpu.speed, host.worker_contention(1)
+                d, b_service[j] + expert_cold * cpu.steady_speed, host.worker_contention(1)
             )
             b_end[j] = env.now
             completing = []

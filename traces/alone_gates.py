@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-__all__ = ["alone_gates_s"]
+__all__ = ["alone_gates", "alone_gates_s"]
 
 
 def alone_gates_s(rows: pl.DataFrame, warm_within_s: float | None = None) -> np.ndarray:
@@ -24,8 +24,16 @@ def alone_gates_s(rows: pl.DataFrame, warm_within_s: float | None = None) -> np.
     that ran alone (module docstring), in request order, for the rows of one B.
     ``warm_within_s``: only those that started within this long after the host's last work
     (a gate, a batch or a combine ending): the host still warm."""
+    return alone_gates(rows, warm_within_s)[1]
+
+
+def alone_gates(
+    rows: pl.DataFrame, warm_within_s: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(start times, wall times) of the gates :func:`alone_gates_s` keeps, in request order:
+    when each ran, for reading how the host's speed moved during the run."""
     if rows.height == 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     reqs = (
         rows.group_by("request")
         .agg(
@@ -66,4 +74,4 @@ def alone_gates_s(rows: pl.DataFrame, warm_within_s: float | None = None) -> np.
             last_busy = np.where(ended >= 0, latest_end[np.maximum(ended, 0)], -np.inf)
             last = np.maximum(last, np.minimum(last_busy, start))
         keep &= start - last <= warm_within_s
-    return (done - start)[keep]
+    return start[keep], (done - start)[keep]

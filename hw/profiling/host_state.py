@@ -15,16 +15,13 @@ server's at B = 1) for ``seconds``; each chain's gate time is one sample of the 
 at its start. The samples fall into blocks of :data:`~traces.profile.STATE_BLOCK_S`
 (5 s): what moves slower than a block, ``hw serve``'s speed probe around each B already
 gives ``sim check``, so only the state's moves within a block count. Per window length w
-in :data:`STATE_WINDOWS_S` each block is cut into windows; a window's state is its log
-median gate, taken about its block's mean. The spread of those medians mixes the state's
-with the medians' own sampling noise, so each window's samples are split in two
-interleaved halves (even and odd positions): the halves share the state but not the
-noise, and the covariance of their log medians (each about its block's mean, pooled over
-the blocks, divided by the windows) is the state's variance alone (a split-half estimate;
-0 when negative). The row per w: ``latency_s`` the median of the window medians,
-``latency_p10_s`` / ``latency_p90_s`` that median times exp(∓1.2816 σ_w) (the state's p10
-and p90 over windows of that length within a block, log-normal), ``samples`` the windows
-used. How σ_w falls with w tells how long the spells last (``sim.machine_state.fit_state``).
+in :data:`STATE_WINDOWS_S`, the state's spread σ_w within a block is the split-half
+estimate of :mod:`traces.state_windows` (the calls' own noise removed), which ``sim
+check`` also reads a run's alone gates with. The row per w: ``latency_s`` the median of
+the window medians, ``latency_p10_s`` / ``latency_p90_s`` that median times
+exp(∓1.2816 σ_w) (the state's p10 and p90 over windows of that length within a block,
+log-normal), ``samples`` the windows used. How σ_w falls with w tells how long the
+spells last (``sim.machine_state.fit_state``).
 """
 
 from __future__ import annotations
@@ -37,6 +34,8 @@ import numpy as np
 from hw.profiling.speed_probe import PROBE_GAP_S
 from hw.timing import LatencyStats, TimingError
 from traces.profile import STATE_BLOCK_S, Z90
+from traces.state_windows import STATE_WINDOWS_S
+from traces.state_windows import window_state as shared_window_state
 
 __all__ = [
     "STATE_GAP_S",
@@ -49,8 +48,6 @@ __all__ = [
 
 STATE_GAP_S = PROBE_GAP_S  # mean idle gap before each chain
 STATE_S = 30.0  # seconds of chains: six blocks, ~300 windows of 0.1 s, 30 of 1 s
-STATE_WINDOWS_S = (0.1, 0.25, 0.5, 1.0)  # window lengths of the rows
-MIN_HALF = 3  # samples per half a window needs to count
 
 
 def state_samples(
@@ -79,38 +76,13 @@ def window_state(
 ) -> tuple[float, float, int] | None:
     """(median of the window medians, the state's σ in log over windows of ``window_s``
     within whole blocks of ``block_s``, the medians' sampling noise removed, windows used);
-    None without two windows of at least 2·:data:`MIN_HALF` samples in some whole block
-    (module docstring)."""
-    if not 0 < window_s <= block_s:
-        raise TimingError(f"machine state: need 0 < window <= block, got {window_s}, {block_s}")
-    if len(starts) == 0:
-        return None
-    order = np.argsort(starts, kind="stable")
-    t = starts[order] - starts[order][0]
-    log_gate = np.log(np.maximum(gates_s[order], 1e-9))
-    per_block = round(block_s / window_s)
-    # whole blocks; a last block 90 % covered counts (30 s of chains end just short of 30)
-    whole = t < np.floor(t[-1] / block_s + 0.1) * block_s
-    index = (t[whole] // window_s).astype(np.int64)
-    cuts = np.flatnonzero(np.diff(index)) + 1
-    medians: list[float] = []
-    by_block: dict[int, list[tuple[float, float]]] = {}
-    starts_of = np.concatenate([[0], cuts])
-    for first, part in zip(starts_of, np.split(log_gate[whole], cuts), strict=True):
-        if len(part) >= 2 * MIN_HALF:
-            medians.append(float(np.median(part)))
-            block = int(index[first]) // per_block
-            by_block.setdefault(block, []).append(
-                (float(np.median(part[0::2])), float(np.median(part[1::2])))
-            )
-    halves = [np.array(v) for v in by_block.values() if len(v) >= 2]
-    if not halves:
-        return None
-    used = sum(len(h) for h in halves)
-    cross = sum(
-        float(np.sum((h[:, 0] - h[:, 0].mean()) * (h[:, 1] - h[:, 1].mean()))) for h in halves
-    )
-    return float(np.exp(np.median(medians))), float(np.sqrt(max(cross / used, 0.0))), used
+    None without two windows of at least 2·MIN_HALF samples in some whole block
+    (:func:`traces.state_windows.window_state`, the estimate ``sim check`` also reads a
+    run's alone gates with)."""
+    try:
+        return shared_window_state(starts, gates_s, window_s, block_s)
+    except ValueError as e:
+        raise TimingError(str(e)) from None
 
 
 def state_rows(

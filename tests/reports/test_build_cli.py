@@ -162,6 +162,26 @@ def test_writeup_says_when_the_model_took_the_hosts_speed_from_the_run(
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["run"]
 
 
+def test_writeup_says_when_the_model_read_the_machines_state_from_the_run(
+    small_run: Path, tmp_path: Path
+) -> None:
+    texts = _writeups_of_saved_checks(
+        small_run,
+        tmp_path,
+        {
+            "run": lambda i, x: {**x, "run_speed": 0.9, "state_from_run": (True, False)[i % 2]},
+            "profile": lambda _i, x: {**x, "state_from_run": False},
+            "older": lambda _i, x: {k: v for k, v in x.items() if k != "state_from_run"},
+            "malformed": lambda _i, x: {**x, "state_from_run": "yes"},
+        },
+    )
+    assert "gates that ran alone: ×0.90 the profile's" in texts["run"]
+    assert "It read how the host's speed moved within each run" in texts["run"]
+    for name in ("profile", "older", "malformed"):
+        assert "moved within each run" not in texts[name]
+    assert "3 of 4 (point, metric) pairs are within tolerance" in texts["run"]
+
+
 def test_writeup_says_when_predictions_are_the_mean_of_several_profiles(
     small_run: Path, tmp_path: Path
 ) -> None:

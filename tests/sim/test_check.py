@@ -346,6 +346,8 @@ def test_regression_shipped_measured_runs(name: str) -> None:
 
 
 PROFILE = HostSpeed.PROFILE  # the recorded regressions predate the run's own speed
+# and the run's own state (sim.run_state): both from the profile, as recorded
+AS_RECORDED = {"host_speed": PROFILE, "state_from_run": False}
 
 
 def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
@@ -362,7 +364,7 @@ def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
     profile = data_path("profiles/cpu-host.parquet")
     if not (run.exists() and profile.exists()):
         pytest.skip("the host-model regression data is not shipped")
-    host = {r.B: r for r in check_run(run, profile, host_speed=PROFILE)}
+    host = {r.B: r for r in check_run(run, profile, **AS_RECORDED)}
     ideal = {r.B: r for r in check_run(run, profile, host=False)}
     assert all(r.host for r in host.values()) and not any(r.host for r in ideal.values())
     assert host[4].within and host[16].within
@@ -372,7 +374,7 @@ def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
     # shared evenly (the default) B = 1's p99 is low in this run; with the lock won whole it
     # passes (recorded: p50 -3.7 / p99 -13.5 % even, -1.1 / -8.3 whole; over 24 runs of
     # session 13 whole overshoots it instead, benchmarks/README.md)
-    whole = {r.B: r for r in check_run(run, profile, host_lock=HostLock.WHOLE, host_speed=PROFILE)}
+    whole = {r.B: r for r in check_run(run, profile, host_lock=HostLock.WHOLE, **AS_RECORDED)}
     assert whole[1].within and not host[1].within
     assert host[1].error_pct["p99"] < whole[1].error_pct["p99"] < 0
 
@@ -397,7 +399,7 @@ def test_regression_shipped_run_predicted_from_a_two_thread_profile() -> None:
         pytest.skip("the two-thread regression data is not shipped")
     terms = HostTerms.from_profile(read_profile(profile), 16)
     assert terms is not None and terms.wake_cost_s and terms.duty_speed and terms.duty_chain_s
-    host = {r.B: r for r in check_run(run, profile, host_speed=PROFILE)}
+    host = {r.B: r for r in check_run(run, profile, **AS_RECORDED)}
     ideal = {r.B: r for r in check_run(run, profile, host=False)}
     assert all(host[b].within for b in (2, 4, 16)) and not ideal[2].within
     assert abs(host[1].error_pct["throughput"]) < 1.0

@@ -694,6 +694,33 @@ def test_a_gate_on_a_host_idle_for_a_while_pays_its_cold_start() -> None:
     assert half.gate_done_s[:3].tolist() == pytest.approx([2e-4, 1.8e-3, 5.28e-3])
 
 
+def test_cold_starts_stretch_with_the_machines_state() -> None:
+    """The profile measured the machine's state and spells on whole chains, cold starts
+    included, so a cold start stretches with the state of the moment as every step does:
+    gates 20 ms apart, each 1 µs of work plus a 400 µs cold start, all take 401 µs
+    without a state, and spread with it (log sd near the state's σ 0.3), the work only
+    could not (SharedHost.steady_speed: the run's speed without those factors)."""
+    n = 400
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=n, max_backlog=None,
+        gate_latency_s=1e-6, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([i * 2e-2 for i in range(n)], [[0]] * n)
+    host = HostTerms(np.zeros(2), gate_cold_idle_s=(0.0, 1e-2), gate_cold_cost_s=(0.0, 4e-4))
+    table = _one_expert_table(1e-4)
+    plain = simulate_host(cfg, table, work, host)
+    walls = plain.gate_done_s - plain.gate_start_s
+    np.testing.assert_allclose(walls[1:], 401e-6, rtol=1e-9)
+    state = replace(cfg, state_sigma=0.3, state_rho=0.0, state_window_s=0.02)
+    stretched = simulate_host(state, table, work, host)
+    walls = stretched.gate_done_s - stretched.gate_start_s
+    assert float(np.std(np.log(walls[1:]))) == pytest.approx(0.3, rel=0.25)
+    env = simpy.Environment()
+    cpu = SharedHost(env, 1.0, 1.0, 0.5)
+    cpu.set_state(2.0)
+    assert cpu.steady_speed == 0.5 and cpu.speed == 0.25
+
+
 def test_older_profiles_busy_hand_off_rows_are_not_read() -> None:
     """``handoff_worker_busy`` rows (profiles before 2026-12-02) change nothing, on any
     idle times: a worker woken while the gate goes on waits for that gate's end."""

@@ -221,17 +221,28 @@ def test_sim_run_and_check_say_which_state_ran(tmp_path: Path) -> None:
     table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
     out = host_model_run(tmp_path / "run.parquet", table)
     check = ["check", str(out), "--profile", str(prof), "--B", "1"]
-    got = {}
-    for extra in ([], ["--host-state", "off"], ["--host-state", "0.3,0.8,0.05"]):
+    got, from_run = {}, {}
+    for extra in (
+        [], ["--host-state", "run"], ["--host-state", "profile"], ["--host-state", "off"],
+        ["--host-state", "0.3,0.8,0.05"],
+    ):  # fmt: skip
         res = runner.invoke(app, [*check, "--json", *extra])
         assert res.exit_code in (0, 1), res.output
         doc = json.loads(res.stdout.splitlines()[0])
-        got[tuple(extra)] = doc["state"]
+        got[tuple(extra)], from_run[tuple(extra)] = doc["state"], doc["state_from_run"]
     s = fitted.state
-    assert got[()] == {"sigma": s.sigma, "rho": s.rho, "window_s": s.window_s}
+    # the default reads the run's own alone gates: this run was made without a state
+    assert from_run[()] is True and got[()] == got[("--host-state", "run")]
+    assert got[()] is None or got[()]["sigma"] < 0.02
+    assert not any(v for k, v in from_run.items() if k not in ((), ("--host-state", "run")))
+    assert got[("--host-state", "profile")] == {
+        "sigma": s.sigma, "rho": s.rho, "window_s": s.window_s,
+    }  # fmt: skip
     assert got[("--host-state", "off")] is None
     assert got[("--host-state", "0.3,0.8,0.05")] == {"sigma": 0.3, "rho": 0.8, "window_s": 0.05}
     shown = " ".join(runner.invoke(app, check).stdout.split())
+    assert "machine state from each B's alone gates" in shown
+    shown = " ".join(runner.invoke(app, [*check, "--host-state", "profile"]).stdout.split())
     assert f"machine state σ {s.sigma:.2f}" in shown
     res = runner.invoke(app, [*check, "--no-host", "--host-state", "off"])
     assert res.exit_code in (0, 1), res.output  # off needs no host model
