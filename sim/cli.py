@@ -161,11 +161,14 @@ _CHECK_HOST_STATE_HELP = (
 )
 
 
-def _state_label(state: MachineState | None, preempt: bool = False) -> str:
-    """The state process a host model ran, and whether the gate's preemption ran, for a
+def _state_label(state: MachineState | None, preempt: bool = False, from_run: bool = False) -> str:
+    """The state process a host model ran (``from_run``: read from each B's run, so one
+    process does not stand for them all), and whether the gate's preemption ran, for a
     table title."""
     label = "no machine state"
-    if state is not None:
+    if from_run:
+        label = "machine state from each B's alone gates"
+    elif state is not None:
         label = f"machine state σ {state.sigma:.2f} ρ {state.rho:.2f} per {state.window_s:g} s"
     return label + (", gate preemption" if preempt else "")
 
@@ -520,9 +523,8 @@ def check_cmd(
     state: dict[str, float | bool] | None = None
     from_run = host_state is None or host_state.strip() == "run"
     if host_state is not None or host_preempt is not None:
-        state = parse_host_state("profile" if from_run else host_state or "profile") | (
-            parse_host_preempt(host_preempt or "profile")
-        )
+        chosen = "profile" if host_state is None or from_run else host_state
+        state = parse_host_state(chosen) | parse_host_preempt(host_preempt or "profile")
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed, host_lock, replays,
         parts, only_b, state, state_from_run=from_run,
@@ -540,11 +542,10 @@ def check_cmd(
         model = "shared-host model" if rows and rows[0].host else "ideal model"
         if rows and rows[0].host_lock == HostLock.WHOLE.value:
             model += ", lock won whole"
-        if rows and rows[0].host and rows[0].state_from_run:
-            model += ", machine state from each B's alone gates"
-            model += ", gate preemption" if rows[0].gate_preempt else ""
-        elif rows and rows[0].host:
-            model += f", {_state_label(rows[0].state, bool(rows[0].gate_preempt))}"
+        if rows and rows[0].host:
+            first = rows[0]
+            label = _state_label(first.state, bool(first.gate_preempt), bool(first.state_from_run))
+            model += f", {label}"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
         t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")
