@@ -417,8 +417,6 @@ def _check_loaded(
             "--terms profile on a run on CPU devices and a profile with the host terms"
         )
     measured = summarize(records, cfg)
-    simulated = bool(cfg.extra.get("simulated"))  # a run the model made: its gate stamps
-    # hold the server loop's overhead, as a replay's do (sim.run_speed)
     out = []
     for b in b_values:
         rows = records.filter(pl.col("B") == b)
@@ -433,7 +431,7 @@ def _check_loaded(
             if got is not None:
                 b_table, from_run = with_state(table, got.state), True
         if host and host_speed in (None, HostSpeed.RUN):
-            scale = run_speed_scale(rows, sim_cfg, b_table, work, simulated)
+            scale = run_speed_scale(rows, sim_cfg, b_table, work)
             if scale is None and host_speed is HostSpeed.RUN:
                 raise CheckError(
                     f"--host-speed run: B = {b} has fewer than {MIN_ALONE_GATES} gates that "

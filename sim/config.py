@@ -159,6 +159,11 @@ def parse_host_state(text: str) -> dict[str, float]:
         return {}
     if text.strip() == "off":
         return {"state_sigma": 0.0}
+    if text.strip() == "run":
+        raise SimConfigError(
+            "--host-state run reads the state from a measured run's own gates: it is a choice "
+            "of `sim check`; `sim run` takes profile, off or SIGMA,RHO,WINDOW_S"
+        )
     parts = [p.strip() for p in text.split(",")]
     try:
         sigma, rho, window = (float(p) for p in parts)

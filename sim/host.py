@@ -49,7 +49,8 @@ its next request runs only once that gate is done (the gate thread keeps the
 interpreter lock meanwhile), after the plain hand-off; every arrival also
 costs each thread then at work the measured penalty of the load generator's
 wake-up; and the server's own loops add their measured overheads to the gate,
-dispatch and combine jobs.
+dispatch and combine jobs (the gate stamped done where the server stamps it, after
+the part of its loop inside the server's stamps).
 
 Host work per step (all isolated costs from the profile): the gate; per
 batch of b samples, the dispatch (gathering its inputs, ``dispatch`` rows)
@@ -438,13 +439,27 @@ def _simulate_at(
             gate_job[0] = env.event()
             # a gate on a host idle for a while runs cold: measured wall time, as work
             cold_s = host.gate_cold_cost(cpu.idle_s()) * cpu.steady_speed
+            # the server stamps its gate done after the call and the part of its loop's
+            # overhead inside its stamps; the rest of the loop (storing, the queues and the
+            # batch forming under the lock) runs after the stamp. The job's contention is
+            # split in proportion, so the two parts run at the whole job's rate.
+            stamped = config.gate_latency_s + host.gate_stamped_overhead_s + cold_s
+            after = host.gate_overhead_s - host.gate_stamped_overhead_s
+            contention = host.gate_contention_s
+            share = stamped / (stamped + after) if after > 0 else 1.0
             yield from cpu.work(
                 GATE,
-                config.gate_latency_s + host.gate_overhead_s + cold_s,
-                host.gate_contention_s,
+                stamped,
+                None if contention is None else contention * share,
                 whole=holds,
             )
             gate_done[i] = env.now
+            yield from cpu.work(
+                GATE,
+                after,
+                None if contention is None else contention * (1.0 - share),
+                whole=holds,
+            )
             gate_job[0].succeed()
             free_since = env.now
             state["gate_goes_on"] = i + 1 < n and arrival[i + 1] <= env.now

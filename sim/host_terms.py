@@ -15,6 +15,7 @@ from sim.errors import SimConfigError
 from sim.machine_state import MachineState, fit_state
 from traces.profile import (
     COMPLETION_COMPONENTS,
+    GATE_STAMPED_OVERHEAD,
     HOST_COMPONENTS,
     LOOP_COMPONENTS,
     STATE_BLOCK_S,
@@ -61,6 +62,9 @@ class HostTerms:
     ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
     around the gate call (per request), around a batch's gather and expert
     (per batch) and around a request's collect and combine (per completion);
+    ``gate_stamped_overhead_s``: the part of ``gate_overhead_s`` inside the server's own
+    gate stamps (the rest lies after them): the model stamps its gate where the server does
+    (0: none, as profiles before 2026-12-04 are read);
     ``state``: the machine's state process fitted to the profile's ``state_window`` rows
     (:mod:`sim.machine_state`; None: the profile did not measure it);
     ``preempt_p[i]``: the probability that a gate woken while a worker is at work takes the
@@ -91,6 +95,7 @@ class HostTerms:
     gate_cold_idle_s: tuple[float, ...] = ()
     gate_cold_cost_s: tuple[float, ...] = ()
     gate_overhead_s: float = 0.0
+    gate_stamped_overhead_s: float = 0.0
     batch_overhead_s: float = 0.0
     completion_overhead_s: float = 0.0
     arrival_penalty_gate_s: float = 0.0
@@ -208,6 +213,11 @@ class HostTerms:
             < 0
         ):
             raise SimConfigError("host model: loop overheads must be >= 0")
+        if not 0.0 <= self.gate_stamped_overhead_s <= self.gate_overhead_s:
+            raise SimConfigError(
+                "host model: the gate's stamped overhead is a part of its loop overhead "
+                f"(0 to {self.gate_overhead_s:g} s), got {self.gate_stamped_overhead_s:g}"
+            )
         if (self.gate_contention_s is not None and self.gate_contention_s < 0) or (
             self.worker_contention_s
             and (len(self.worker_contention_s) != 3 or min(self.worker_contention_s) < 0)
@@ -376,6 +386,8 @@ class HostTerms:
             )
         handoff_idle = () if gate_h is None else gate_h[0]
         over = {c: profile.component_latency_s(c) for c in LOOP_COMPONENTS}
+        gate_overhead = float(over["gate_overhead"] or 0.0)
+        stamped = profile.component_latency_s(GATE_STAMPED_OVERHEAD)
         combine_cost = v["collect"] + float(combine or 0.0)
         extra_w = max(0.0, v["worker_contended"] - v["worker_alone"])
         pair = [profile.component_latency_s(c) for c in COMPLETION_COMPONENTS]
@@ -409,7 +421,8 @@ class HostTerms:
             wake_gather_cost_s=() if wake is None else wake[3],
             gate_cold_idle_s=() if charged_cold is None else charged_cold[0],
             gate_cold_cost_s=() if charged_cold is None else charged_cold[1],
-            gate_overhead_s=float(over["gate_overhead"] or 0.0),
+            gate_overhead_s=gate_overhead,
+            gate_stamped_overhead_s=min(gate_overhead, max(0.0, float(stamped or 0.0))),
             batch_overhead_s=float(over["batch_overhead"] or 0.0),
             completion_overhead_s=float(over["completion_overhead"] or 0.0),
             arrival_penalty_gate_s=float(over["arrival_penalty_gate"] or 0.0),

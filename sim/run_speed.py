@@ -23,10 +23,13 @@ How: the replay is scaled until its own alone gates (read from its records the s
 have the run's median: the host model's speed at every duty is multiplied by a scale
 (:attr:`~sim.host_terms.HostTerms.speed_scale`), found by a few replays (each step
 multiplies it by the replay's median ÷ the run's; the duty fixed point damps the response,
-so the steps undershoot and converge from one side). The replay's gate job also holds the
-server loop's own Python around the gate call (``gate_overhead_s``), which the run's gate
-stamps do not: its walls are compared at the call's share of the job (of the whole wall,
-cold start included, so a cold gate's call is read a little short). What this takes from
+so the steps undershoot and converge from one side). The replay stamps its gates where the
+server does: around the gate call and the part of the server loop's own Python that lies
+inside the server's stamps (``gate_stamped_overhead_s``, measured by ``hw profile``; the
+rest of the loop runs after the stamp). Until session 18 the replay read its gates at the
+call's share of the whole job, as if none of the loop lay inside the server's stamps; 10 of
+its 25 µs do on this box, and that made the replay's host about 8 % too slow
+(``benchmarks/README.md``, "Fidelity, session 18"). What this takes from
 the run is one number, its host's speed; every other cost still comes from the profile, and
 the queueing, the contention and the preemption are the model's.
 """
@@ -67,14 +70,11 @@ def run_speed_scale(
     sim_cfg: SimConfig,
     table: ServiceTable,
     work: Workload,
-    stamps_hold_overhead: bool = False,
 ) -> float | None:
     """The host speed scale at which the replay of one B's measured ``rows`` (``sim_cfg``,
     ``table`` with host terms, ``work``) has the run's median alone gate (all of them where
     the host terms have the gate's cold start, else the warm ones: module docstring); None
-    when the run or the replay has fewer than :data:`MIN_ALONE_GATES`.
-    ``stamps_hold_overhead``: the run's gate stamps hold the loop's overhead as the model's
-    do (a run the model made): compared whole."""
+    when the run or the replay has fewer than :data:`MIN_ALONE_GATES`."""
     if table.host is None:
         return None
     warm = None if table.host.gate_cold_cost_s else WARM_WITHIN_S
@@ -82,14 +82,12 @@ def run_speed_scale(
     if len(measured) < MIN_ALONE_GATES:
         return None
     target = float(np.median(measured))
-    call = sim_cfg.gate_latency_s + table.host.gate_overhead_s
-    share = 1.0 if stamps_hold_overhead or call <= 0 else sim_cfg.gate_latency_s / call
     scale = 1.0
     for _ in range(MAX_SCALE_STEPS):
         replayed = alone_gates_s(records_of(simulate(sim_cfg, at_scale(table, scale), work)), warm)
         if len(replayed) < MIN_ALONE_GATES:
             return None
-        ratio = float(np.median(replayed)) * share / target
+        ratio = float(np.median(replayed)) / target
         if abs(ratio - 1.0) <= SCALE_TOLERANCE:
             break
         scale *= ratio  # the replay's gate too slow (ratio > 1): a faster host

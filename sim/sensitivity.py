@@ -54,6 +54,7 @@ def _scale_host(host: HostTerms, factor: float) -> HostTerms:
         wake_gather_cost_s=times(host.wake_gather_cost_s),
         gate_cold_cost_s=times(host.gate_cold_cost_s),
         gate_overhead_s=host.gate_overhead_s * factor,
+        gate_stamped_overhead_s=host.gate_stamped_overhead_s * factor,
         batch_overhead_s=host.batch_overhead_s * factor,
         completion_overhead_s=host.completion_overhead_s * factor,
         arrival_penalty_gate_s=host.arrival_penalty_gate_s * factor,

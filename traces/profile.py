@@ -31,6 +31,7 @@ from traces.sidecar import meta_path  # where hw profile records how it measured
 __all__ = [
     "COMPLETION_COMPONENTS",
     "COMPONENTS",
+    "GATE_STAMPED_OVERHEAD",
     "HOST_COMPONENTS",
     "IDLE_COMPONENTS",
     "LOOP_COMPONENTS",
@@ -118,6 +119,10 @@ LOOP_COMPONENTS = (
     "arrival_penalty_gate",
     "arrival_penalty_worker",
 )
+# the part of ``gate_overhead`` that falls between the server's own gate_start and gate_done
+# stamps (its stamps hold the gate call and this; the rest of the loop lies outside them):
+# the model stamps its gate where the server does (optional: profiles before 2026-12-04)
+GATE_STAMPED_OVERHEAD = "gate_stamped_overhead"
 # a request's completion work (collect, then combine) alone and while a second thread loops
 # the gate: the combine job's own contention (optional: older profiles lack it)
 COMPLETION_COMPONENTS = ("completion_alone", "completion_contended")
@@ -148,7 +153,8 @@ PREEMPT_WALL = "preempt_wall"
 PREEMPT_COMPONENTS = (PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_BUSY, PREEMPT_WALL)
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
-    *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW, *PREEMPT_COMPONENTS,
+    GATE_STAMPED_OVERHEAD, *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,
+    *PREEMPT_COMPONENTS,
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}

@@ -12,6 +12,11 @@ request routed to the same k experts of device 0), back to back:
 - ``gate_overhead``: per request, the gate thread's whole loop (take from the
   inbox, gate, store, enqueue and form k batches under the lock) minus the
   bare gate call;
+- ``gate_stamped_overhead``: the part of it inside the server's own
+  ``gate_start`` / ``gate_done`` stamps (the loop's stamps, the routing
+  lookup and storing the gate's output: 10 of its 25 µs on this box), so that
+  the model stamps its gate where the server does and reads the run's gate
+  walls like for like (``sim.run_speed``);
 - ``batch_overhead``: per batch of one sample whose answer completes no
   request, the worker loop (lock, heap pop, gather, expert, delivery) minus
   the bare gather and expert;
@@ -69,6 +74,7 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
     weights = [1.0 / k] * k
     out: dict[str, list[float]] = {
         "gate_overhead": [],
+        "gate_stamped_overhead": [],
         "batch_overhead": [],
         "completion_overhead": [],
     }
@@ -91,8 +97,8 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
         for r in range(rounds + 1):
             t: dict[str, float] = {}
             for completing in (True, False):
-                gate_s, worker_s = _server_round(served, wl, x, completing)
-                t["gate_loop"] = gate_s
+                gate_s, stamped_s, worker_s = _server_round(served, wl, x, completing)
+                t["gate_loop"], t["gate_stamped"] = gate_s, stamped_s
                 t["worker_request" if completing else "worker_batch"] = worker_s
             for name, call in (
                 ("gate", bare_gate),
@@ -106,6 +112,7 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
                 continue  # warm-up round
             per_batch = (t["worker_batch"] - t["batches"]) / (n * k)
             out["gate_overhead"].append((t["gate_loop"] - t["gate"]) / n)
+            out["gate_stamped_overhead"].append((t["gate_stamped"] - t["gate"]) / n)
             out["batch_overhead"].append(per_batch)
             out["completion_overhead"].append(
                 (t["worker_request"] - t["worker_batch"] - t["completions"]) / n
@@ -194,12 +201,14 @@ def _experts_of(wl: Workload) -> list[int]:
 
 def _server_round(
     served: ServedModel, wl: Workload, x: torch.Tensor, completing: bool
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """A fresh server's gate loop over every request, then its worker loop over the batches
-    formed; seconds of each. ``completing=False``: answers are delivered but no request
+    formed; seconds of each, and of the gate loop the seconds inside its own gate stamps
+    (summed over the requests). ``completing=False``: answers are delivered but no request
     ever completes (only the per-batch work is timed)."""
     server = QueuedServer(served, 1)
     gate_s = _gate_round(server, wl, x)
+    stamped_s = float(np.sum(server._gate_done[: wl.n] - server._gate_start[: wl.n]))
     if not completing:
         server._remaining[:] = len(_experts_of(wl)) + 1
     t0 = time.perf_counter()
@@ -208,7 +217,7 @@ def _server_round(
     _raise_failure(server)
     if server._completed != (wl.n if completing else 0):
         raise ProfilingError("server loop timing: unexpected completions")
-    return gate_s, worker_s
+    return gate_s, stamped_s, worker_s
 
 
 def _gate_round(server: QueuedServer, wl: Workload, x: torch.Tensor) -> float:

@@ -273,6 +273,9 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     extra = max(0.0, pair["completion_contended"][0] - pair["completion_alone"][0])
     assert terms.worker_contention_s[2] == pytest.approx(extra)
     assert min(terms.gate_overhead_s, terms.batch_overhead_s, terms.completion_overhead_s) > 0
+    # the part of the gate loop inside the server's gate stamps: written, and read as a part
+    stamped = f.filter(f["component"] == "gate_stamped_overhead")["latency_s"].to_list()
+    assert len(stamped) == 1 and 0 < terms.gate_stamped_overhead_s <= terms.gate_overhead_s
     assert min(terms.arrival_penalty_gate_s, terms.arrival_penalty_worker_s) > 0
 
 

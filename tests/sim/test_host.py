@@ -207,11 +207,25 @@ def test_the_servers_loop_overheads_lengthen_the_gate_dispatch_and_combine_jobs(
     res = simulate_host(
         cfg, ServiceTable.constant([[2e-4]]), Workload.from_lists([0.0], [[0]]), host
     )
-    assert res.gate_done_s.tolist() == pytest.approx([1.3e-4])
+    assert res.gate_done_s.tolist() == pytest.approx([1.0e-4])  # the call: the server's stamp
     assert res.batch_start_s.tolist() == pytest.approx([1.6e-4])
     assert res.completion_s.tolist() == pytest.approx([4.3e-4])
+    # 12 of the 30 µs inside the server's gate stamps: the gate is stamped done at 112 µs,
+    # and nothing else moves (the rest of the loop still runs before the batch forms)
+    stamped = simulate_host(
+        cfg,
+        ServiceTable.constant([[2e-4]]),
+        Workload.from_lists([0.0], [[0]]),
+        replace(host, gate_stamped_overhead_s=1.2e-5),
+    )
+    assert stamped.gate_done_s.tolist() == pytest.approx([1.12e-4])
+    assert stamped.batch_start_s.tolist() == pytest.approx([1.6e-4])
+    assert stamped.completion_s.tolist() == pytest.approx([4.3e-4])
     with pytest.raises(SimConfigError, match="overheads"):
         HostTerms(np.zeros(2), batch_overhead_s=-1e-6)
+    for bad in (-1e-6, 3.1e-5):  # a part of the gate's loop overhead, no more
+        with pytest.raises(SimConfigError, match="stamped overhead"):
+            HostTerms(np.zeros(2), gate_overhead_s=3e-5, gate_stamped_overhead_s=bad)
     for duty, speed in (((0.5, 0.2), (0.5, 1.0)), ((0.2, 0.5), (0.0, 1.0)), ((0.5,), ())):
         with pytest.raises(SimConfigError, match="duties increasing"):
             HostTerms(np.zeros(2), duty=duty, duty_speed=speed)
@@ -936,3 +950,54 @@ def test_spells_give_each_request_its_windows_factor() -> None:
     assert q50 == pytest.approx(1.0, abs=0.03)
     assert q10 == pytest.approx(0.8, abs=0.02) and q90 == pytest.approx(1.5, abs=0.04)
     np.testing.assert_allclose(_spell_run(1.0, 1.0, 200), 1.0, rtol=1e-9)  # no spread: none
+
+
+def test_the_gates_stamped_overhead_is_read_as_a_part_of_its_loop_overhead() -> None:
+    """``gate_stamped_overhead`` (the part of the gate loop inside the server's own gate
+    stamps) is read as measured, held within ``gate_overhead``, and 0 where a profile
+    predates it (the model then stamps its gate after the call alone)."""
+
+    def read(**rows_us: float) -> HostTerms:
+        extra = pl.DataFrame(
+            {
+                "expert": [-1] * len(rows_us),
+                "batch_size": [1] * len(rows_us),
+                "latency_s": [v * 1e-6 for v in rows_us.values()],
+                "component": list(rows_us),
+            }
+        )
+        frame = pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
+        terms = HostTerms.from_profile(profile_from_frame(frame), 64)
+        assert terms is not None
+        return terms
+
+    got = read(gate_overhead=30, gate_stamped_overhead=12)
+    assert (got.gate_overhead_s, got.gate_stamped_overhead_s) == pytest.approx((30e-6, 12e-6))
+    assert read(gate_overhead=30).gate_stamped_overhead_s == 0.0
+    # a noisy difference of two timings (floored at a clock tick when written): held within
+    # gate_overhead
+    held = read(gate_overhead=30, gate_stamped_overhead=34)
+    assert held.gate_stamped_overhead_s == held.gate_overhead_s
+
+
+def test_where_the_gate_is_stamped_moves_no_completion() -> None:
+    """A whole B = 1 run at 800 req/s with contention, spells and hand-offs: stamping the
+    gate after the call, inside the loop's overhead or after all of it, changes the gate's
+    done stamps only, never a batch, a completion or the latency."""
+    table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 1)
+    assert table.host is not None
+    host = replace(table.host, gate_overhead_s=3e-5)
+    cfg = SimConfig(
+        batch_size=1, n_experts=8, rate_rps=800.0, n_requests=1500, max_backlog=None,
+        gate_latency_s=2e-4, combine_latency_s=6e-5, seed=3, host=True, warmup=100,
+    )  # fmt: skip
+    work = make_workload(cfg)
+    runs = [
+        simulate_host(cfg, table, work, replace(host, gate_stamped_overhead_s=x))
+        for x in (0.0, 1.2e-5, 3e-5)
+    ]
+    for other in runs[1:]:
+        np.testing.assert_allclose(other.completion_s, runs[0].completion_s, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(other.batch_start_s, runs[0].batch_start_s, rtol=0, atol=1e-12)
+    walls = [np.median(r.gate_done_s - r.gate_start_s) for r in runs]
+    assert walls[0] < walls[1] < walls[2]

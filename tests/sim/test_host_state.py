@@ -138,6 +138,7 @@ def test_sim_run_and_check_take_the_state(tmp_path: Path, host_profile_path: Pat
     p99 = [json.loads(r.stdout)["latency_p99_s"] for r in (plain, spells)]
     assert p99[1] != p99[0]
     for bad, needle in ((["--host-state", "0.3"], "SIGMA,RHO,WINDOW_S"),
+                        (["--host-state", "run"], "choice of `sim check`"),
                         (["--host-state", "0.3,0.8,0.05", "--no-host"], "--host")):  # fmt: skip
         res = runner.invoke(app, [*args, *bad])
         assert res.exit_code == 2 and needle in res.stderr, res.output
