@@ -27,9 +27,9 @@ so the steps undershoot and converge from one side). The replay stamps its gates
 server does: around the gate call and the part of the server loop's own Python that lies
 inside the server's stamps (``gate_stamped_overhead_s``, measured by ``hw profile``; the
 rest of the loop runs after the stamp). Until session 18 the replay read its gates at the
-call's share of the whole job, as if none of the loop lay inside the server's stamps; 10 of
-its 25 µs do on this box, and that made the replay's host about 8 % too slow
-(``benchmarks/README.md``, "Fidelity, session 18"). What this takes from
+call's share of the whole job, as if none of the loop lay inside the server's stamps; about
+10 of its 25 µs do on this box, and that made the replay's host too slow, hiding a model
+too fast elsewhere (``benchmarks/README.md``, "Fidelity, session 18"). What this takes from
 the run is one number, its host's speed; every other cost still comes from the profile, and
 the queueing, the contention and the preemption are the model's.
 """

@@ -14,7 +14,8 @@ request routed to the same k experts of device 0), back to back:
   bare gate call;
 - ``gate_stamped_overhead``: the part of it inside the server's own
   ``gate_start`` / ``gate_done`` stamps (the loop's stamps, the routing
-  lookup and storing the gate's output: 10 of its 25 µs on this box), so that
+  lookup and storing the gate's output): per request its stamped time minus
+  its own gate call, timed inside the loop; the median request, so that
   the model stamps its gate where the server does and reads the run's gate
   walls like for like (``sim.run_speed``);
 - ``batch_overhead``: per batch of one sample whose answer completes no
@@ -47,6 +48,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,8 +99,13 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
         for r in range(rounds + 1):
             t: dict[str, float] = {}
             for completing in (True, False):
-                gate_s, stamped_s, worker_s = _server_round(served, wl, x, completing)
-                t["gate_loop"], t["gate_stamped"] = gate_s, stamped_s
+                # the completing round's gate loop runs plain (its time: gate_overhead),
+                # the other's with its gate calls timed (its stamps: the stamped part)
+                gate_s, stamped, worker_s = _server_round(
+                    served, wl, x, completing, time_gate_calls=not completing
+                )
+                if completing:
+                    t["gate_loop"] = gate_s
                 t["worker_request" if completing else "worker_batch"] = worker_s
             for name, call in (
                 ("gate", bare_gate),
@@ -112,7 +119,10 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
                 continue  # warm-up round
             per_batch = (t["worker_batch"] - t["batches"]) / (n * k)
             out["gate_overhead"].append((t["gate_loop"] - t["gate"]) / n)
-            out["gate_stamped_overhead"].append((t["gate_stamped"] - t["gate"]) / n)
+            # per request, paired: its stamped time minus its own gate call (timed inside
+            # the loop), the median request (the model adds it to every gate, and a run's
+            # speed is read from its median gate)
+            out["gate_stamped_overhead"].append(float(np.median(stamped)))
             out["batch_overhead"].append(per_batch)
             out["completion_overhead"].append(
                 (t["worker_request"] - t["worker_batch"] - t["completions"]) / n
@@ -200,15 +210,27 @@ def _experts_of(wl: Workload) -> list[int]:
 
 
 def _server_round(
-    served: ServedModel, wl: Workload, x: torch.Tensor, completing: bool
-) -> tuple[float, float, float]:
+    served: ServedModel,
+    wl: Workload,
+    x: torch.Tensor,
+    completing: bool,
+    time_gate_calls: bool = False,
+) -> tuple[float, np.ndarray, float]:
     """A fresh server's gate loop over every request, then its worker loop over the batches
-    formed; seconds of each, and of the gate loop the seconds inside its own gate stamps
-    (summed over the requests). ``completing=False``: answers are delivered but no request
-    ever completes (only the per-batch work is timed)."""
-    server = QueuedServer(served, 1)
+    formed; seconds of each, and per request the seconds inside the gate loop's own gate
+    stamps beyond its gate call (``time_gate_calls``: each call timed inside the loop, which
+    adds its own microsecond to the loop; else NaN). ``completing=False``: answers are
+    delivered but no request ever completes (only the per-batch work is timed)."""
+    timed = _TimedGate(served) if time_gate_calls else None
+    server = QueuedServer(timed or served, 1)  # type: ignore[arg-type]
     gate_s = _gate_round(server, wl, x)
-    stamped_s = float(np.sum(server._gate_done[: wl.n] - server._gate_start[: wl.n]))
+    stamped = np.full(wl.n, np.nan)
+    if timed is not None:
+        calls = np.asarray(timed.calls_s)
+        if len(calls) != wl.n:
+            raise ProfilingError("server loop timing: one gate call per request expected")
+        stamped = server._gate_done[: wl.n] - server._gate_start[: wl.n] - calls
+        server.served = served
     if not completing:
         server._remaining[:] = len(_experts_of(wl)) + 1
     t0 = time.perf_counter()
@@ -217,7 +239,25 @@ def _server_round(
     _raise_failure(server)
     if server._completed != (wl.n if completing else 0):
         raise ProfilingError("server loop timing: unexpected completions")
-    return gate_s, stamped_s, worker_s
+    return gate_s, stamped, worker_s
+
+
+class _TimedGate:
+    """``served`` with its gate call timed, call by call (the rest passed through): the part
+    of the server's gate loop inside its stamps is their difference, request by request."""
+
+    def __init__(self, served: ServedModel) -> None:
+        self._served = served
+        self.calls_s: list[float] = []
+
+    def gate(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = self._served.gate(*args, **kwargs)
+        self.calls_s.append(time.perf_counter() - t0)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._served, name)
 
 
 def _gate_round(server: QueuedServer, wl: Workload, x: torch.Tensor) -> float:

@@ -241,6 +241,7 @@ def _host_terms_line(frame: Any) -> str:
     import polars as pl
 
     from traces.profile import (
+        GATE_STAMPED_OVERHEAD,
         LOOP_COMPONENTS,
         SPEED_PROBE,
         STATE_WINDOW,
@@ -306,6 +307,9 @@ def _host_terms_line(frame: Any) -> str:
             f"{v['completion_overhead']:.0f} (gate/batch/completion), per arrival "
             f"+{v['arrival_penalty_gate']:.0f}/{v['arrival_penalty_worker']:.0f} (gate/worker)"
         )
+        stamped = at1.filter(pl.col("component") == GATE_STAMPED_OVERHEAD)["latency_s"].median()
+        if stamped is not None:  # newer profiles: the gate loop's part inside its stamps
+            line += f", {float(stamped) * 1e6:.0f} µs of the gate's loop inside its stamps"  # type: ignore[arg-type]
     probe = frame.filter(pl.col("component") == SPEED_PROBE)
     if probe.height:  # the host's speed while profiled, for sim check (newer profiles)
         line += f", speed probe {probe['latency_s'][0] * 1e6:.0f}"

@@ -430,6 +430,7 @@ def test_cli_writes_profile_and_how_it_was_measured(
     assert meta["config"]["state_s"] == 0.4
     assert "worker wake hand-off" in printed and "cold start" in printed
     assert "per arrival +" in printed and "speed probe" in printed
+    assert "of the gate's loop inside its stamps" in printed
 
 
 @pytest.mark.parametrize(
