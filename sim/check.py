@@ -27,7 +27,7 @@ from sim.host_speed import at_host_speed, speed_factor
 from sim.machine_state import MachineState
 from sim.output import records_of
 from sim.parts import mean_parts, request_parts
-from sim.run_speed import MIN_ALONE_GATES, at_scale, run_speed_scale
+from sim.run_speed import MIN_ALONE_GATES, at_expert_factor, at_scale, run_speeds
 from sim.run_state import run_state, with_state
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
@@ -132,6 +132,9 @@ class CheckRow:
     # the host's speed during the run over the profile's, from the run's alone gates
     # (sim.run_speed); None: not applied (too few alone gates, another source)
     run_speed: float | None = None
+    # the expert calls' length in the run over the replay's at that speed, from the run's
+    # expert calls with no gate running (sim.run_speed.run_expert_factor); None: not applied
+    run_expert_factor: float | None = None
     # several profiles (check_runs): ``simulated`` is the mean of their predictions, and
     # per metric the (lowest, highest) of the profiles' own predictions (each over the runs)
     profiles: int = 1
@@ -227,6 +230,7 @@ class CheckRow:
             "profile_variation": self.profile_variation,
             "speed_factor": self.speed_factor,
             "run_speed": self.run_speed,
+            "run_expert_factor": self.run_expert_factor,
             "host_lock": self.host_lock,
             "state": None if self.state is None else asdict(self.state),
             "gate_preempt": self.gate_preempt,
@@ -424,14 +428,14 @@ def _check_loaded(
         sim_cfg = replay_config(
             cfg, int(b), work.n_requests, service, profile if host else None, host_lock, host_state
         )
-        factor, scale, b_table = None, None, table
+        factor, scale, expert_factor, b_table = None, None, None, table
         from_run = False
         if host and state_from_run and sim_cfg.state_sigma is None:
             got = run_state(rows)
             if got is not None:
                 b_table, from_run = with_state(table, got.state), True
         if host and host_speed in (None, HostSpeed.RUN):
-            scale = run_speed_scale(rows, sim_cfg, b_table, work)
+            scale, expert_factor = run_speeds(rows, sim_cfg, b_table, work)
             if scale is None and host_speed is HostSpeed.RUN:
                 raise CheckError(
                     f"--host-speed run: B = {b} has fewer than {MIN_ALONE_GATES} gates that "
@@ -441,6 +445,8 @@ def _check_loaded(
                 )
             if scale is not None:
                 b_table = at_scale(b_table, scale)
+            if expert_factor is not None:  # the worker's calls at their own speed in the run
+                b_table = at_expert_factor(b_table, expert_factor)
         if host and scale is None and host_speed in (None, HostSpeed.PROBE):
             factor = speed_factor(cfg, profile, int(b))
             if factor is None and host_speed is HostSpeed.PROBE:
@@ -480,6 +486,7 @@ def _check_loaded(
             row,
             speed_factor=factor,
             run_speed=scale,
+            run_expert_factor=expert_factor,
             host_lock=host_lock_used,
             replays=replays,
             state=sim_cfg.machine_state(b_table.host.state if host and b_table.host else None),
@@ -673,6 +680,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 band=band,
                 speed_factor=_mean_or_none([r.speed_factor for r in rows]),
                 run_speed=_mean_or_none([r.run_speed for r in rows]),
+                run_expert_factor=_mean_or_none([r.run_expert_factor for r in rows]),
                 profiles=len(rows),
                 simulated_range=_range(list(rows)),
                 parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
@@ -748,6 +756,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         error_se_pct=se,
         speed_factor=_mean_or_none([r.speed_factor for r in rows]),
         run_speed=_mean_or_none([r.run_speed for r in rows]),
+        run_expert_factor=_mean_or_none([r.run_expert_factor for r in rows]),
         parts_measured=_parts_mean([r.parts_measured for r in rows]),
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
         state=_state_mean([r.state for r in rows]),

@@ -30,8 +30,9 @@ rest of the loop runs after the stamp). Until session 18 the replay read its gat
 call's share of the whole job, as if none of the loop lay inside the server's stamps; about
 10 of its 25 µs do on this box, and that made the replay's host too slow, hiding a model
 too fast elsewhere (``benchmarks/README.md``, "Fidelity, session 18"). What this takes from
-the run is one number, its host's speed; every other cost still comes from the profile, and
-the queueing, the contention and the preemption are the model's.
+the run is its host's speed and, the same way from the run's expert calls with no gate
+running, a factor on the expert calls (:func:`run_speeds`); every other cost still comes from
+the profile, and the queueing, the contention and the preemption are the model's.
 """
 
 from __future__ import annotations
@@ -46,9 +47,17 @@ from sim.engine import simulate
 from sim.output import records_of
 from sim.service import ServiceTable
 from sim.workload import Workload
-from traces.alone_gates import alone_gates_s
+from traces.alone_gates import alone_expert_calls_s, alone_gates_s
 
-__all__ = ["MIN_ALONE_GATES", "WARM_WITHIN_S", "at_scale", "run_speed_scale"]
+__all__ = [
+    "MIN_ALONE_GATES",
+    "WARM_WITHIN_S",
+    "at_expert_factor",
+    "at_scale",
+    "run_expert_factor",
+    "run_speed_scale",
+    "run_speeds",
+]
 
 MIN_ALONE_GATES = 50  # fewer alone gates in the run or its replay: no speed read from it
 SCALE_TOLERANCE = 0.01  # the replay's alone-gate median within 1 % of the run's
@@ -92,3 +101,66 @@ def run_speed_scale(
             break
         scale *= ratio  # the replay's gate too slow (ratio > 1): a faster host
     return scale
+
+
+def at_expert_factor(table: ServiceTable, factor: float) -> ServiceTable:
+    """``table`` with every expert call ``factor`` × as long (its median and spread)."""
+    return replace(
+        table,
+        median=table.median * factor,
+        p10=None if table.p10 is None else table.p10 * factor,
+        p90=None if table.p90 is None else table.p90 * factor,
+    )
+
+
+def run_expert_factor(
+    rows: pl.DataFrame, sim_cfg: SimConfig, table: ServiceTable, work: Workload
+) -> float | None:
+    """The factor on the expert table at which the replay of one B's measured ``rows``
+    (``table`` already at the run's speed, :func:`run_speed_scale`) has the run's median
+    expert call with no gate running (:func:`traces.alone_gates.alone_expert_calls_s`);
+    None without host terms or with fewer than :data:`MIN_ALONE_GATES` such calls in the
+    run or the replay.
+
+    Why: the gate's speed alone set every thread's, and the worker's calls ran slower
+    against their profile than the gate did (the replay's median alone call 0.85 ± 0.12 of
+    the run's over block 27's runs, ``benchmarks/README.md``, "Fidelity, session 18"). The
+    worker's own alone calls are its measure of its speed, as the alone gates are the
+    gate's."""
+    if table.host is None:
+        return None
+    measured = alone_expert_calls_s(rows)
+    if len(measured) < MIN_ALONE_GATES:
+        return None
+    target = float(np.median(measured))
+    factor = 1.0
+    for _ in range(MAX_SCALE_STEPS):
+        calls = alone_expert_calls_s(
+            records_of(simulate(sim_cfg, at_expert_factor(table, factor), work))
+        )
+        if len(calls) < MIN_ALONE_GATES:
+            return None
+        ratio = target / float(np.median(calls))
+        if abs(ratio - 1.0) <= SCALE_TOLERANCE:
+            break
+        factor *= ratio  # the replay's call too short (ratio > 1): longer calls
+    return factor
+
+
+def run_speeds(
+    rows: pl.DataFrame, sim_cfg: SimConfig, table: ServiceTable, work: Workload, rounds: int = 2
+) -> tuple[float | None, float | None]:
+    """The run's host speed scale and its expert calls' factor, found together: slower
+    expert calls keep the host busier, and its duty speed then speeds up the gates, so each
+    is searched at the other's last value, ``rounds`` times. (None, None) without enough
+    alone gates; (scale, None) without enough alone expert calls."""
+    scale, factor = None, 1.0
+    for _ in range(rounds):
+        scale = run_speed_scale(rows, sim_cfg, at_expert_factor(table, factor), work)
+        if scale is None:
+            return None, None
+        found = run_expert_factor(rows, sim_cfg, at_scale(table, scale), work)
+        if found is None:
+            return scale, None
+        factor = found
+    return scale, factor

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-__all__ = ["alone_gates", "alone_gates_s"]
+__all__ = ["alone_expert_calls_s", "alone_gates", "alone_gates_s"]
 
 
 def alone_gates_s(rows: pl.DataFrame, warm_within_s: float | None = None) -> np.ndarray:
@@ -75,3 +75,34 @@ def alone_gates(
             last = np.maximum(last, np.minimum(last_busy, start))
         keep &= start - last <= warm_within_s
     return start[keep], (done - start)[keep]
+
+
+def alone_expert_calls_s(rows: pl.DataFrame) -> np.ndarray:
+    """Wall times (batch start to batch end) of the counted batches whose expert call ran
+    with no gate running anywhere, in batch-start order, for the rows of one B: the worker's
+    own measure of the host's speed, read the same way from a measured run and its replay
+    (``sim.run_speed.run_expert_factor``). A gate in company would add its contention."""
+    if rows.height == 0:
+        return np.zeros(0)
+    gates = (
+        rows.group_by("request")
+        .agg(pl.col("gate_start_s").first(), pl.col("gate_done_s").first())
+        .drop_nulls()
+        .sort("gate_start_s")
+    )
+    batches = (
+        rows.filter(~pl.col("warmup"))
+        .select("batch", "batch_start_s", "batch_end_s")
+        .unique("batch")
+        .drop_nulls()
+        .sort("batch_start_s")
+    )
+    start, end = (batches[c].to_numpy().astype(float) for c in ("batch_start_s", "batch_end_s"))
+    g_start, g_done = (gates[c].to_numpy().astype(float) for c in ("gate_start_s", "gate_done_s"))
+    overlaps = np.zeros(len(start), dtype=bool)
+    if len(g_start):
+        latest_done = np.maximum.accumulate(g_done)
+        before = np.searchsorted(g_start, end, side="left") - 1
+        overlaps = (before >= 0) & (latest_done[np.maximum(before, 0)] > start)
+    keep = ~overlaps & np.isfinite(start) & np.isfinite(end)
+    return (end - start)[keep]

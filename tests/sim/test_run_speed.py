@@ -17,10 +17,17 @@ from sim.errors import CheckError, SimConfigError
 from sim.host import simulate_host
 from sim.host_terms import HostTerms
 from sim.output import records_of
-from sim.run_speed import WARM_WITHIN_S, at_scale, run_speed_scale
+from sim.run_speed import (
+    WARM_WITHIN_S,
+    at_expert_factor,
+    at_scale,
+    run_expert_factor,
+    run_speed_scale,
+    run_speeds,
+)
 from sim.service import ServiceTable
 from sim.workload import Workload, make_workload
-from traces.alone_gates import alone_gates_s
+from traces.alone_gates import alone_expert_calls_s, alone_gates_s
 from traces.profile import profile_from_frame
 
 from .test_host import host_model_run, host_profile_frame
@@ -94,6 +101,26 @@ def test_a_run_made_at_a_known_scale_gives_it_back(truth: float, cold: bool) -> 
     assert scale is not None and scale < truth * 0.96
 
 
+@pytest.mark.parametrize("truth", [0.8, 1.0, 1.4])
+def test_a_run_with_slower_expert_calls_gives_their_factor_back(truth: float) -> None:
+    """The host model's own run at scale 0.9 with every expert call ``truth`` × its table's:
+    the gate's speed and the factor on the expert table (from the calls with no gate
+    running), searched together, are 0.9 and ``truth`` to the search's tolerance; without
+    host terms, or with too few such calls, there is no factor."""
+    cfg, work = _b1()
+    table = _table()
+    run = records_of(simulate(cfg, at_expert_factor(at_scale(table, 0.9), truth), work))
+    assert len(alone_expert_calls_s(run)) >= 100
+    # searched together: slower calls keep the host busier, which speeds its gates up
+    scale, factor = run_speeds(run, cfg, table, work)
+    assert scale == pytest.approx(0.9, rel=0.03)
+    assert factor == pytest.approx(truth, rel=0.03)
+    assert run_expert_factor(run, cfg, replace(table, host=None), work) is None
+    few_cfg, few_work = _b1(n=215)  # 15 counted requests: 30 expert calls
+    few = records_of(simulate(few_cfg, table, few_work))
+    assert run_expert_factor(few, few_cfg, table, few_work) is None
+
+
 def test_too_few_alone_gates_give_no_scale() -> None:
     cfg, work = _b1(n=240)  # 40 counted requests
     table = _table()
@@ -122,14 +149,18 @@ def test_check_takes_the_runs_own_speed_by_default(tmp_path: Path, host_profile_
     assert all(r.speed_factor is None for r in rows)
     assert all(r.within for r in rows), rows
     assert all(r.to_json()["run_speed"] == r.run_speed for r in rows)
+    # its expert calls ran at the host's speed too: no factor of their own beyond the search's
+    assert all(r.run_expert_factor == pytest.approx(1.0, rel=0.03) for r in rows)
+    assert all(r.to_json()["run_expert_factor"] == r.run_expert_factor for r in rows)
     plain = check_run(
         slow, host_profile_path, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROFILE
     )
-    assert all(r.run_speed is None for r in plain)
+    assert all(r.run_speed is None and r.run_expert_factor is None for r in plain)
     assert plain[0].error_pct["p50"] < -15 and not plain[0].within
     same = host_model_run(tmp_path / "same.parquet", _table(), rate_rps=800.0)
     rows = check_run(same, host_profile_path, service=ServiceModel.MEDIAN)
     assert [r.run_speed for r in rows] == [1.0] * 3
+    assert [r.run_expert_factor for r in rows] == [1.0] * 3
     assert all(abs(e) < 1e-9 for r in rows for e in r.error_pct.values())
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from traces.alone_gates import alone_gates_s
+from traces.alone_gates import alone_expert_calls_s, alone_gates_s
 
 MS = 1e-3
 
@@ -56,6 +56,11 @@ def test_a_timeline_by_hand() -> None:
     shuffled = pl.concat([rows, rows.filter(pl.col("request") == 4)]).sample(fraction=1.0, seed=1)
     assert alone_gates_s(shuffled) == pytest.approx([1.0 * MS, 0.8 * MS, 0.7 * MS])
     assert alone_gates_s(rows.head(0)).size == 0
+    # the expert calls with no gate running: batch 0 is warm-up; 1 (4.0-5.0) overlaps request
+    # 2's gate, 2 (5.2-6.0) request 3's; 3 (5.9-7.0) starts as 3's gate is done; 4 and 5 too
+    assert alone_expert_calls_s(rows) == pytest.approx([1.1 * MS, 0.2 * MS, 0.1 * MS])
+    assert alone_expert_calls_s(shuffled) == pytest.approx([1.1 * MS, 0.2 * MS, 0.1 * MS])
+    assert alone_expert_calls_s(rows.head(0)).size == 0
 
 
 def _brute(
