@@ -79,11 +79,13 @@ def run_speed_scale(
     sim_cfg: SimConfig,
     table: ServiceTable,
     work: Workload,
+    start: float = 1.0,
 ) -> float | None:
     """The host speed scale at which the replay of one B's measured ``rows`` (``sim_cfg``,
     ``table`` with host terms, ``work``) has the run's median alone gate (all of them where
     the host terms have the gate's cold start, else the warm ones: module docstring); None
-    when the run or the replay has fewer than :data:`MIN_ALONE_GATES`."""
+    when the run or the replay has fewer than :data:`MIN_ALONE_GATES`. ``start``: the
+    search's first guess."""
     if table.host is None:
         return None
     warm = None if table.host.gate_cold_cost_s else WARM_WITHIN_S
@@ -91,7 +93,7 @@ def run_speed_scale(
     if len(measured) < MIN_ALONE_GATES:
         return None
     target = float(np.median(measured))
-    scale = 1.0
+    scale = start
     for _ in range(MAX_SCALE_STEPS):
         replayed = alone_gates_s(records_of(simulate(sim_cfg, at_scale(table, scale), work)), warm)
         if len(replayed) < MIN_ALONE_GATES:
@@ -114,13 +116,17 @@ def at_expert_factor(table: ServiceTable, factor: float) -> ServiceTable:
 
 
 def run_expert_factor(
-    rows: pl.DataFrame, sim_cfg: SimConfig, table: ServiceTable, work: Workload
+    rows: pl.DataFrame,
+    sim_cfg: SimConfig,
+    table: ServiceTable,
+    work: Workload,
+    start: float = 1.0,
 ) -> float | None:
     """The factor on the expert table at which the replay of one B's measured ``rows``
     (``table`` already at the run's speed, :func:`run_speed_scale`) has the run's median
     expert call with no gate running (:func:`traces.alone_gates.alone_expert_calls_s`);
     None without host terms or with fewer than :data:`MIN_ALONE_GATES` such calls in the
-    run or the replay.
+    run or the replay; ``start``: the search's first guess.
 
     Why: the gate's speed alone set every thread's, and the worker's calls ran slower
     against their profile than the gate did (the replay's median alone call 0.85 ± 0.12 of
@@ -133,7 +139,7 @@ def run_expert_factor(
     if len(measured) < MIN_ALONE_GATES:
         return None
     target = float(np.median(measured))
-    factor = 1.0
+    factor = start
     for _ in range(MAX_SCALE_STEPS):
         calls = alone_expert_calls_s(
             records_of(simulate(sim_cfg, at_expert_factor(table, factor), work))
@@ -155,11 +161,11 @@ def run_speeds(
     is searched at the other's last value, ``rounds`` times. (None, None) without enough
     alone gates; (scale, None) without enough alone expert calls."""
     scale, factor = None, 1.0
-    for _ in range(rounds):
-        scale = run_speed_scale(rows, sim_cfg, at_expert_factor(table, factor), work)
+    for _ in range(rounds):  # each search from the other's last value and its own
+        scale = run_speed_scale(rows, sim_cfg, at_expert_factor(table, factor), work, scale or 1.0)
         if scale is None:
             return None, None
-        found = run_expert_factor(rows, sim_cfg, at_scale(table, scale), work)
+        found = run_expert_factor(rows, sim_cfg, at_scale(table, scale), work, factor)
         if found is None:
             return scale, None
         factor = found
