@@ -37,6 +37,7 @@ the profile, and the queueing, the contention and the preemption are the model's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -93,16 +94,35 @@ def run_speed_scale(
     if len(measured) < MIN_ALONE_GATES:
         return None
     target = float(np.median(measured))
-    scale = start
+    # the replay's gate too slow (its median over the run's > 1): a faster host
+    return _search(
+        start,
+        lambda scale: alone_gates_s(
+            records_of(simulate(sim_cfg, at_scale(table, scale), work)), warm
+        ),
+        lambda replayed: replayed / target,
+    )
+
+
+def _search(
+    start: float,
+    replay: Callable[[float], np.ndarray],
+    step: Callable[[float], float],
+) -> float | None:
+    """The multiplier search both readings share: from ``start``, replay at the current value
+    (``replay`` gives the replay's alone steps), multiply the value by ``step`` of their
+    median until that is within :data:`SCALE_TOLERANCE` of 1; None when a replay has fewer
+    than :data:`MIN_ALONE_GATES` such steps."""
+    value = start
     for _ in range(MAX_SCALE_STEPS):
-        replayed = alone_gates_s(records_of(simulate(sim_cfg, at_scale(table, scale), work)), warm)
-        if len(replayed) < MIN_ALONE_GATES:
+        got = replay(value)
+        if len(got) < MIN_ALONE_GATES:
             return None
-        ratio = float(np.median(replayed)) / target
+        ratio = step(float(np.median(got)))
         if abs(ratio - 1.0) <= SCALE_TOLERANCE:
             break
-        scale *= ratio  # the replay's gate too slow (ratio > 1): a faster host
-    return scale
+        value *= ratio
+    return value
 
 
 def at_expert_factor(table: ServiceTable, factor: float) -> ServiceTable:
@@ -139,18 +159,14 @@ def run_expert_factor(
     if len(measured) < MIN_ALONE_GATES:
         return None
     target = float(np.median(measured))
-    factor = start
-    for _ in range(MAX_SCALE_STEPS):
-        calls = alone_expert_calls_s(
+    # the replay's call too short (the run's median over its > 1): longer calls
+    return _search(
+        start,
+        lambda factor: alone_expert_calls_s(
             records_of(simulate(sim_cfg, at_expert_factor(table, factor), work))
-        )
-        if len(calls) < MIN_ALONE_GATES:
-            return None
-        ratio = target / float(np.median(calls))
-        if abs(ratio - 1.0) <= SCALE_TOLERANCE:
-            break
-        factor *= ratio  # the replay's call too short (ratio > 1): longer calls
-    return factor
+        ),
+        lambda replayed: target / replayed,
+    )
 
 
 def run_speeds(

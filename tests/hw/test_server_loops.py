@@ -4,6 +4,8 @@ server's code, and what they add over the bare calls is measured, not assumed.""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +17,18 @@ from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
 from hw.serving.server import QueuedServer
 
 SPEC = {"n_experts": 4, "d_model": 8, "expert_hidden": 8, "k": 2, "seed": 0}
+
+
+def _spun(call: Callable[..., Any], seconds: float) -> Callable[..., Any]:
+    """``call`` after a busy wait of ``seconds`` (work that holds the thread, as code does)."""
+
+    def slowed(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            pass
+        return call(*args, **kwargs)
+
+    return slowed
 
 
 def _served(placement: list[int]) -> ServedModel:
@@ -42,14 +56,7 @@ def test_the_stamped_overhead_is_what_lies_inside_the_gate_stamps(
     served = _served([0, 0, 0, 0])
     base = server_loop_overheads(served, rounds=3)
     real = QueuedServer._form
-
-    def slow(self: QueuedServer, *args: object) -> None:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 3e-4:
-            pass
-        real(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(QueuedServer, "_form", slow)
+    monkeypatch.setattr(QueuedServer, "_form", _spun(real, 3e-4))
     slowed = server_loop_overheads(served, rounds=3)
     rise = {k: np.median(slowed[k]) - np.median(base[k]) for k in base}
     assert rise["gate_overhead"] > 2 * 2.5e-4  # k = 2 batches formed per request
@@ -57,15 +64,7 @@ def test_the_stamped_overhead_is_what_lies_inside_the_gate_stamps(
     # a slower gate call (inside the stamps, but the call itself) is paired off request by
     # request: neither overhead moves
     monkeypatch.setattr(QueuedServer, "_form", real)
-    gate = ServedModel.gate
-
-    def slow_gate(self: ServedModel, *args: object, **kwargs: object) -> object:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 3e-4:
-            pass
-        return gate(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ServedModel, "gate", slow_gate)
+    monkeypatch.setattr(ServedModel, "gate", _spun(ServedModel.gate, 3e-4))
     called = server_loop_overheads(served, rounds=3)
     for k in ("gate_overhead", "gate_stamped_overhead"):
         assert abs(np.median(called[k]) - np.median(base[k])) < 1e-4
@@ -75,15 +74,7 @@ def test_the_loops_time_the_servers_own_code(monkeypatch: pytest.MonkeyPatch) ->
     """Slowing the server's batch delivery (not the model's calls) raises batch_overhead."""
     served = _served([0, 0, 0, 0])
     base = np.median(server_loop_overheads(served, rounds=3)["batch_overhead"])
-    real = QueuedServer._run_batch
-
-    def slow(self: QueuedServer, *args: object) -> None:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 5e-4:
-            pass
-        real(self, *args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(QueuedServer, "_run_batch", slow)
+    monkeypatch.setattr(QueuedServer, "_run_batch", _spun(QueuedServer._run_batch, 5e-4))
     slowed = np.median(server_loop_overheads(served, rounds=3)["batch_overhead"])
     assert slowed - base > 3e-4  # 0.5 ms of busy wait per batch, measured as overhead
 
