@@ -72,7 +72,7 @@ from sim.host_terms import HostTerms
 from sim.machine_state import MachineState, state_factors
 from sim.queues import DRAINED, EXACT, FLUSHED
 from sim.records import RunResult
-from sim.service import ServiceTable, draw_service, two_piece_normal
+from sim.service import ServiceTable, draw_service, two_piece_lognormal, two_piece_normal
 from sim.workload import Workload, streams
 from traces.profile import STATE_BLOCK_S
 
@@ -325,8 +325,9 @@ def simulate_host(
 
 
 def _preempts(config: SimConfig, host: HostTerms) -> bool:
-    """Whether the run's gate may take the host whole (measured, and not switched off)."""
-    return config.gate_preempt and bool(host.preempt_p)
+    """Whether the run's woken gate follows the preemption the profile measured at the
+    run's duty (its taking the host whole, its hand-off from a busy host), not switched off."""
+    return config.gate_preempt and bool(host.preempt_p or host.busy_handoff_s)
 
 
 def _local_root(host: HostTerms, busy_times_speed: float, lo: float, hi: float) -> float:
@@ -388,6 +389,13 @@ def _simulate_at(
     cold_gather = [0.0] * n_dev  # the part of it in that step's gather
     preempt_draw = streams(config.seed)["preempt"]
     preempt_p = 0.0 if duty is None or not config.gate_preempt else host.gate_preempt_p(duty)
+    busy_handoff = None
+    if duty is not None and config.gate_preempt:
+        busy_handoff = host.gate_busy_handoff(duty)
+    handoff_draw = streams(config.seed)["handoff"]
+    own_draw = streams(config.seed)["gate_spread"]
+    spell_at = None if duty is None else host.spell_at_duty(duty)  # (window, p10, p90)
+    spell_spread = None if spell_at is None else (spell_at[1], spell_at[2])
     if duty is not None:
         cpu.held_speed = host.gate_held_speed(duty)
     b_expert: list[int] = []
@@ -433,18 +441,30 @@ def _simulate_at(
         for i in range(n):
             if arrival[i] > env.now:  # the gate waits on its inbox: the arrival must wake it
                 waited = arrival[i] - free_since
-                yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
+                if busy_handoff is None:
+                    yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
+                else:  # a worker at work when the arrival comes makes the wake-up longer
+                    yield env.timeout(arrival[i] - env.now)
+                    if any(t != GATE for t in cpu.active()):
+                        yield env.timeout(two_piece_lognormal(handoff_draw, *busy_handoff))
+                    else:
+                        yield env.timeout(host.gate_handoff(waited))
                 holds = preempts()
             gate_start[i] = env.now
             gate_job[0] = env.event()
             # a gate on a host idle for a while runs cold: measured wall time, as work
-            cold_s = host.gate_cold_cost(cpu.idle_s()) * cpu.steady_speed
+            idle_s = cpu.idle_s()
+            cold_s = host.gate_cold_cost(idle_s) * cpu.steady_speed
             # the server stamps its gate done after the call and the part of its loop's
             # overhead inside its stamps; the rest of the loop (storing, the queues and the
             # batch forming under the lock) runs after the stamp. The job's contention is
             # split in proportion, so the two parts run at the whole job's rate.
             stamped = config.gate_latency_s + host.gate_stamped_overhead_s + cold_s
             after = host.gate_overhead_s - host.gate_stamped_overhead_s
+            own = host.gate_own_spread(idle_s, spell_spread)
+            if own is not None:  # the gate after an idle gap spreads beyond the spells
+                factor = two_piece_lognormal(own_draw, own[0], 1.0, own[1])
+                stamped, after = stamped * factor, after * factor
             contention = host.gate_contention_s
             share = stamped / (stamped + after) if after > 0 else 1.0
             yield from cpu.work(
@@ -543,7 +563,7 @@ def _simulate_at(
                 yield env.timeout(t - env.now)
             cpu.delay_active(host.arrival_penalty_gate_s, host.arrival_penalty_worker_s)
 
-    spell = None if duty is None else host.spell_at_duty(duty)
+    spell = spell_at
 
     def spells(window_s: float, p10: float, p90: float) -> Generator[simpy.Event, None, None]:
         """The machine's spells: a new factor on every step's wall time each window (one

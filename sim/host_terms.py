@@ -58,8 +58,9 @@ class HostTerms:
     (empty: all in the gather, as profiles without the split are read);
     ``gate_cold_cost_s[i]``: the wall time a gate takes beyond a warm one when the host had
     been idle ``gate_cold_idle_s[i]`` before it (every thread waiting: caches and clocks
-    gone cold; interpolated, flat outside; empty: none); ``gate_overhead_s``,
-    ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
+    gone cold; interpolated, flat outside; empty: none), and ``gate_cold_spread[i]`` the
+    (p10, p90) over the median of such a gate's wall time (empty: none measured);
+    ``gate_overhead_s``, ``batch_overhead_s``, ``completion_overhead_s``: the server's own Python
     around the gate call (per request), around a batch's gather and expert
     (per batch) and around a request's collect and combine (per completion);
     ``gate_stamped_overhead_s``: the part of ``gate_overhead_s`` inside the server's own
@@ -72,6 +73,9 @@ class HostTerms:
     ``preempt_duty[i]`` of the time (increasing, interpolated, flat outside; empty: never);
     ``preempt_speed[i]``: the speed of a gate holding the host, over the host's speed, on a
     host busy ``preempt_speed_duty[i]`` of the time (interpolated, flat outside; empty: 1);
+    ``busy_handoff_s[i]``: (p10, median, p90) of the hand-off to a gate woken while a worker
+    is at work, on a host busy ``busy_handoff_duty[i]`` of the time (the woken thread often
+    lands on the busy core; empty: ``handoff_gate_s`` as on an idle host);
     ``speed_scale``: the host's speed at every duty over the profile's (below 1: a slower
     machine state than the profile's; ``sim.run_speed`` finds it from a measured run).
     """
@@ -94,6 +98,9 @@ class HostTerms:
     wake_gather_cost_s: tuple[float, ...] = ()
     gate_cold_idle_s: tuple[float, ...] = ()
     gate_cold_cost_s: tuple[float, ...] = ()
+    # the gate's wall after each of those idle times spreads (p10, p90) over its median
+    # (``chain_gate`` rows); empty: only the spells' and the state's spread
+    gate_cold_spread: tuple[tuple[float, float], ...] = ()
     gate_overhead_s: float = 0.0
     gate_stamped_overhead_s: float = 0.0
     batch_overhead_s: float = 0.0
@@ -111,6 +118,10 @@ class HostTerms:
     preempt_p: tuple[float, ...] = ()
     preempt_speed_duty: tuple[float, ...] = ()
     preempt_speed: tuple[float, ...] = ()
+    # the hand-off to a gate woken while a worker is at work, (p10, median, p90) per duty
+    # (``preempt_handoff`` rows); empty: the idle host's hand-off (handoff_gate_s)
+    busy_handoff_duty: tuple[float, ...] = ()
+    busy_handoff_s: tuple[tuple[float, float, float], ...] = ()
     speed_scale: float = 1.0
 
     def worker_contention(self, job: int) -> float | None:
@@ -150,6 +161,18 @@ class HostTerms:
         host busy ``duty`` of the time (0 without the curve)."""
         return _at(duty, self.preempt_duty, self.preempt_p)
 
+    def gate_busy_handoff(self, duty: float) -> tuple[float, float, float] | None:
+        """(p10, median, p90) seconds from an arrival to the gate running it when a worker is
+        at work at the arrival, on a host busy ``duty`` of the time (interpolated, flat
+        outside; None without the curve: then :meth:`gate_handoff` holds)."""
+        if not self.busy_handoff_s:
+            return None
+        p10, med, p90 = (
+            float(np.interp(duty, self.busy_handoff_duty, [h[i] for h in self.busy_handoff_s]))
+            for i in range(3)
+        )
+        return p10, med, p90
+
     def gate_held_speed(self, duty: float) -> float:
         """A gate holding the host runs this many times the host's speed at ``duty`` (the
         core it takes is warm: at low duty faster than the duty speed; 1 without the curve)."""
@@ -177,6 +200,27 @@ class HostTerms:
         """Wall seconds a gate takes beyond a warm one on a host that had been idle
         ``idle_s`` when it started (0 without the curve)."""
         return _at(idle_s, self.gate_cold_idle_s, self.gate_cold_cost_s)
+
+    def gate_own_spread(
+        self, idle_s: float, spell: tuple[float, float] | None
+    ) -> tuple[float, float] | None:
+        """(p10, p90) over a median of 1 of the gate's own factor on a host idle ``idle_s``:
+        the spread the profile measured for gates after such a gap (``gate_cold_spread``,
+        interpolated, flat outside) beyond the spells' ``spell`` (their p10, p90), in log
+        variance per side: the model draws the spell on every step of a window, the gate's
+        cold start after an idle gap spreads more (None: nothing beyond)."""
+        if not self.gate_cold_spread:
+            return None
+        lo, hi = (
+            float(np.interp(idle_s, self.gate_cold_idle_s, [sp[i] for sp in self.gate_cold_spread]))
+            for i in (0, 1)
+        )
+        s_lo, s_hi = spell if spell is not None else (1.0, 1.0)
+        own_lo = np.log(lo) ** 2 - np.log(min(max(s_lo, 1e-9), 1.0)) ** 2
+        own_hi = np.log(hi) ** 2 - np.log(max(s_hi, 1.0)) ** 2
+        if own_lo <= 0 and own_hi <= 0:
+            return None
+        return float(np.exp(-np.sqrt(max(own_lo, 0.0)))), float(np.exp(np.sqrt(max(own_hi, 0.0))))
 
     def worker_wake_gather_cost(self, waited_s: float) -> float:
         """The part of :meth:`worker_wake_cost` that falls in the woken worker's gather,
@@ -253,6 +297,14 @@ class HostTerms:
             raise SimConfigError(
                 "host model: one gate cold cost >= 0 per idle time, idle times increasing"
             )
+        if self.gate_cold_spread and (
+            len(self.gate_cold_spread) != len(self.gate_cold_idle_s)
+            or any(not 0.0 < lo <= 1.0 <= hi for lo, hi in self.gate_cold_spread)
+        ):
+            raise SimConfigError(
+                "host model: one gate spread 0 < p10 <= 1 <= p90 (over the median) per cold "
+                "idle time"
+            )
         if (
             len(self.preempt_p) != len(self.preempt_duty)
             or any(not 0.0 <= p <= 1.0 for p in self.preempt_p)
@@ -261,6 +313,14 @@ class HostTerms:
         ):
             raise SimConfigError(
                 "host model: one preemption probability in [0, 1] per duty, duties increasing"
+            )
+        if (
+            len(self.busy_handoff_s) != len(self.busy_handoff_duty)
+            or any(not 0.0 < lo <= med <= hi for lo, med, hi in self.busy_handoff_s)
+            or list(self.busy_handoff_duty) != sorted(self.busy_handoff_duty)
+        ):
+            raise SimConfigError(
+                "host model: one busy hand-off 0 < p10 <= median <= p90 per duty, duties increasing"
             )
         if (
             len(self.preempt_speed) != len(self.preempt_speed_duty)
@@ -421,6 +481,7 @@ class HostTerms:
             wake_gather_cost_s=() if wake is None else wake[3],
             gate_cold_idle_s=() if charged_cold is None else charged_cold[0],
             gate_cold_cost_s=() if charged_cold is None else charged_cold[1],
+            gate_cold_spread=() if charged_cold is None else _gate_spread(comps),
             gate_overhead_s=gate_overhead,
             gate_stamped_overhead_s=min(gate_overhead, max(0.0, float(stamped or 0.0))),
             batch_overhead_s=float(over["batch_overhead"] or 0.0),
@@ -430,6 +491,8 @@ class HostTerms:
             state=_state(comps),
             preempt_duty=tuple(pt.duty for pt in curve),
             preempt_p=tuple(pt.p for pt in curve),
+            busy_handoff_duty=tuple(pt.duty for pt in curve if pt.handoff_s is not None),
+            busy_handoff_s=tuple(pt.handoff_s for pt in curve if pt.handoff_s is not None),
         )
         return _with_held_speed(terms, curve, gate)
 
@@ -542,6 +605,17 @@ def _gate_cold_curve(
     idle, wall = gate
     warm = wall[int(np.argmin(idle))]
     return tuple(idle), tuple(max(0.0, w - warm) for w in wall)
+
+
+def _gate_spread(comps: pl.DataFrame | None) -> tuple[tuple[float, float], ...]:
+    """(p10, p90) over the median of the ``chain_gate`` rows by idle time; empty where any
+    lacks its spread."""
+    if comps is None:
+        return ()
+    got = _spread(comps, "chain_gate")
+    if any(lo <= 0 for lo, _ in got):
+        return ()
+    return tuple(got)
 
 
 def _spread(comps: pl.DataFrame, component: str) -> list[tuple[float, float]]:

@@ -16,7 +16,7 @@ from sim.errors import SimConfigError
 from sim.host_terms import HostTerms
 from traces.profile import LatencyProfile
 
-__all__ = ["ServiceTable", "draw_service", "two_piece_normal"]
+__all__ = ["ServiceTable", "draw_service", "two_piece_lognormal", "two_piece_normal"]
 
 # Standard normal quantile of 0.9: p90 = median + Z90 * sigma_hi for a normal upper half.
 Z90 = 1.2815515655446004
@@ -103,3 +103,12 @@ def two_piece_normal(
     hi = (np.asarray(p90) - med) / Z90
     lo = (med - np.asarray(p10)) / Z90
     return np.maximum(med + z * np.where(z > 0, hi, lo), 0.1 * med)
+
+
+def two_piece_lognormal(rng: np.random.Generator, p10: float, median: float, p90: float) -> float:
+    """One draw with the given p10, median and p90, each half a lognormal's scaled to hit its
+    quantile: the right tail of a wait that is sometimes far longer than usual (a woken
+    thread left waiting on a busy core) reaches past p90 as a log scale does."""
+    z = float(rng.standard_normal())
+    ratio = p90 / median if z > 0 else median / p10
+    return median * float(np.exp(z * np.log(ratio) / Z90))

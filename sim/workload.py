@@ -21,7 +21,18 @@ __all__ = ["Workload", "make_workload", "popularity", "streams"]
 def streams(seed: int) -> dict[str, np.random.Generator]:
     """Independent generators per purpose, so adding a draw never shifts another."""
     # append only
-    names = ("arrivals", "k", "experts", "service", "host", "lock", "state", "preempt")
+    names = (
+        "arrivals",
+        "k",
+        "experts",
+        "service",
+        "host",
+        "lock",
+        "state",
+        "preempt",
+        "handoff",
+        "gate_spread",
+    )
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(s) for n, s in zip(names, children, strict=True)}
 

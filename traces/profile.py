@@ -39,6 +39,7 @@ __all__ = [
     "OPTIONAL_COLUMNS",
     "PREEMPT_BUSY",
     "PREEMPT_COMPONENTS",
+    "PREEMPT_HANDOFF",
     "PREEMPT_HELD",
     "PREEMPT_SHARED",
     "PREEMPT_WALL",
@@ -145,12 +146,14 @@ STATE_BLOCK_S = 5.0
 # level's mean idle gap, naming it), the gate's wall time when it held the host (the worker
 # step it started in ended after it) and when it shared it, ``samples`` how many of each; the
 # time some thread was at work and the level's wall time, per request (their ratio is the
-# level's duty) (hw.profiling.preemption; optional: older profiles lack them)
+# level's duty); the hand-off to a gate woken while a worker was at work (hw.profiling.
+# preemption; optional: older profiles lack them, profiles before 2026-12-05 the hand-off)
 PREEMPT_HELD = "preempt_held"
 PREEMPT_SHARED = "preempt_shared"
 PREEMPT_BUSY = "preempt_busy"
 PREEMPT_WALL = "preempt_wall"
-PREEMPT_COMPONENTS = (PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_BUSY, PREEMPT_WALL)
+PREEMPT_HANDOFF = "preempt_handoff"
+PREEMPT_COMPONENTS = (PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_BUSY, PREEMPT_WALL, PREEMPT_HANDOFF)
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
     GATE_STAMPED_OVERHEAD, *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,
@@ -167,11 +170,13 @@ def state_sigma(p10_s: np.ndarray, p90_s: np.ndarray) -> np.ndarray:
 
 class PreemptPoint(NamedTuple):
     """One level of the gate's preemption: its duty, the share of the counted gates that
-    held the host, and the held gates' median wall time (None: none held)."""
+    held the host, the held gates' median wall time (None: none held), and the hand-off to
+    a gate woken while a worker was at work, (p10, median, p90) (None: not measured)."""
 
     duty: float
     p: float
     held_s: float | None
+    handoff_s: tuple[float, float, float] | None = None
 
 
 def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[PreemptPoint]:
@@ -207,8 +212,27 @@ def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[Preem
         held_s = level.filter(pl.col("component") == PREEMPT_HELD)["latency_s"]
         if seen > 0:
             duty = float(busy[0]) / float(wall[0])
-            levels.append(PreemptPoint(duty, held / seen, float(held_s[0]) if held else None))
+            handoff = _spread_of(level.filter(pl.col("component") == PREEMPT_HANDOFF), source)
+            levels.append(
+                PreemptPoint(duty, held / seen, float(held_s[0]) if held else None, handoff)
+            )
     return sorted(levels, key=lambda pt: pt.duty)
+
+
+def _spread_of(row: pl.DataFrame, source: str) -> tuple[float, float, float] | None:
+    """(p10, median, p90) of a one-row frame (None: no row); the row needs all three, in
+    order, above 0."""
+    if row.height == 0:
+        return None
+    got = tuple(
+        float(row[c][0]) if c in row.columns and row[c][0] is not None else float("nan")
+        for c in ("latency_p10_s", "latency_s", "latency_p90_s")
+    )
+    if row.height != 1 or not 0 < got[0] <= got[1] <= got[2]:
+        raise ProfileError(
+            source, str(row["component"][0]), "needs one row per level, 0 < p10 <= median <= p90"
+        )
+    return got
 
 
 class ProfileError(FormatError):

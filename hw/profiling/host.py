@@ -325,7 +325,7 @@ def _server_chain(
 
         def run() -> ChainTiming:
             put()
-            gates, done = drain()
+            gates, done, _ = drain()
             return ChainTiming(
                 float(gates[0, 0]),
                 float(gates[0, 1]),

@@ -25,7 +25,11 @@ the gate, else shared. Per level, the rows (``idle_s`` = the level's mean gap, w
 the level): ``preempt_held`` / ``preempt_shared`` the gate's wall time in each case
 (``samples``: how many), ``preempt_busy`` the time some thread was at work and
 ``preempt_wall`` the level's wall time, each per request, so that the level's duty is
-busy ÷ wall.
+busy ÷ wall; ``preempt_handoff`` the hand-off (the arrival's put in the inbox to its gate's
+start) of the gates that were waiting when a worker step was at work. In the server such a
+wake-up takes longer and spreads far wider than one on an idle host (median 51-58 µs, p90
+270-310 µs against 28-34 µs, B = 1, ``benchmarks/README.md``, session 19): the woken thread
+often lands on the busy core.
 """
 
 from __future__ import annotations
@@ -37,13 +41,19 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from hw.timing import LatencyStats
-from traces.profile import PREEMPT_BUSY, PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_WALL
+from traces.profile import (
+    PREEMPT_BUSY,
+    PREEMPT_HANDOFF,
+    PREEMPT_HELD,
+    PREEMPT_SHARED,
+    PREEMPT_WALL,
+)
 
 __all__ = [
     "PREEMPT_GAPS_S",
@@ -73,6 +83,7 @@ class PreemptLevel:
     busy_s: float
     span_s: float
     requests: int
+    puts: np.ndarray | None = None  # [n]: each request's arrival in the gate's inbox
 
     def split(self) -> tuple[np.ndarray, np.ndarray]:
         """Wall times of the woken gates (not going straight on from the previous one) that
@@ -89,6 +100,20 @@ class PreemptLevel:
         wall = g1 - g0
         return wall[held], wall[inside & ~held]
 
+    def busy_handoffs(self) -> np.ndarray:
+        """Hand-offs (arrival put in the inbox to its gate's start) of the gates that were
+        waiting on their inbox when a worker step was at work: the wake-up a gate gets from
+        a busy host (none without the arrivals' stamps)."""
+        if self.puts is None or len(self.steps) == 0 or len(self.gates) == 0:
+            return np.zeros(0)
+        put, g0, g1 = self.puts, self.gates[:, 0], self.gates[:, 1]
+        # the gate waits on its inbox: the previous gate ended, with its notify, well before
+        waiting = put > np.concatenate([[-np.inf], g1[:-1]]) + WOKEN_AFTER_S
+        start, end = self.steps[:, 0], self.steps[:, 1]
+        j = np.searchsorted(start, put, side="right") - 1
+        at_work = (j >= 0) & (end[np.maximum(j, 0)] > put)
+        return (g0 - put)[waiting & at_work]
+
 
 def level_rows(level: PreemptLevel) -> dict[str, tuple[float, LatencyStats]]:
     """The level's rows (module docstring): component -> (idle_s, stats); a case no gate
@@ -100,24 +125,37 @@ def level_rows(level: PreemptLevel) -> dict[str, tuple[float, LatencyStats]]:
         PREEMPT_BUSY: (level.gap_s, LatencyStats(busy, busy, busy, busy, n)),
         PREEMPT_WALL: (level.gap_s, LatencyStats(wall, wall, wall, wall, n)),
     }
-    for name, walls in ((PREEMPT_HELD, held), (PREEMPT_SHARED, shared)):
+    for name, walls in (
+        (PREEMPT_HELD, held),
+        (PREEMPT_SHARED, shared),
+        (PREEMPT_HANDOFF, level.busy_handoffs()),
+    ):
         if len(walls):
             rows[name] = (level.gap_s, LatencyStats.from_samples(walls))
     return rows
 
 
+class ThreadStamps(NamedTuple):
+    """What :func:`server_threads` stamped: the gates' and the worker steps' (start, end),
+    each in time order, and each arrival's put in the gate's inbox, in the order put."""
+
+    gates: np.ndarray  # [n, 2]
+    steps: np.ndarray  # [m, 2]
+    puts: np.ndarray  # [n]
+
+
 @contextmanager
 def server_threads(
     gate: Callable[[], Any], steps: tuple[Callable[[], Any], ...], name: str = "preempt"
-) -> Iterator[tuple[Callable[[], None], Callable[[], tuple[np.ndarray, np.ndarray]]]]:
+) -> Iterator[tuple[Callable[[], None], Callable[[], ThreadStamps]]]:
     """The server's gate and worker threads: ``gate`` in a thread woken by a
     ``SimpleQueue.put`` (the gate's inbox), then ``steps`` (k worker steps, collect and
     combine) in a second thread woken by a ``Condition.notify`` (an idle device worker),
     each step stamped. Yields ``put`` (an arrival now; the caller never waits, so they can
     be fed open loop) and ``drain`` (waits for the work put so far, returns and clears the
-    stamps: the gates' and the worker steps' (start, end), each in time order; a request
-    whose gate failed has no steps). Both threads run under ``torch.inference_mode`` as the
-    server's do; an error in either is raised by ``drain``, not left to hang it."""
+    stamps, :class:`ThreadStamps`; a request whose gate failed has no steps). Both threads
+    run under ``torch.inference_mode`` as the server's do; an error in either is raised by
+    ``drain``, not left to hang it."""
     inbox: queue.SimpleQueue[int | None] = queue.SimpleQueue()
     cond = threading.Condition(threading.Lock())
     box: collections.deque[int | None] = collections.deque()
@@ -175,21 +213,23 @@ def server_threads(
     ]
     for t in threads:
         t.start()
-    sent = [0]
+    puts: list[float] = []
 
     def put() -> None:
-        inbox.put(sent[0])
-        sent[0] += 1
+        puts.append(time.perf_counter())
+        inbox.put(len(puts) - 1)
 
-    def drain() -> tuple[np.ndarray, np.ndarray]:
-        for _ in range(sent[0]):
+    def drain() -> ThreadStamps:
+        for _ in range(len(puts)):
             got = finished.get()
             if isinstance(got, BaseException):
                 raise got
-        sent[0] = 0
-        out = np.array(gates).reshape(-1, 2), np.array(steps_done).reshape(-1, 2)
+        out = ThreadStamps(
+            np.array(gates).reshape(-1, 2), np.array(steps_done).reshape(-1, 2), np.array(puts)
+        )
         gates.clear()
         steps_done.clear()
+        puts.clear()
         return out
 
     try:
@@ -216,7 +256,7 @@ def preempt_levels(
     order = rng.permutation(np.repeat(np.arange(len(gaps_s)), visits)).tolist()
     per_visit = max(1, -(-pairs // visits))
     found: list[dict[str, list[Any]]] = [
-        {"gates": [], "steps": [], "busy": [0.0], "span": [0.0]} for _ in gaps_s
+        {"gates": [], "steps": [], "puts": [], "busy": [0.0], "span": [0.0]} for _ in gaps_s
     ]
     with server_threads(gate, steps) as (put, drain):
         for level in order:
@@ -230,10 +270,11 @@ def preempt_levels(
                     if wait > 0:
                         time.sleep(wait)
                     put()
-            gates, worker = drain()
+            gates, worker, puts = drain()
             got = found[level]
             got["gates"].append(gates)
             got["steps"].append(worker)
+            got["puts"].append(puts)
             got["busy"][0] += _busy(gates, worker, len(steps))
             got["span"][0] += float(max(gates[:, 1].max(), worker[:, 1].max())) - visit_start
     return [
@@ -244,6 +285,7 @@ def preempt_levels(
             busy_s=f["busy"][0],
             span_s=f["span"][0],
             requests=2 * per_visit * visits,
+            puts=np.concatenate(f["puts"]),
         )
         for gap, f in zip(gaps_s, found, strict=True)
     ]

@@ -325,6 +325,9 @@ def _host_terms_line(frame: Any) -> str:
         line += ", gate preemption " + ", ".join(
             f"{pt.p:.2f} at duty {pt.duty:.2f}" for pt in levels
         )
+        handoffs = [pt.handoff_s[1] for pt in levels if pt.handoff_s is not None]
+        if handoffs:  # the hand-off to a gate woken while a worker is at work (newer)
+            line += f", busy gate hand-off {'/'.join(f'{h * 1e6:.0f}' for h in handoffs)} µs"
     return line
 
 

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from hw.profiling.preemption import PreemptLevel, _busy, level_rows, preempt_levels
-from traces.profile import PREEMPT_BUSY, PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_WALL
+from traces.profile import (
+    PREEMPT_BUSY,
+    PREEMPT_HANDOFF,
+    PREEMPT_HELD,
+    PREEMPT_SHARED,
+    PREEMPT_WALL,
+)
 
 
 def test_woken_gates_inside_a_worker_step_count_held_or_shared() -> None:
@@ -25,6 +31,24 @@ def test_woken_gates_inside_a_worker_step_count_held_or_shared() -> None:
     assert shared.tolist() == pytest.approx([0.12])
     empty = PreemptLevel(1e-3, gates, np.zeros((0, 2)), 1.0, 2.0, 4)
     assert [len(x) for x in empty.split()] == [0, 0]
+
+
+def test_the_busy_handoffs_are_those_of_waiting_gates_woken_while_a_step_was_at_work() -> None:
+    """Arrival 0 at 0 (no step yet); arrival 1 at 1.15, inside the step 1.1-1.5, its gate
+    idle since 0.9: counted, 0.05; arrival 2 at 1.40001, 10 µs after gate 1's end: the gate
+    had not gone back to its inbox yet (not counted); arrival 3 at 1.55, inside the step
+    1.5-1.6: counted, 0.03; arrival 4 at 1.8, no step at work: not counted."""
+    steps = np.array([(1.0, 1.1), (1.1, 1.5), (1.5, 1.6)])
+    gates = np.array([(0.0, 0.9), (1.2, 1.4), (1.40002, 1.45), (1.58, 1.7), (1.81, 1.9)])
+    puts = np.array([0.0, 1.15, 1.40001, 1.55, 1.8])
+    level = PreemptLevel(1e-3, gates, steps, 1.0, 2.0, 5, puts)
+    assert level.busy_handoffs().tolist() == pytest.approx([0.05, 0.03])
+    assert len(PreemptLevel(1e-3, gates, steps, 1.0, 2.0, 5).busy_handoffs()) == 0
+    rows = level_rows(level)
+    assert rows[PREEMPT_HANDOFF][1].samples == 2
+    assert rows[PREEMPT_HANDOFF][1].median_s == pytest.approx(0.04)
+    none_busy = level_rows(PreemptLevel(1e-3, gates, steps, 1.0, 2.0, 5, puts + 5.0))
+    assert PREEMPT_HANDOFF not in none_busy
 
 
 def test_the_busy_time_is_the_union_of_the_gates_and_worker_runs() -> None:
@@ -82,6 +106,10 @@ def test_the_levels_run_the_servers_threads_open_loop() -> None:
         assert (level.gates[:, 1] - level.gates[:, 0] >= 1e-3).all()
         assert level.busy_s >= 8e-3  # eight gates, one at a time
         assert level.span_s >= level.busy_s
+        assert level.puts is not None and level.puts.shape == (8,)
+        assert (level.puts <= level.gates[:, 0]).all()  # each arrival before its gate
+        runs_in_visit = level.puts.reshape(2, 4)  # two visits of two pairs, put in order
+        assert (np.diff(runs_in_visit, axis=1) > 0).all()
 
 
 def test_an_error_in_either_thread_reaches_the_caller() -> None:

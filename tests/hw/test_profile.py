@@ -23,7 +23,7 @@ from hw.profiling.errors import CheckpointError, ProfilingError, UnknownExpertEr
 from hw.profiling.model import ServedModel, load_checkpoint, random_model, save_checkpoint
 from hw.profiling.profile import ProfileConfig, run_profile
 from hw.timing import LatencyStats, TimingError, measure_latency, measure_samples
-from traces.profile import read_profile, write_profile
+from traces.profile import PREEMPT_HANDOFF, read_profile, steps_path, write_profile
 
 runner = CliRunner()
 TINY = {"n_experts": 2, "d_model": 8, "expert_hidden": 8, "seed": 0}
@@ -159,6 +159,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     from sim.machine_state import fit_state
     from traces.profile import (
         PREEMPT_BUSY,
+        PREEMPT_HANDOFF,
         PREEMPT_HELD,
         PREEMPT_SHARED,
         PREEMPT_WALL,
@@ -180,7 +181,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step",
              "chain_first_gather", "chain_next_gather")  # fmt: skip
     found = set(curves["component"].to_list())
-    assert found - {PREEMPT_HELD, PREEMPT_SHARED} == {
+    assert found - {PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_HANDOFF} == {
         "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY, PREEMPT_WALL,
         "chain_gate",
     }  # fmt: skip
@@ -200,6 +201,10 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     assert set(counted["idle_s"].to_list()) <= set(PREEMPT_GAPS_S)
     for (idle,), level in counted.group_by("idle_s"):
         assert 1 <= level["samples"].sum() <= 16, idle
+    # the hand-off to a gate woken while a worker step ran: at most one per request
+    handoff = curves.filter(curves["component"] == PREEMPT_HANDOFF)
+    assert set(handoff["idle_s"].to_list()) <= set(PREEMPT_GAPS_S)
+    assert (handoff["samples"] <= 16).all() and (handoff["latency_s"] > 0).all()
     # the machine's state: 0.4 s of chains fill two 0.2 s blocks of two 0.1 s windows each
     state = curves.filter(curves["component"] == STATE_WINDOW)
     assert state["idle_s"].to_list() == [0.1] and state["samples"][0] >= 2
@@ -409,11 +414,12 @@ def test_cli_writes_profile_and_how_it_was_measured(
     # completion pair; 9 idle curves (duty, 2 hand-offs, the chain's gate, its hand-off and
     # first and next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
     # the speed probe; the machine's state over 0.1 s windows (in 0.2 s blocks here); the
-    # gate's preemption: a busy row per level of load, and a held and a shared row at most
+    # gate's preemption: a busy row per level of load, and a held, a shared and a busy
+    # hand-off row at most
     from hw.profiling.preemption import PREEMPT_GAPS_S
 
     fixed = 8 + 2 + 5 + 2 + 9 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S)
-    assert fixed <= doc["rows"] <= fixed + 2 * len(PREEMPT_GAPS_S)
+    assert fixed <= doc["rows"] <= fixed + 3 * len(PREEMPT_GAPS_S)
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
@@ -431,6 +437,9 @@ def test_cli_writes_profile_and_how_it_was_measured(
     assert "worker wake hand-off" in printed and "cold start" in printed
     assert "per arrival +" in printed and "speed probe" in printed
     assert "of the gate's loop inside its stamps" in printed
+    steps = pl.read_parquet(steps_path(out))
+    if steps.filter(pl.col("component") == PREEMPT_HANDOFF).height:  # 8 pairs: likely, not sure
+        assert "busy gate hand-off" in printed
 
 
 @pytest.mark.parametrize(
