@@ -28,7 +28,11 @@ worker has a job may take the host whole (:meth:`SharedHost.work` with ``whole``
 the probability ``hw profile`` measured at the run's duty
 (:meth:`~sim.host_terms.HostTerms.gate_preempt_p`), it runs alone, at the speed measured
 for held gates (:meth:`~sim.host_terms.HostTerms.gate_held_speed`), and every other thread
-waits, until the gate thread next waits on its inbox.
+waits, until the gate thread next waits on its inbox. Likewise a device worker woken while
+the gate goes straight on to its next request either waits for that gate's end or, with
+the probability measured for where the next request arrived
+(:meth:`~sim.host_terms.HostTerms.worker_join`), runs during it and keeps the host, at its
+own speed, until it waits again.
 
 The host's speed depends on how busy it is: measured isolated costs are those
 of a host kept busy, and a host busy a fraction u of the time runs its steps
@@ -118,7 +122,7 @@ class SharedHost:
         self._spell = 1.0  # the current spell's factor on wall times
         self._state = 1.0  # the machine state's factor on wall times
         self._holder: int | None = None  # a thread that took the host whole for its job
-        self.held_speed = 1.0  # its speed over the host's (HostTerms.gate_held_speed)
+        self.held_speed = 1.0  # a holding gate's speed over the host's (gate_held_speed)
 
     @property
     def speed(self) -> float:
@@ -152,7 +156,9 @@ class SharedHost:
         if len(self._left) <= 1:
             return self._speed
         if self._holder is not None:
-            return self._speed * self.held_speed if thread == self._holder else 0.0
+            if thread != self._holder:
+                return 0.0
+            return self._speed * (self.held_speed if thread == GATE else 1.0)
         if self._held:
             return self._speed * self._held[thread]
         return self._speed * self._even_rate(thread)
@@ -203,7 +209,8 @@ class SharedHost:
         whole job (then its rate with company is ``W / (W + speed·contention_s)``), else
         the thread's fixed rate applies. ``whole``: the job takes the host whole, running
         alone while every other thread waits until it ends (a woken gate preempting a
-        worker, :meth:`~sim.host_terms.HostTerms.gate_preempt_p`)."""
+        worker, :meth:`~sim.host_terms.HostTerms.gate_preempt_p`; a woken worker joining
+        the gate, :meth:`~sim.host_terms.HostTerms.worker_join`)."""
         if seconds <= 0:
             return
         self._advance()
@@ -387,6 +394,7 @@ def _simulate_at(
     waker_busy = [False] * n_dev  # the gate went straight on to a gate after waking it
     cold = [0.0] * n_dev  # wall time a woken worker's next step pays for its cold start
     cold_gather = [0.0] * n_dev  # the part of it in that step's gather
+    worker_holds = [False] * n_dev  # a woken worker that joined the gate: until it waits
     preempt_draw = streams(config.seed)["preempt"]
     preempt_p = 0.0 if duty is None or not config.gate_preempt else host.gate_preempt_p(duty)
     busy_handoff = None
@@ -394,6 +402,7 @@ def _simulate_at(
         busy_handoff = host.gate_busy_handoff(duty)
     handoff_draw = streams(config.seed)["handoff"]
     own_draw = streams(config.seed)["gate_spread"]
+    join_draw = streams(config.seed)["join"]
     spell_at = None if duty is None else host.spell_at_duty(duty)  # (window, p10, p90)
     spell_spread = None if spell_at is None else (spell_at[1], spell_at[2])
     if duty is not None:
@@ -405,7 +414,7 @@ def _simulate_at(
     b_service: list[float] = []
     b_start: list[float] = []
     b_end: list[float] = []
-    state = {"drained": False, "gate_goes_on": False}
+    state = {"drained": False, "gate_goes_on": False, "next_early": False, "gate_holds": False}
     gate_job: list[simpy.Event] = [env.event()]  # succeeds when the gate's current job ends
 
     def form(e: int, kind: int) -> None:
@@ -425,7 +434,10 @@ def _simulate_at(
         heapq.heappush(ready[d], (env.now, e, j))
         ev = wake[d]
         if ev is not None and not ev.triggered:
-            waker_busy[d] = kind == EXACT and state["gate_goes_on"]
+            goes_on = kind == EXACT and state["gate_goes_on"]
+            if goes_on and joins():  # the woken worker runs during the next gate, keeping
+                goes_on, worker_holds[d] = False, True  # the host until it waits again
+            waker_busy[d] = goes_on
             ev.succeed()
 
     def flush_at(e: int, gen: int) -> Callable[[simpy.Event], None]:
@@ -483,6 +495,8 @@ def _simulate_at(
             gate_job[0].succeed()
             free_since = env.now
             state["gate_goes_on"] = i + 1 < n and arrival[i + 1] <= env.now
+            state["next_early"] = i + 1 < n and arrival[i + 1] <= gate_start[i]
+            state["gate_holds"] = holds
             for e in experts[i, : k[i]].tolist():  # increasing expert index (§3)
                 q = queues[e]
                 q.append(i)
@@ -499,6 +513,16 @@ def _simulate_at(
             if ev is not None and not ev.triggered:
                 ev.succeed()
 
+    def joins() -> bool:
+        """Whether a worker woken while the gate goes on runs during the next gate: drawn
+        with the measured probability for where the next request arrived
+        (HostTerms.worker_join); never while the gate holds the host whole or where the
+        threads do not share the lock."""
+        p = host.worker_join(state["next_early"])
+        if p <= 0 or state["gate_holds"] or not host.shares_lock:
+            return False
+        return float(join_draw.random()) < p
+
     def preempts() -> bool:
         """Whether the gate, woken now, takes the host whole from the workers at work: drawn
         with the probability at the run's duty (HostTerms.gate_preempt_p)."""
@@ -509,6 +533,7 @@ def _simulate_at(
     def worker(d: int) -> Generator[simpy.Event, None, None]:
         while True:
             if not ready[d]:
+                worker_holds[d] = False
                 if state["drained"]:
                     return
                 since = env.now
@@ -537,10 +562,14 @@ def _simulate_at(
                 + host.batch_overhead_s
                 + gather_cold * cpu.steady_speed,
                 host.worker_contention(0),
+                whole=worker_holds[d],
             )
             b_start[j] = env.now
             yield from cpu.work(
-                d, b_service[j] + expert_cold * cpu.steady_speed, host.worker_contention(1)
+                d,
+                b_service[j] + expert_cold * cpu.steady_speed,
+                host.worker_contention(1),
+                whole=worker_holds[d],
             )
             b_end[j] = env.now
             completing = []
@@ -551,7 +580,7 @@ def _simulate_at(
             for r in completing:  # then the combines, in batch order (§5)
                 t0 = env.now
                 combine_s = host.collect_s + config.combine_latency_s + host.completion_overhead_s
-                yield from cpu.work(d, combine_s, host.worker_contention(2))
+                yield from cpu.work(d, combine_s, host.worker_contention(2), whole=worker_holds[d])
                 completion[r] = env.now
                 combine_dur[r] = env.now - t0
                 combine_batch[r] = j

@@ -22,6 +22,7 @@ from traces.profile import (
     STATE_WINDOW,
     LatencyProfile,
     PreemptPoint,
+    join_shares,
     preempt_curve,
     state_sigma,
 )
@@ -73,6 +74,10 @@ class HostTerms:
     ``preempt_duty[i]`` of the time (increasing, interpolated, flat outside; empty: never);
     ``preempt_speed[i]``: the speed of a gate holding the host, over the host's speed, on a
     host busy ``preempt_speed_duty[i]`` of the time (interpolated, flat outside; empty: 1);
+    ``worker_join_p``: (early, late) the probability that a device worker woken while the
+    gate goes straight on runs during that next gate, keeping the host until it waits again,
+    the next request having arrived before the gate started or while it ran (empty: never,
+    the worker waits for the gate's end);
     ``busy_handoff_s[i]``: (p10, median, p90) of the hand-off to a gate woken while a worker
     is at work, on a host busy ``busy_handoff_duty[i]`` of the time (the woken thread often
     lands on the busy core; empty: ``handoff_gate_s`` as on an idle host);
@@ -122,6 +127,10 @@ class HostTerms:
     # (``preempt_handoff`` rows); empty: the idle host's hand-off (handoff_gate_s)
     busy_handoff_duty: tuple[float, ...] = ()
     busy_handoff_s: tuple[tuple[float, float, float], ...] = ()
+    # a worker woken while the gate goes on runs during the next gate, taking the host, with
+    # these probabilities (the next request arrived before the gate started, while it ran)
+    # (``join_*`` rows); empty: it always waits for the gate's end
+    worker_join_p: tuple[float, ...] = ()
     speed_scale: float = 1.0
 
     def worker_contention(self, job: int) -> float | None:
@@ -179,6 +188,14 @@ class HostTerms:
         if not self.preempt_speed:
             return 1.0
         return _at(duty, self.preempt_speed_duty, self.preempt_speed)
+
+    def worker_join(self, early: bool) -> float:
+        """Probability that a worker woken while the gate goes on runs during the next gate
+        (and keeps the host until it waits again), the next request having arrived before
+        the gate started (``early``) or while it ran (0 without the rows)."""
+        if not self.worker_join_p:
+            return 0.0
+        return self.worker_join_p[0 if early else 1]
 
     @property
     def shares_lock(self) -> bool:
@@ -313,6 +330,13 @@ class HostTerms:
         ):
             raise SimConfigError(
                 "host model: one preemption probability in [0, 1] per duty, duties increasing"
+            )
+        if self.worker_join_p and (
+            len(self.worker_join_p) != 2 or any(not 0.0 <= p <= 1.0 for p in self.worker_join_p)
+        ):
+            raise SimConfigError(
+                "host model: the woken worker's join is two probabilities in [0, 1] (the next "
+                "request early, late)"
             )
         if (
             len(self.busy_handoff_s) != len(self.busy_handoff_duty)
@@ -456,6 +480,7 @@ class HostTerms:
         else:  # older profiles: the worker step's per unit of cost
             extra_c = extra_w * combine_cost / worker
         curve = [] if comps is None else preempt_curve(comps, profile.source)
+        joins = None if comps is None else join_shares(comps, profile.source)
         terms = cls(
             gate_contention_s=max(0.0, v["gate_contended"] - v["gate_alone"]),
             worker_contention_s=(
@@ -493,6 +518,7 @@ class HostTerms:
             preempt_p=tuple(pt.p for pt in curve),
             busy_handoff_duty=tuple(pt.duty for pt in curve if pt.handoff_s is not None),
             busy_handoff_s=tuple(pt.handoff_s for pt in curve if pt.handoff_s is not None),
+            worker_join_p=() if joins is None else joins,
         )
         return _with_held_speed(terms, curve, gate)
 

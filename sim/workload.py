@@ -32,6 +32,7 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
         "preempt",
         "handoff",
         "gate_spread",
+        "join",
     )
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(s) for n, s in zip(names, children, strict=True)}

@@ -34,6 +34,11 @@ __all__ = [
     "GATE_STAMPED_OVERHEAD",
     "HOST_COMPONENTS",
     "IDLE_COMPONENTS",
+    "JOIN_COMPONENTS",
+    "JOIN_EARLY_JOINED",
+    "JOIN_EARLY_WAITED",
+    "JOIN_LATE_JOINED",
+    "JOIN_LATE_WAITED",
     "LOOP_COMPONENTS",
     "NOISY_PROFILE",
     "OPTIONAL_COLUMNS",
@@ -53,6 +58,7 @@ __all__ = [
     "PreemptPoint",
     "ProfileError",
     "ProfileExtrapolationWarning",
+    "join_shares",
     "meta_path",
     "noisy_profile_note",
     "preempt_curve",
@@ -154,10 +160,20 @@ PREEMPT_BUSY = "preempt_busy"
 PREEMPT_WALL = "preempt_wall"
 PREEMPT_HANDOFF = "preempt_handoff"
 PREEMPT_COMPONENTS = (PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_BUSY, PREEMPT_WALL, PREEMPT_HANDOFF)
+# a device worker woken while the gate goes straight on to its next request: per case (the
+# next request arrived before the gate started, early, or while it ran, late) the pairs in
+# which the worker ran during that next gate (joined) or waited for its end, ``samples``
+# how many, ``latency_s`` the next gate's median wall time (hw.profiling.worker_join;
+# optional: profiles before 2026-12-05 lack them)
+JOIN_EARLY_JOINED = "join_early_joined"
+JOIN_EARLY_WAITED = "join_early_waited"
+JOIN_LATE_JOINED = "join_late_joined"
+JOIN_LATE_WAITED = "join_late_waited"
+JOIN_COMPONENTS = (JOIN_EARLY_JOINED, JOIN_EARLY_WAITED, JOIN_LATE_JOINED, JOIN_LATE_WAITED)
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
     GATE_STAMPED_OVERHEAD, *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,
-    *PREEMPT_COMPONENTS,
+    *PREEMPT_COMPONENTS, *JOIN_COMPONENTS,
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
@@ -217,6 +233,30 @@ def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[Preem
                 PreemptPoint(duty, held / seen, float(held_s[0]) if held else None, handoff)
             )
     return sorted(levels, key=lambda pt: pt.duty)
+
+
+def join_shares(steps: pl.DataFrame, source: str = "steps file") -> tuple[float, float] | None:
+    """(early, late): the share of the pairs of each case in which a worker woken while the
+    gate went on ran during the next gate, from a steps frame's ``join_*`` rows (None without
+    them; a case with no pair reads 0, the worker waiting as in older profiles)."""
+    if "component" not in steps.columns:
+        return None
+    rows = steps.filter(pl.col("component").is_in(JOIN_COMPONENTS))
+    if rows.height == 0:
+        return None
+    if "samples" not in rows.columns or rows["samples"].null_count() or rows["samples"].min() < 1:
+        raise ProfileError(source, "join_*", "rows need samples >= 1")
+    if rows["component"].n_unique() != rows.height:
+        raise ProfileError(source, "join_*", "one row per component")
+    count = dict(zip(rows["component"], rows["samples"], strict=True))
+    shares = []
+    for joined, waited in (
+        (JOIN_EARLY_JOINED, JOIN_EARLY_WAITED),
+        (JOIN_LATE_JOINED, JOIN_LATE_WAITED),
+    ):
+        n = count.get(joined, 0) + count.get(waited, 0)
+        shares.append(count.get(joined, 0) / n if n else 0.0)
+    return shares[0], shares[1]
 
 
 def _spread_of(row: pl.DataFrame, source: str) -> tuple[float, float, float] | None:

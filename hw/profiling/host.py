@@ -105,6 +105,7 @@ from hw.profiling.model import ServedModel
 from hw.profiling.preemption import level_rows, preempt_levels, server_threads
 from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
 from hw.profiling.speed_probe import PROBE_GAP_S, probe_samples
+from hw.profiling.worker_join import join_pairs, join_rows
 from hw.timing import LatencyStats, gc_paused, measure_samples
 from traces.profile import SPEED_PROBE, STATE_WINDOW
 
@@ -139,7 +140,9 @@ class HostTiming:
     duty_visits: int = 3  # ... and visits of each level
     speed_probe_s: float = 0.0  # the speed probe's phase, visited among the duty levels
     state_s: float = 0.0  # the machine's state: seconds of chains (hw.profiling.host_state)
-    preempt_pairs: int = 0  # the gate's preemption: pairs per level (hw.profiling.preemption)
+    # the gate's preemption: pairs per level (hw.profiling.preemption), and as many pairs for
+    # the worker woken while the gate goes on (hw.profiling.worker_join)
+    preempt_pairs: int = 0
 
 
 def dispatch_call(
@@ -505,13 +508,17 @@ def measure_host(
                         )
                     state = state_rows(starts, gates)
             found.update(chain_curves(levels))
-            preempt: list[tuple[str, float, LatencyStats]] = []
+            preempt: list[tuple[str, float | None, LatencyStats]] = []
             if timing.preempt_pairs > 0:
                 with gc_paused():
                     for level in preempt_levels(
                         gate, (*[take, run] * k, completion), pairs=timing.preempt_pairs, seed=seed
                     ):
                         preempt += [(c, idle, st) for c, (idle, st) in level_rows(level).items()]
+                    cases = join_pairs(
+                        gate, (*[take, run] * k, completion), pairs=timing.preempt_pairs, seed=seed
+                    )
+                preempt += [(c, None, st) for c, st in join_rows(cases).items()]
             if probed:
                 found[(SPEED_PROBE, PROBE_GAP_S)] = probed
             with _queue_handoff() as to_gate, _notify_handoff() as to_worker:

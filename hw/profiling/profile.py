@@ -63,7 +63,9 @@ class ProfileConfig:
     seconds of the two-thread chain for the machine's state over time, ``state_window``
     rows (:mod:`hw.profiling.host_state`; 0: none); and ``preempt_pairs`` pairs of requests
     per level of load for how often a woken gate takes the host whole from a worker at work,
-    ``preempt_*`` rows (:mod:`hw.profiling.preemption`; 0: none).
+    ``preempt_*`` rows (:mod:`hw.profiling.preemption`), and as many pairs for whether a
+    worker woken while the gate goes on runs during the next gate, ``join_*`` rows
+    (:mod:`hw.profiling.worker_join`; 0: neither).
     """
 
     model: dict[str, Any] = field(default_factory=dict)

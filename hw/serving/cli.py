@@ -142,7 +142,9 @@ def profile_cmd(
         int,
         typer.Option(
             help="CPU host terms: pairs of requests per level of load that measure how often "
-            "a woken gate takes the host whole from a worker at work (0: none)."
+            "a woken gate takes the host whole from a worker at work, and as many that "
+            "measure whether a worker woken while the gate goes on runs during its next "
+            "gate (0: neither)."
         ),
     ] = 600,
     rounds: Annotated[
@@ -245,6 +247,7 @@ def _host_terms_line(frame: Any) -> str:
         LOOP_COMPONENTS,
         SPEED_PROBE,
         STATE_WINDOW,
+        join_shares,
         preempt_curve,
         state_sigma,
     )
@@ -328,6 +331,9 @@ def _host_terms_line(frame: Any) -> str:
         handoffs = [pt.handoff_s[1] for pt in levels if pt.handoff_s is not None]
         if handoffs:  # the hand-off to a gate woken while a worker is at work (newer)
             line += f", busy gate hand-off {'/'.join(f'{h * 1e6:.0f}' for h in handoffs)} µs"
+    joins = join_shares(frame)
+    if joins is not None:  # a worker woken while the gate goes on (newer profiles)
+        line += f", woken worker joins the next gate {joins[0]:.2f} early / {joins[1]:.2f} late"
     return line
 
 
