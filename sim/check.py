@@ -153,6 +153,9 @@ class CheckRow:
     # whether the host model ran the gate's preemption the profile measured (SimConfig
     # gate_preempt; False where the profile lacks it or --host-preempt off); None: ideal model
     gate_preempt: bool | None = None
+    # whether a worker woken while the gate goes on could join the next gate (the profile's
+    # join_* rows, HostTerms.worker_join); None: the ideal model
+    worker_join: bool | None = None
     # whether that state was read from the run's own alone gates (sim.run_state; several
     # runs or profiles: from every one's); None: the ideal model
     state_from_run: bool | None = None
@@ -234,6 +237,7 @@ class CheckRow:
             "host_lock": self.host_lock,
             "state": None if self.state is None else asdict(self.state),
             "gate_preempt": self.gate_preempt,
+            "worker_join": self.worker_join,
             "state_from_run": self.state_from_run,
             **extra,
         }
@@ -493,6 +497,7 @@ def _check_loaded(
             gate_preempt=bool(sim_cfg.gate_preempt and b_table.host and b_table.host.preempt_p)
             if host
             else None,
+            worker_join=bool(b_table.host and b_table.host.worker_join_p) if host else None,
             state_from_run=from_run if host else None,
         )
         if sim_parts:
@@ -686,6 +691,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
                 state=_state_mean([r.state for r in rows]),
                 gate_preempt=None if not rows[0].host else all(r.gate_preempt for r in rows),
+                worker_join=None if not rows[0].host else all(r.worker_join for r in rows),
                 state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
             )
         )
@@ -761,6 +767,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
         state=_state_mean([r.state for r in rows]),
         gate_preempt=None if not rows[0].host else all(r.gate_preempt for r in rows),
+        worker_join=None if not rows[0].host else all(r.worker_join for r in rows),
         state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
     )
 

@@ -161,16 +161,18 @@ _CHECK_HOST_STATE_HELP = (
 )
 
 
-def _state_label(state: MachineState | None, preempt: bool = False, from_run: bool = False) -> str:
+def _state_label(
+    state: MachineState | None, preempt: bool = False, from_run: bool = False, join: bool = False
+) -> str:
     """The state process a host model ran (``from_run``: read from each B's run, so one
-    process does not stand for them all), and whether the gate's preemption ran, for a
-    table title."""
+    process does not stand for them all), and whether the gate's preemption and the woken
+    worker's join ran, for a table title."""
     label = "no machine state"
     if from_run:
         label = "machine state from each B's alone gates"
     elif state is not None:
         label = f"machine state σ {state.sigma:.2f} ρ {state.rho:.2f} per {state.window_s:g} s"
-    return label + (", gate preemption" if preempt else "")
+    return label + (", gate preemption" if preempt else "") + (", worker joins" if join else "")
 
 
 @app.command("run")
@@ -338,7 +340,8 @@ def run_cmd(
             terms = HostTerms.from_profile(prof, 1)
             ran = configs[0].machine_state(terms.state if terms is not None else None)
             preempt = configs[0].gate_preempt and terms is not None and bool(terms.preempt_p)
-            where = f" (shared host, {_state_label(ran, preempt)})"
+            join = terms is not None and bool(terms.worker_join_p)
+            where = f" (shared host, {_state_label(ran, preempt, join=join)})"
         title = (
             f"sim{where}: M={m} {spec.label()} rate={rate:g} rps "
             f"D={devices} N={requests} "
@@ -544,7 +547,12 @@ def check_cmd(
             model += ", lock won whole"
         if rows and rows[0].host:
             first = rows[0]
-            label = _state_label(first.state, bool(first.gate_preempt), bool(first.state_from_run))
+            label = _state_label(
+                first.state,
+                bool(first.gate_preempt),
+                bool(first.state_from_run),
+                bool(first.worker_join),
+            )
             model += f", {label}"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""

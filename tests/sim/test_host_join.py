@@ -6,10 +6,15 @@ session 19)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
+from typer.testing import CliRunner
 
+from sim.cli import app
 from sim.config import GateSpec, SimConfig
 from sim.errors import SimConfigError
 from sim.host import simulate_host
@@ -25,9 +30,12 @@ from traces.profile import (
     JOIN_LATE_WAITED,
     join_shares,
     profile_from_frame,
+    write_profile,
 )
 
-from .test_host import host_profile_frame
+from .test_host import host_model_run, host_profile_frame
+
+runner = CliRunner()
 
 
 def join_frame(counts: dict[str, int]) -> pl.DataFrame:
@@ -106,3 +114,25 @@ def test_a_joining_worker_keeps_the_host_while_the_next_gate_waits() -> None:
     assert late.batch_end_s[0] == pytest.approx(1.4e-3)
     assert late.gate_done_s[1] == pytest.approx(2.4e-3)
     assert _timeline([0.0, 5e-4], (1.0, 0.0)).batch_start_s[0] == pytest.approx(2e-3)
+
+
+def test_sim_run_and_check_say_whether_the_worker_could_join(tmp_path: Path) -> None:
+    prof = tmp_path / "TEST-join-profile.parquet"
+    write_profile(join_frame(COUNTS), prof)
+    plain = tmp_path / "TEST-plain-profile.parquet"
+    write_profile(host_profile_frame(), plain)
+    run = ["run", "--B", "1", "--rate", "800", "--requests", "400"]
+    shown = runner.invoke(app, [*run, "--profile", str(prof)])
+    assert shown.exit_code == 0, shown.output
+    assert "worker joins" in " ".join(shown.stdout.split())
+    assert "worker joins" not in " ".join(
+        runner.invoke(app, [*run, "--profile", str(plain)]).stdout.split()
+    )
+    table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
+    out = host_model_run(tmp_path / "run.parquet", table)
+    docs = {}
+    for name, path in (("join", prof), ("plain", plain)):
+        res = runner.invoke(app, ["check", str(out), "--profile", str(path), "--B", "1", "--json"])
+        assert res.exit_code in (0, 1), res.output
+        docs[name] = json.loads(res.stdout.splitlines()[0])
+    assert docs["join"]["worker_join"] is True and docs["plain"]["worker_join"] is False
