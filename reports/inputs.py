@@ -66,7 +66,9 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "profile_variation": pl.Float64(),
     "speed_factor": pl.Float64(),
     "run_speed": pl.Float64(),
+    "run_expert_factor": pl.Float64(),
     "state_from_run": pl.Boolean(),
+    "worker_join": pl.Boolean(),
     "profiles": pl.Int64(),
     "host_lock": pl.String(),
 }
@@ -76,6 +78,10 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
 the host model took it from the speed probes (null: not applied, or older outputs);
 ``run_speed``: the host's speed during the run over the profile's, as the host model took
 it from the run's own alone gates (null: not applied, or older outputs);
+``run_expert_factor``: the expert calls' time during the run over the profile's, read from
+the run's expert calls with no gate running (null: not applied, or older outputs);
+``worker_join``: whether the host model let a worker woken while the gate went on join the
+next gate, as the profile measured (null: the ideal model, older outputs, or malformed);
 ``state_from_run``: whether the host model read how that speed moved within the run (the
 machine's state) from the same gates (null: the ideal model, older outputs, or malformed);
 ``profiles``: how many profiles' predictions each prediction is the mean of (1: one, or
@@ -179,7 +185,9 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "profile_variation": _float_or_none(d.get("profile_variation")),
                     "speed_factor": _float_or_none(d.get("speed_factor")),
                     "run_speed": _float_or_none(d.get("run_speed")),
+                    "run_expert_factor": _float_or_none(d.get("run_expert_factor")),
                     "state_from_run": _bool_or_none(d.get("state_from_run")),
+                    "worker_join": _bool_or_none(d.get("worker_join")),
                     "profiles": _profiles(d.get("profiles", 1)),
                     "host_lock": _host_lock(d.get("host_lock")),
                 }

@@ -287,6 +287,22 @@ def _probed_state(check: pl.DataFrame) -> str:
             f"gates that ran alone: {_span(lo, hi)} the profile's "
             "(`docs/system-model.md` §8)."
         )
+    experts = (
+        check["run_expert_factor"].drop_nulls() if "run_expert_factor" in check.columns else None
+    )
+    if experts is not None and len(experts):
+        lo, hi = float(experts.min()), float(experts.max())  # type: ignore[arg-type]
+        where = " It" if out else " The shared-host model"
+        out += (
+            f"{where} took the expert calls' time from the run's calls with no gate running: "
+            f"{_span(lo, hi)} the profile's."
+        )
+    if "worker_join" in check.columns and check["worker_join"].fill_null(False).any():
+        where = " It" if out else " The shared-host model"
+        out += (
+            f"{where} let a worker woken while the gate went on run during the next gate, "
+            "as often as the profile measured."
+        )
     if "state_from_run" in check.columns and check["state_from_run"].fill_null(False).any():
         where = " It" if out else " The shared-host model"
         out += (
