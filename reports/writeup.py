@@ -279,23 +279,19 @@ def _probed_state(check: pl.DataFrame) -> str:
     the speed probes, or (nothing said) the profile; and its machine state, where from the
     run's alone gates."""
     out = ""
-    scales = check["run_speed"].drop_nulls() if "run_speed" in check.columns else None
-    if scales is not None and len(scales):
-        lo, hi = float(scales.min()), float(scales.max())  # type: ignore[arg-type]
+    scales = _range_of(check, "run_speed")
+    if scales is not None:
         out += (
             " The shared-host model took the host's speed during each run from the run's own "
-            f"gates that ran alone: {_span(lo, hi)} the profile's "
+            f"gates that ran alone: {_span(*scales)} the profile's "
             "(`docs/system-model.md` §8)."
         )
-    experts = (
-        check["run_expert_factor"].drop_nulls() if "run_expert_factor" in check.columns else None
-    )
-    if experts is not None and len(experts):
-        lo, hi = float(experts.min()), float(experts.max())  # type: ignore[arg-type]
+    experts = _range_of(check, "run_expert_factor")
+    if experts is not None:
         where = " It" if out else " The shared-host model"
         out += (
             f"{where} took the expert calls' time from the run's calls with no gate running: "
-            f"{_span(lo, hi)} the profile's."
+            f"{_span(*experts)} the profile's."
         )
     if "worker_join" in check.columns and check["worker_join"].fill_null(False).any():
         where = " It" if out else " The shared-host model"
@@ -309,9 +305,9 @@ def _probed_state(check: pl.DataFrame) -> str:
             f"{where} read how the host's speed moved within each run (the machine's state: "
             "its slow and fast spells) from the same gates where a run had enough of them."
         )
-    factors = check["speed_factor"].drop_nulls() if "speed_factor" in check.columns else None
-    if factors is not None and len(factors):
-        lo, hi = float(factors.min()), float(factors.max())  # type: ignore[arg-type]
+    factors = _range_of(check, "speed_factor")
+    if factors is not None:
+        lo, hi = factors
         where = " Elsewhere it" if out else " The shared-host model"
         out += (
             f"{where} took each run's machine state from the host speed probe "
@@ -319,6 +315,16 @@ def _probed_state(check: pl.DataFrame) -> str:
             "slowly as while profiled (`docs/system-model.md` §8)."
         )
     return out
+
+
+def _range_of(check: pl.DataFrame, column: str) -> tuple[float, float] | None:
+    """(min, max) of a column's values, None where it is absent or all null."""
+    if column not in check.columns:
+        return None
+    values = check[column].drop_nulls()
+    if not len(values):
+        return None
+    return float(values.min()), float(values.max())  # type: ignore[arg-type]
 
 
 def _span(lo: float, hi: float) -> str:
