@@ -372,10 +372,11 @@ def _simulate_at(
     if len(host.dispatch_s) <= b_max:
         raise SimConfigError(f"host model: dispatch costs cover batches up to {b_max - 1} only")
     device_of = config.device_of()
-    rng = streams(config.seed)["service"]
+    draws = streams(config.seed)  # one generator per purpose (sim.workload.streams)
+    rng = draws["service"]
     env = simpy.Environment()
     whole = config.host_lock is HostLock.WHOLE
-    lock_draw = streams(config.seed)["lock"] if whole else None
+    lock_draw = draws["lock"] if whole else None
     cpu = SharedHost(env, host.gate_rate, host.worker_rate, speed, lock_draw)
     arrival = workload.arrival_s
     experts = workload.experts
@@ -395,16 +396,14 @@ def _simulate_at(
     cold = [0.0] * n_dev  # wall time a woken worker's next step pays for its cold start
     cold_gather = [0.0] * n_dev  # the part of it in that step's gather
     worker_holds = [False] * n_dev  # a woken worker that joined the gate: until it waits
-    preempt_draw = streams(config.seed)["preempt"]
+    preempt_draw = draws["preempt"]
     preempt_p = 0.0 if duty is None or not config.gate_preempt else host.gate_preempt_p(duty)
     busy_handoff = None
     if duty is not None and config.gate_preempt:
         busy_handoff = host.gate_busy_handoff(duty)
-    handoff_draw = streams(config.seed)["handoff"]
-    own_draw = streams(config.seed)["gate_spread"]
-    join_draw = streams(config.seed)["join"]
-    spell_at = None if duty is None else host.spell_at_duty(duty)  # (window, p10, p90)
-    spell_spread = None if spell_at is None else (spell_at[1], spell_at[2])
+    handoff_draw, own_draw, join_draw = draws["handoff"], draws["gate_spread"], draws["join"]
+    spell = None if duty is None else host.spell_at_duty(duty)  # (window, p10, p90)
+    spell_spread = None if spell is None else (spell[1], spell[2])
     if duty is not None:
         cpu.held_speed = host.gate_held_speed(duty)
     b_expert: list[int] = []
@@ -592,12 +591,10 @@ def _simulate_at(
                 yield env.timeout(t - env.now)
             cpu.delay_active(host.arrival_penalty_gate_s, host.arrival_penalty_worker_s)
 
-    spell = spell_at
-
     def spells(window_s: float, p10: float, p90: float) -> Generator[simpy.Event, None, None]:
         """The machine's spells: a new factor on every step's wall time each window (one
         request's chain), drawn with the chain's measured p10 and p90 over its median."""
-        draw = streams(config.seed)["host"]
+        draw = draws["host"]
         ones = np.ones(SPELL_DRAWS)
         while True:
             for f in two_piece_normal(draw, ones, p10, p90).tolist():
@@ -608,7 +605,7 @@ def _simulate_at(
         """The machine's state (SimConfig.state_sigma): every ``window_s`` a new factor,
         log-normal AR(1) with lag-one correlation ``rho``, mean 1 over each block of
         STATE_BLOCK_S (:func:`sim.machine_state.state_factors`)."""
-        for factor in state_factors(state, streams(config.seed)["state"], STATE_BLOCK_S):
+        for factor in state_factors(state, draws["state"], STATE_BLOCK_S):
             cpu.set_state(factor)
             yield env.timeout(state.window_s)
 

@@ -176,10 +176,7 @@ class HostTerms:
         outside; None without the curve: then :meth:`gate_handoff` holds)."""
         if not self.busy_handoff_s:
             return None
-        p10, med, p90 = (
-            float(np.interp(duty, self.busy_handoff_duty, [h[i] for h in self.busy_handoff_s]))
-            for i in range(3)
-        )
+        p10, med, p90 = _at_each(duty, self.busy_handoff_duty, self.busy_handoff_s)
         return p10, med, p90
 
     def gate_held_speed(self, duty: float) -> float:
@@ -228,10 +225,7 @@ class HostTerms:
         cold start after an idle gap spreads more (None: nothing beyond)."""
         if not self.gate_cold_spread:
             return None
-        lo, hi = (
-            float(np.interp(idle_s, self.gate_cold_idle_s, [sp[i] for sp in self.gate_cold_spread]))
-            for i in (0, 1)
-        )
+        lo, hi = _at_each(idle_s, self.gate_cold_idle_s, self.gate_cold_spread)
         s_lo, s_hi = spell if spell is not None else (1.0, 1.0)
         own_lo = np.log(lo) ** 2 - np.log(min(max(s_lo, 1e-9), 1.0)) ** 2
         own_hi = np.log(hi) ** 2 - np.log(max(s_hi, 1.0)) ** 2
@@ -581,6 +575,14 @@ def _at(waited_s: float, idle_s: tuple[float, ...], curve: tuple[float, ...]) ->
     if not curve:
         return 0.0
     return float(np.interp(waited_s, idle_s, curve))
+
+
+def _at_each(
+    x: float, xs: tuple[float, ...], points: tuple[tuple[float, ...], ...]
+) -> tuple[float, ...]:
+    """Each component of ``points`` (one tuple per ``xs``) interpolated at ``x``, flat
+    outside."""
+    return tuple(float(np.interp(x, xs, column)) for column in zip(*points, strict=True))
 
 
 def _wake_curves(

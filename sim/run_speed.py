@@ -90,35 +90,37 @@ def run_speed_scale(
     if table.host is None:
         return None
     warm = None if table.host.gate_cold_cost_s else WARM_WITHIN_S
-    measured = alone_gates_s(rows, warm)
-    if len(measured) < MIN_ALONE_GATES:
-        return None
-    target = float(np.median(measured))
     # the replay's gate too slow (its median over the run's > 1): a faster host
     return _search(
+        alone_gates_s(rows, warm),
         start,
         lambda scale: alone_gates_s(
             records_of(simulate(sim_cfg, at_scale(table, scale), work)), warm
         ),
-        lambda replayed: replayed / target,
+        lambda replayed, target: replayed / target,
     )
 
 
 def _search(
+    measured: np.ndarray,
     start: float,
     replay: Callable[[float], np.ndarray],
-    step: Callable[[float], float],
+    step: Callable[[float, float], float],
 ) -> float | None:
     """The multiplier search both readings share: from ``start``, replay at the current value
-    (``replay`` gives the replay's alone steps), multiply the value by ``step`` of their
-    median until that is within :data:`SCALE_TOLERANCE` of 1; None when a replay has fewer
-    than :data:`MIN_ALONE_GATES` such steps."""
+    (``replay`` gives the replay's alone steps) and multiply the value by ``step(replayed,
+    target)`` of their median and the run's ``measured`` median until that is within
+    :data:`SCALE_TOLERANCE` of 1; None when the run or a replay has fewer than
+    :data:`MIN_ALONE_GATES` such steps."""
+    if len(measured) < MIN_ALONE_GATES:
+        return None
+    target = float(np.median(measured))
     value = start
     for _ in range(MAX_SCALE_STEPS):
         got = replay(value)
         if len(got) < MIN_ALONE_GATES:
             return None
-        ratio = step(float(np.median(got)))
+        ratio = step(float(np.median(got)), target)
         if abs(ratio - 1.0) <= SCALE_TOLERANCE:
             break
         value *= ratio
@@ -155,17 +157,14 @@ def run_expert_factor(
     gate's."""
     if table.host is None:
         return None
-    measured = alone_expert_calls_s(rows)
-    if len(measured) < MIN_ALONE_GATES:
-        return None
-    target = float(np.median(measured))
     # the replay's call too short (the run's median over its > 1): longer calls
     return _search(
+        alone_expert_calls_s(rows),
         start,
         lambda factor: alone_expert_calls_s(
             records_of(simulate(sim_cfg, at_expert_factor(table, factor), work))
         ),
-        lambda replayed: target / replayed,
+        lambda replayed, target: target / replayed,
     )
 
 

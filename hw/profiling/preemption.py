@@ -91,11 +91,11 @@ class PreemptLevel:
         gate."""
         if len(self.steps) == 0 or len(self.gates) == 0:
             return np.zeros(0), np.zeros(0)
-        start, end = self.steps[:, 0], self.steps[:, 1]
+        end = self.steps[:, 1]
         g0, g1 = self.gates[:, 0], self.gates[:, 1]
         woken = g0 - np.concatenate([[-np.inf], g1[:-1]]) > WOKEN_AFTER_S
-        j = np.searchsorted(start, g0, side="right") - 1
-        inside = woken & (j >= 0) & (end[np.maximum(j, 0)] > g0)
+        j = self._step_at(g0)
+        inside = woken & (j >= 0)
         held = inside & (end[np.maximum(j, 0)] >= g1)
         wall = g1 - g0
         return wall[held], wall[inside & ~held]
@@ -109,10 +109,13 @@ class PreemptLevel:
         put, g0, g1 = self.puts, self.gates[:, 0], self.gates[:, 1]
         # the gate waits on its inbox: the previous gate ended, with its notify, well before
         waiting = put > np.concatenate([[-np.inf], g1[:-1]]) + WOKEN_AFTER_S
+        return (g0 - put)[waiting & (self._step_at(put) >= 0)]
+
+    def _step_at(self, t: np.ndarray) -> np.ndarray:
+        """Per instant of ``t``, the index of the worker step at work then (-1: none)."""
         start, end = self.steps[:, 0], self.steps[:, 1]
-        j = np.searchsorted(start, put, side="right") - 1
-        at_work = (j >= 0) & (end[np.maximum(j, 0)] > put)
-        return (g0 - put)[waiting & at_work]
+        j = np.searchsorted(start, t, side="right") - 1
+        return np.where((j >= 0) & (end[np.maximum(j, 0)] > t), j, -1)
 
 
 def level_rows(level: PreemptLevel) -> dict[str, tuple[float, LatencyStats]]:

@@ -708,18 +708,23 @@ def test_a_gate_on_a_host_idle_for_a_while_pays_its_cold_start() -> None:
     assert half.gate_done_s[:3].tolist() == pytest.approx([2e-4, 1.8e-3, 5.28e-3])
 
 
+def spaced_gates(n: int, gate_s: float) -> tuple[SimConfig, Workload]:
+    """One expert, B = 1, ``n`` requests 20 ms apart (each gate on a host idle that long),
+    gate ``gate_s``, no warm-up."""
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=n, max_backlog=None,
+        gate_latency_s=gate_s, warmup=0, host=True,
+    )  # fmt: skip
+    return cfg, Workload.from_lists([i * 2e-2 for i in range(n)], [[0]] * n)
+
+
 def test_cold_starts_stretch_with_the_machines_state() -> None:
     """The profile measured the machine's state and spells on whole chains, cold starts
     included, so a cold start stretches with the state of the moment as every step does:
     gates 20 ms apart, each 1 µs of work plus a 400 µs cold start, all take 401 µs
     without a state, and spread with it (log sd near the state's σ 0.3), the work only
     could not (SharedHost.steady_speed: the run's speed without those factors)."""
-    n = 400
-    cfg = SimConfig(
-        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=n, max_backlog=None,
-        gate_latency_s=1e-6, warmup=0, host=True,
-    )  # fmt: skip
-    work = Workload.from_lists([i * 2e-2 for i in range(n)], [[0]] * n)
+    cfg, work = spaced_gates(400, 1e-6)
     host = HostTerms(np.zeros(2), gate_cold_idle_s=(0.0, 1e-2), gate_cold_cost_s=(0.0, 4e-4))
     table = _one_expert_table(1e-4)
     plain = simulate_host(cfg, table, work, host)

@@ -8,17 +8,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sim.config import GateSpec, SimConfig
 from sim.errors import SimConfigError
-from sim.host import simulate_host
 from sim.host_terms import HostTerms
 from sim.records import RunResult
-from sim.service import ServiceTable, two_piece_lognormal
-from sim.workload import Workload
+from sim.service import two_piece_lognormal
 from traces.errors import FormatError
 from traces.profile import PREEMPT_HANDOFF, preempt_curve, profile_from_frame
 
-from .test_host_preempt import preempt_frame
+from .test_host_preempt import host_timeline, preempt_frame
 
 # per level (its mean gap, naming it): the busy hand-off's p10, median, p90
 HANDOFFS = {3e-3: (2e-5, 6e-5, 3e-4), 1e-4: (1e-5, 3e-5, 1e-4)}
@@ -88,14 +85,10 @@ def test_the_draw_hits_the_three_quantiles_with_a_long_right_tail() -> None:
 
 
 def _timeline(arrivals: list[float], handoff_s: float, preempt: bool = True) -> RunResult:
-    """B = 1, k = 1, gate 1 ms, expert 0.4 ms, no other host costs; the lock shared evenly at
-    0.5 each; no preemption (p = 0); a gate woken while a worker is at work starts
-    ``handoff_s`` after its arrival (p10 = median = p90: every draw is that), one woken on an
-    idle host at once (no idle hand-off curve)."""
-    cfg = SimConfig(
-        batch_size=1, n_experts=3, gate=GateSpec(k=1), n_requests=len(arrivals),
-        max_backlog=None, gate_latency_s=1e-3, warmup=0, host=True, gate_preempt=preempt,
-    )  # fmt: skip
+    """:func:`host_timeline` with no other host costs; the lock shared evenly at 0.5 each; no
+    preemption (p = 0); a gate woken while a worker is at work starts ``handoff_s`` after
+    its arrival (p10 = median = p90: every draw is that), one woken on an idle host at once
+    (no idle hand-off curve)."""
     host = HostTerms(
         np.zeros(2),
         gate_rate=0.5,
@@ -105,8 +98,7 @@ def _timeline(arrivals: list[float], handoff_s: float, preempt: bool = True) -> 
         busy_handoff_duty=(0.5,),
         busy_handoff_s=((handoff_s,) * 3,),
     )
-    work = Workload.from_lists(arrivals, [[e % 3] for e in range(len(arrivals))])
-    return simulate_host(cfg, ServiceTable.constant([[4e-4]] * 3), work, host)
+    return host_timeline(arrivals, host, gate_preempt=preempt)
 
 
 def test_a_gate_woken_while_a_worker_is_at_work_starts_after_the_busy_handoff() -> None:

@@ -12,14 +12,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from sim.config import GateSpec, SimConfig
 from sim.errors import SimConfigError
 from sim.host import simulate_host
 from sim.host_terms import HostTerms
-from sim.workload import Workload
 from traces.profile import profile_from_frame
 
-from .test_host import DUTY_ROWS, _one_expert_table, host_profile_frame
+from .test_host import DUTY_ROWS, _one_expert_table, host_profile_frame, spaced_gates
 
 SPREAD = (math.exp(-0.3), math.exp(0.5))  # p10, p90 over the median after long gaps
 
@@ -86,12 +84,7 @@ def test_gates_after_long_gaps_spread_as_measured() -> None:
     """Gates 20 ms apart (each after 20 ms idle: the last level, flat past it), no spells or
     state: without the spread every gate takes its 100 + 400 µs; with it their p10, median
     and p90 over the median are the measured ones (2,000 gates: within a few %)."""
-    n = 2000
-    cfg = SimConfig(
-        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=n, max_backlog=None,
-        gate_latency_s=1e-4, warmup=0, host=True,
-    )  # fmt: skip
-    work = Workload.from_lists([i * 2e-2 for i in range(n)], [[0]] * n)
+    cfg, work = spaced_gates(2000, 1e-4)
     host = HostTerms(np.zeros(2), gate_cold_idle_s=(0.0, 1e-2), gate_cold_cost_s=(0.0, 4e-4))
     table = _one_expert_table(1e-4)
     plain = simulate_host(cfg, table, work, host)

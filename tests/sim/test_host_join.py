@@ -15,13 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app
-from sim.config import GateSpec, SimConfig
 from sim.errors import SimConfigError
-from sim.host import simulate_host
 from sim.host_terms import HostTerms
 from sim.records import RunResult
 from sim.service import ServiceTable
-from sim.workload import Workload
 from traces.errors import FormatError
 from traces.profile import (
     JOIN_EARLY_JOINED,
@@ -34,6 +31,7 @@ from traces.profile import (
 )
 
 from .test_host import host_model_run, host_profile_frame
+from .test_host_preempt import host_timeline
 
 runner = CliRunner()
 
@@ -84,16 +82,11 @@ def test_bad_join_rows_and_terms_are_one_clear_error() -> None:
 
 
 def _timeline(arrivals: list[float], join: tuple[float, float] | tuple[()]) -> RunResult:
-    """B = 1, k = 1, gate 1 ms, expert 0.4 ms, no other host costs or hand-offs; the lock
-    shared evenly at 0.5 each (the threads share it); the woken worker joins the next gate
-    with probabilities ``join`` (early, late)."""
-    cfg = SimConfig(
-        batch_size=1, n_experts=3, gate=GateSpec(k=1), n_requests=len(arrivals),
-        max_backlog=None, gate_latency_s=1e-3, warmup=0, host=True,
-    )  # fmt: skip
+    """:func:`host_timeline` with no other host costs or hand-offs; the lock shared evenly at
+    0.5 each (the threads share it); the woken worker joins the next gate with
+    probabilities ``join`` (early, late)."""
     host = HostTerms(np.zeros(2), gate_rate=0.5, worker_rate=0.5, worker_join_p=join)
-    work = Workload.from_lists(arrivals, [[e % 3] for e in range(len(arrivals))])
-    return simulate_host(cfg, ServiceTable.constant([[4e-4]] * 3), work, host)
+    return host_timeline(arrivals, host)
 
 
 def test_a_joining_worker_keeps_the_host_while_the_next_gate_waits() -> None:

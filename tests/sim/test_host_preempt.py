@@ -162,14 +162,21 @@ def test_a_whole_job_runs_alone_and_the_others_wait_until_it_ends() -> None:
 # --- the host model -------------------------------------------------------------------------
 
 
-def _timeline(p: float, arrivals: list[float], held_speed: float = 1.0) -> RunResult:
-    """B = 1, k = 1, gate 1 ms, expert 0.4 ms, no other host costs; the lock shared evenly at
-    0.5 each; a woken gate preempts a worker at work with probability ``p`` and then runs at
-    ``held_speed``."""
-    cfg = SimConfig(
+def host_timeline(arrivals: list[float], host: HostTerms, **cfg: object) -> RunResult:
+    """B = 1, k = 1 over three experts in turn, gate 1 ms, expert 0.4 ms, no warm-up, on
+    ``host`` (``cfg``: further SimConfig fields)."""
+    config = SimConfig(
         batch_size=1, n_experts=3, gate=GateSpec(k=1), n_requests=len(arrivals),
-        max_backlog=None, gate_latency_s=1e-3, warmup=0, host=True,
+        max_backlog=None, gate_latency_s=1e-3, warmup=0, host=True, **cfg,
     )  # fmt: skip
+    work = Workload.from_lists(arrivals, [[e % 3] for e in range(len(arrivals))])
+    return simulate_host(config, ServiceTable.constant([[4e-4]] * 3), work, host)
+
+
+def _timeline(p: float, arrivals: list[float], held_speed: float = 1.0) -> RunResult:
+    """:func:`host_timeline` with no other host costs; the lock shared evenly at 0.5 each; a
+    woken gate preempts a worker at work with probability ``p`` and then runs at
+    ``held_speed``."""
     host = HostTerms(
         np.zeros(2),
         gate_rate=0.5,
@@ -179,8 +186,7 @@ def _timeline(p: float, arrivals: list[float], held_speed: float = 1.0) -> RunRe
         preempt_speed_duty=(0.5,),
         preempt_speed=(held_speed,),
     )
-    work = Workload.from_lists(arrivals, [[e % 3] for e in range(len(arrivals))])
-    return simulate_host(cfg, ServiceTable.constant([[4e-4]] * 3), work, host)
+    return host_timeline(arrivals, host)
 
 
 def test_a_preempting_gate_keeps_the_host_while_it_goes_straight_on() -> None:
