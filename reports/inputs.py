@@ -69,6 +69,7 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "run_expert_factor": pl.Float64(),
     "state_from_run": pl.Boolean(),
     "worker_join": pl.Boolean(),
+    "stalls": pl.Boolean(),
     "profiles": pl.Int64(),
     "host_lock": pl.String(),
 }
@@ -82,6 +83,8 @@ it from the run's own alone gates (null: not applied, or older outputs);
 the run's expert calls with no gate running (null: not applied, or older outputs);
 ``worker_join``: whether the host model let a worker woken while the gate went on join the
 next gate, as the profile measured (null: the ideal model, older outputs, or malformed);
+``stalls``: whether the host model ran the machine's stalls the profile found (null: the
+ideal model, older outputs, or malformed);
 ``state_from_run``: whether the host model read how that speed moved within the run (the
 machine's state) from the same gates (null: the ideal model, older outputs, or malformed);
 ``profiles``: how many profiles' predictions each prediction is the mean of (1: one, or
@@ -188,6 +191,7 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "run_expert_factor": _float_or_none(d.get("run_expert_factor")),
                     "state_from_run": _bool_or_none(d.get("state_from_run")),
                     "worker_join": _bool_or_none(d.get("worker_join")),
+                    "stalls": _bool_or_none(d.get("stalls")),
                     "profiles": _profiles(d.get("profiles", 1)),
                     "host_lock": _host_lock(d.get("host_lock")),
                 }

@@ -299,6 +299,12 @@ def _probed_state(check: pl.DataFrame) -> str:
             f"{where} let a worker woken while the gate went on run during the next gate, "
             "as often as the profile measured."
         )
+    if "stalls" in check.columns and check["stalls"].fill_null(False).any():
+        where = " It" if out else " The shared-host model"
+        out += (
+            f"{where} ran the machine's stalls (a few ms in which every step runs several "
+            "times slower) as often and as long as the profile found them."
+        )
     if "state_from_run" in check.columns and check["state_from_run"].fill_null(False).any():
         where = " It" if out else " The shared-host model"
         out += (

@@ -156,6 +156,9 @@ class CheckRow:
     # whether a worker woken while the gate goes on could join the next gate (the profile's
     # join_* rows, HostTerms.worker_join); None: the ideal model
     worker_join: bool | None = None
+    # whether the host model ran the machine's stalls the profile measured (SimConfig
+    # host_stalls; False where the profile lacks them or --host-stalls off); None: ideal model
+    stalls: bool | None = None
     # whether that state was read from the run's own alone gates (sim.run_state; several
     # runs or profiles: from every one's); None: the ideal model
     state_from_run: bool | None = None
@@ -238,6 +241,7 @@ class CheckRow:
             "state": None if self.state is None else asdict(self.state),
             "gate_preempt": self.gate_preempt,
             "worker_join": self.worker_join,
+            "stalls": self.stalls,
             "state_from_run": self.state_from_run,
             **extra,
         }
@@ -257,8 +261,8 @@ def replay_config(
     ``host``: the shared-host model (system-model §8) with the gate and combine
     costs of this profile, so the prediction takes no number from the run;
     ``host_lock``: how that model splits the host between two threads at work;
-    ``host_state``: the machine's state and the gate's preemption (SimConfig ``state_*``,
-    ``gate_preempt`` fields), host model only.
+    ``host_state``: the machine's state, the gate's preemption and the machine's stalls
+    (SimConfig ``state_*``, ``gate_preempt``, ``host_stalls`` fields), host model only.
     """
     if host_state and host_state.get("state_sigma") and host is None:
         raise CheckError("--host-state is part of the shared-host model: use it with --host")
@@ -498,6 +502,9 @@ def _check_loaded(
             if host
             else None,
             worker_join=bool(b_table.host and b_table.host.worker_join_p) if host else None,
+            stalls=bool(sim_cfg.host_stalls and b_table.host and b_table.host.stall_rate_hz)
+            if host
+            else None,
             state_from_run=from_run if host else None,
         )
         if sim_parts:
@@ -692,6 +699,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 state=_state_mean([r.state for r in rows]),
                 gate_preempt=None if not rows[0].host else all(r.gate_preempt for r in rows),
                 worker_join=None if not rows[0].host else all(r.worker_join for r in rows),
+                stalls=None if not rows[0].host else all(r.stalls for r in rows),
                 state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
             )
         )
@@ -768,6 +776,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         state=_state_mean([r.state for r in rows]),
         gate_preempt=None if not rows[0].host else all(r.gate_preempt for r in rows),
         worker_join=None if not rows[0].host else all(r.worker_join for r in rows),
+        stalls=None if not rows[0].host else all(r.stalls for r in rows),
         state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
     )
 

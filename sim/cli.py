@@ -22,6 +22,7 @@ from sim.config import (
     SimConfig,
     parse_gate,
     parse_host_preempt,
+    parse_host_stalls,
     parse_host_state,
 )
 from sim.errors import SimConfigError
@@ -152,6 +153,12 @@ _HOST_PREEMPT_HELP = (
     "duty: 'profile' (the default; never where the profile lacks it) or 'off'."
 )
 
+_HOST_STALLS_HELP = (
+    "Shared-host model: the machine's stalls, a few ms now and then in which every step and "
+    "hand-off takes several times its wall time, Poisson at the rate hw profile found them: "
+    "'profile' (the default; none where the profile lacks them) or 'off'."
+)
+
 _CHECK_HOST_STATE_HELP = (
     "Shared-host model: the machine's state, a log-normal factor (SIGMA in log) on every "
     "step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation RHO: "
@@ -162,17 +169,22 @@ _CHECK_HOST_STATE_HELP = (
 
 
 def _state_label(
-    state: MachineState | None, preempt: bool = False, from_run: bool = False, join: bool = False
+    state: MachineState | None,
+    preempt: bool = False,
+    from_run: bool = False,
+    join: bool = False,
+    stalls: bool = False,
 ) -> str:
     """The state process a host model ran (``from_run``: read from each B's run, so one
-    process does not stand for them all), and whether the gate's preemption and the woken
-    worker's join ran, for a table title."""
+    process does not stand for them all), and whether the gate's preemption, the woken
+    worker's join and the machine's stalls ran, for a table title."""
     label = "no machine state"
     if from_run:
         label = "machine state from each B's alone gates"
     elif state is not None:
         label = f"machine state σ {state.sigma:.2f} ρ {state.rho:.2f} per {state.window_s:g} s"
-    return label + (", gate preemption" if preempt else "") + (", worker joins" if join else "")
+    label += (", gate preemption" if preempt else "") + (", worker joins" if join else "")
+    return label + (", stalls" if stalls else "")
 
 
 @app.command("run")
@@ -230,6 +242,7 @@ def run_cmd(
     host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     host_state: Annotated[str | None, typer.Option(help=_HOST_STATE_HELP)] = None,
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
+    host_stalls: Annotated[str | None, typer.Option(help=_HOST_STALLS_HELP)] = None,
     out: Annotated[
         Path | None, typer.Option(help="Write serve-records/1 here (+ .summary.parquet).")
     ] = None,
@@ -272,6 +285,8 @@ def run_cmd(
         state |= parse_host_state(host_state)
     if host_preempt is not None:
         state |= parse_host_preempt(host_preempt)
+    if host_stalls is not None:
+        state |= parse_host_stalls(host_stalls)
     configs = [
         SimConfig(
             batch_size=b,
@@ -341,7 +356,8 @@ def run_cmd(
             ran = configs[0].machine_state(terms.state if terms is not None else None)
             preempt = configs[0].gate_preempt and terms is not None and bool(terms.preempt_p)
             join = terms is not None and bool(terms.worker_join_p)
-            where = f" (shared host, {_state_label(ran, preempt, join=join)})"
+            stalls = configs[0].host_stalls and terms is not None and bool(terms.stall_rate_hz)
+            where = f" (shared host, {_state_label(ran, preempt, join=join, stalls=stalls)})"
         title = (
             f"sim{where}: M={m} {spec.label()} rate={rate:g} rps "
             f"D={devices} N={requests} "
@@ -464,6 +480,7 @@ def check_cmd(
     host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     host_state: Annotated[str | None, typer.Option(help=_CHECK_HOST_STATE_HELP)] = None,
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
+    host_stalls: Annotated[str | None, typer.Option(help=_HOST_STALLS_HELP)] = None,
     sensitivity: Annotated[
         float | None,
         typer.Option(
@@ -525,9 +542,13 @@ def check_cmd(
     only_b = None if b_text is None else parse_b_values(b_text)
     state: dict[str, float | bool] | None = None
     from_run = host_state is None or host_state.strip() == "run"
-    if host_state is not None or host_preempt is not None:
+    if host_state is not None or host_preempt is not None or host_stalls is not None:
         chosen = "profile" if host_state is None or from_run else host_state
-        state = parse_host_state(chosen) | parse_host_preempt(host_preempt or "profile")
+        state = (
+            parse_host_state(chosen)
+            | parse_host_preempt(host_preempt or "profile")
+            | parse_host_stalls(host_stalls or "profile")
+        )
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed, host_lock, replays,
         parts, only_b, state, state_from_run=from_run,
@@ -552,6 +573,7 @@ def check_cmd(
                 bool(first.gate_preempt),
                 bool(first.state_from_run),
                 bool(first.worker_join),
+                bool(first.stalls),
             )
             model += f", {label}"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"

@@ -184,6 +184,15 @@ def parse_host_preempt(text: str) -> dict[str, bool]:
     return {} if choice == "profile" else {"gate_preempt": False}
 
 
+def parse_host_stalls(text: str) -> dict[str, bool]:
+    """``--host-stalls profile|off`` as SimConfig fields (``profile``: none set, the
+    machine's stalls the profile measured apply); anything else is one clear error (exit 2)."""
+    choice = text.strip()
+    if choice not in ("profile", "off"):
+        raise SimConfigError(f"--host-stalls {text!r}: expected profile or off")
+    return {} if choice == "profile" else {"host_stalls": False}
+
+
 @dataclass(frozen=True, slots=True)
 class SimConfig:
     """One simulated run (one B value). Times in seconds, rates in requests per second.
@@ -202,7 +211,9 @@ class SimConfig:
     (host model only): a gate woken while a worker is at work takes the host whole with the
     probability the profile measured at the run's duty (``preempt_*`` rows,
     :meth:`sim.host_terms.HostTerms.gate_preempt_p`; never where it lacks them); False:
-    never.
+    never. ``host_stalls`` (host model only): the machine's stalls the profile measured
+    (``stall_*`` rows, :mod:`traces.stalls`; none where it lacks them): a few ms now and
+    then in which every step and hand-off takes several times its wall time; False: none.
     """
 
     batch_size: int = 8
@@ -227,6 +238,7 @@ class SimConfig:
     state_rho: float = 0.0
     state_window_s: float = 0.1
     gate_preempt: bool = True
+    host_stalls: bool = True
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> SimConfigError:

@@ -121,6 +121,7 @@ class SharedHost:
         self._held: dict[int, float] = {}  # thread -> its share of the speed under the draw
         self._spell = 1.0  # the current spell's factor on wall times
         self._state = 1.0  # the machine state's factor on wall times
+        self._stall = 1.0  # a stall's factor on wall times (1: none now)
         self._holder: int | None = None  # a thread that took the host whole for its job
         self.held_speed = 1.0  # a holding gate's speed over the host's (gate_held_speed)
 
@@ -142,13 +143,25 @@ class SharedHost:
         (a slow spell of the machine above 1, a fast one below), times the state's."""
         self._advance()
         self._spell = factor
-        self._speed = self._base / (factor * self._state)
+        self._speed = self._base / (factor * self._state * self._stall)
         self._replan()
 
     def set_state(self, factor: float) -> None:
         """The machine's state (SimConfig.state_sigma): a factor on every step's wall time
         on top of the current spell's."""
         self._state = factor
+        self.set_spell(self._spell)
+
+    @property
+    def stall(self) -> float:
+        """The factor of the machine's stall of the moment on every wall time (1: none)."""
+        return self._stall
+
+    def set_stall(self, factor: float) -> None:
+        """A stall of the machine (HostTerms.stall_factor) starts (``factor`` > 1) or ends
+        (1): every step takes that factor times its wall time on top of the spell's and the
+        state's."""
+        self._stall = factor
         self.set_spell(self._spell)
 
     def rate(self, thread: int) -> float:
@@ -403,6 +416,7 @@ def _simulate_at(
         busy_handoff = host.gate_busy_handoff(duty)
     handoff_draw, own_draw, join_draw = draws["handoff"], draws["gate_spread"], draws["join"]
     spell = None if duty is None else host.spell_at_duty(duty)  # (window, p10, p90)
+    stalling = config.host_stalls and host.stall_rate_hz > 0
     spell_spread = None if spell is None else (spell[1], spell[2])
     if duty is not None:
         cpu.held_speed = host.gate_held_speed(duty)
@@ -452,14 +466,16 @@ def _simulate_at(
         for i in range(n):
             if arrival[i] > env.now:  # the gate waits on its inbox: the arrival must wake it
                 waited = arrival[i] - free_since
-                if busy_handoff is None:
+                if busy_handoff is None and not stalling:  # the wake-up is known now
                     yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
-                else:  # a worker at work when the arrival comes makes the wake-up longer
+                else:  # what the arrival meets decides the wake-up
                     yield env.timeout(arrival[i] - env.now)
-                    if any(t != GATE for t in cpu.active()):
-                        yield env.timeout(two_piece_lognormal(handoff_draw, *busy_handoff))
+                    if busy_handoff is not None and any(t != GATE for t in cpu.active()):
+                        # a worker at work when the arrival comes makes it longer
+                        hand = two_piece_lognormal(handoff_draw, *busy_handoff)
                     else:
-                        yield env.timeout(host.gate_handoff(waited))
+                        hand = host.gate_handoff(waited)
+                    yield env.timeout(hand * cpu.stall)  # a stall slows the wake-up too
                 holds = preempts()
             gate_start[i] = env.now
             gate_job[0] = env.event()
@@ -543,9 +559,9 @@ def _simulate_at(
                     if waker_busy[d] and host.shares_lock:  # the gate keeps the lock meanwhile
                         waker_busy[d] = False
                         yield gate_job[0]
-                        yield env.timeout(host.worker_handoff_after_gate(waited))
+                        yield env.timeout(host.worker_handoff_after_gate(waited) * cpu.stall)
                     else:
-                        yield env.timeout(host.worker_handoff(waited))
+                        yield env.timeout(host.worker_handoff(waited) * cpu.stall)
                         cold[d] = host.worker_wake_cost(waited)
                         cold_gather[d] = host.worker_wake_gather_cost(waited)
                 continue
@@ -609,6 +625,21 @@ def _simulate_at(
             cpu.set_state(factor)
             yield env.timeout(state.window_s)
 
+    def stalls() -> Generator[simpy.Event, None, None]:
+        """The machine's stalls: Poisson at the measured rate, each a factor on every wall
+        time for a span, both drawn from their measured p10, median and p90
+        (HostTerms.stall_*; two-piece log-normal, the factor at least 1)."""
+        draw = draws["stall"]
+        while True:
+            yield env.timeout(float(draw.exponential(1.0 / host.stall_rate_hz)))
+            factor = max(1.0, two_piece_lognormal(draw, *host.stall_factor))
+            span = two_piece_lognormal(draw, *host.stall_span_s)
+            cpu.set_stall(factor)
+            yield env.timeout(span)
+            cpu.set_stall(1.0)
+
+    if stalling:
+        env.process(stalls())
     run_state = config.machine_state(host.state)  # the set one, else the profile's
     if run_state is not None:
         env.process(machine_state(run_state))

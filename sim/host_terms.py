@@ -24,6 +24,7 @@ from traces.profile import (
     PreemptPoint,
     join_shares,
     preempt_curve,
+    stall_terms,
     state_sigma,
 )
 
@@ -81,6 +82,10 @@ class HostTerms:
     ``busy_handoff_s[i]``: (p10, median, p90) of the hand-off to a gate woken while a worker
     is at work, on a host busy ``busy_handoff_duty[i]`` of the time (the woken thread often
     lands on the busy core; empty: ``handoff_gate_s`` as on an idle host);
+    ``stall_rate_hz``: the machine's stalls per second, spells in which every step and
+    hand-off takes ``stall_factor`` (p10, median, p90) times its wall time for
+    ``stall_span_s`` (p10, median, p90) seconds (0: none; ``stall_*`` rows,
+    :mod:`traces.stalls`);
     ``speed_scale``: the host's speed at every duty over the profile's (below 1: a slower
     machine state than the profile's; ``sim.run_speed`` finds it from a measured run).
     """
@@ -131,6 +136,11 @@ class HostTerms:
     # these probabilities (the next request arrived before the gate started, while it ran)
     # (``join_*`` rows); empty: it always waits for the gate's end
     worker_join_p: tuple[float, ...] = ()
+    # the machine's stalls (``stall_*`` rows): episodes per second, (p10, median, p90) of
+    # their spans and of their factors on every wall time; rate 0: none
+    stall_rate_hz: float = 0.0
+    stall_span_s: tuple[float, ...] = ()
+    stall_factor: tuple[float, ...] = ()
     speed_scale: float = 1.0
 
     def worker_contention(self, job: int) -> float | None:
@@ -340,6 +350,19 @@ class HostTerms:
             raise SimConfigError(
                 "host model: one busy hand-off 0 < p10 <= median <= p90 per duty, duties increasing"
             )
+        if not 0.0 <= self.stall_rate_hz < float("inf") or (
+            self.stall_rate_hz > 0
+            and (
+                len(self.stall_span_s) != 3
+                or len(self.stall_factor) != 3
+                or not 0.0 < self.stall_span_s[0] <= self.stall_span_s[1] <= self.stall_span_s[2]
+                or not 1.0 <= self.stall_factor[0] <= self.stall_factor[1] <= self.stall_factor[2]
+            )
+        ):
+            raise SimConfigError(
+                "host model: stalls need a rate >= 0 and, above 0, spans 0 < p10 <= median <= "
+                "p90 and factors 1 <= p10 <= median <= p90"
+            )
         if (
             len(self.preempt_speed) != len(self.preempt_speed_duty)
             or any(not v > 0 for v in self.preempt_speed)
@@ -475,6 +498,7 @@ class HostTerms:
             extra_c = extra_w * combine_cost / worker
         curve = [] if comps is None else preempt_curve(comps, profile.source)
         joins = None if comps is None else join_shares(comps, profile.source)
+        stalls = None if comps is None else stall_terms(comps, profile.source)
         terms = cls(
             gate_contention_s=max(0.0, v["gate_contended"] - v["gate_alone"]),
             worker_contention_s=(
@@ -513,6 +537,9 @@ class HostTerms:
             busy_handoff_duty=tuple(pt.duty for pt in curve if pt.handoff_s is not None),
             busy_handoff_s=tuple(pt.handoff_s for pt in curve if pt.handoff_s is not None),
             worker_join_p=() if joins is None else joins,
+            stall_rate_hz=0.0 if stalls is None else stalls.rate_hz,
+            stall_span_s=() if stalls is None or not stalls.rate_hz else stalls.span_s,
+            stall_factor=() if stalls is None or not stalls.rate_hz else stalls.factor,
         )
         return _with_held_speed(terms, curve, gate)
 

@@ -33,6 +33,7 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
         "handoff",
         "gate_spread",
         "join",
+        "stall",
     )
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(s) for n, s in zip(names, children, strict=True)}

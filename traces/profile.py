@@ -51,6 +51,10 @@ __all__ = [
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
     "SPEED_PROBE",
+    "STALL_COMPONENTS",
+    "STALL_GATE",
+    "STALL_SPAN",
+    "STALL_WATCH",
     "STATE_BLOCK_S",
     "STATE_WINDOW",
     "Z90",
@@ -58,6 +62,7 @@ __all__ = [
     "PreemptPoint",
     "ProfileError",
     "ProfileExtrapolationWarning",
+    "StallTerms",
     "join_shares",
     "meta_path",
     "noisy_profile_note",
@@ -65,6 +70,7 @@ __all__ = [
     "profile_from_frame",
     "profile_variation",
     "read_profile",
+    "stall_terms",
     "state_sigma",
     "steps_path",
     "write_profile",
@@ -170,10 +176,19 @@ JOIN_EARLY_WAITED = "join_early_waited"
 JOIN_LATE_JOINED = "join_late_joined"
 JOIN_LATE_WAITED = "join_late_waited"
 JOIN_COMPONENTS = (JOIN_EARLY_JOINED, JOIN_EARLY_WAITED, JOIN_LATE_JOINED, JOIN_LATE_WAITED)
+# the machine's stalls, found in the state's chains (traces.stalls): ``stall_watch`` the
+# chains watched (``latency_s`` their median gate, p10 / p90, ``samples`` how many,
+# ``idle_s`` the seconds watched); ``stall_span`` the episodes' spans and ``stall_gate``
+# the watched median times their factors (median, p10, p90; ``samples`` the episodes; both
+# absent where none was found) (optional: profiles before 2026-12-05 lack them)
+STALL_WATCH = "stall_watch"
+STALL_SPAN = "stall_span"
+STALL_GATE = "stall_gate"
+STALL_COMPONENTS = (STALL_WATCH, STALL_SPAN, STALL_GATE)
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
     GATE_STAMPED_OVERHEAD, *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,
-    *PREEMPT_COMPONENTS, *JOIN_COMPONENTS,
+    *PREEMPT_COMPONENTS, *JOIN_COMPONENTS, *STALL_COMPONENTS,
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
@@ -257,6 +272,42 @@ def join_shares(steps: pl.DataFrame, source: str = "steps file") -> tuple[float,
         n = count.get(joined, 0) + count.get(waited, 0)
         shares.append(count.get(joined, 0) / n if n else 0.0)
     return shares[0], shares[1]
+
+
+class StallTerms(NamedTuple):
+    """The machine's stalls as ``hw profile`` found them: episodes per second, and the
+    (p10, median, p90) of their spans (seconds) and of their factors on every wall time."""
+
+    rate_hz: float
+    span_s: tuple[float, float, float]
+    factor: tuple[float, float, float]
+
+
+def stall_terms(steps: pl.DataFrame, source: str = "steps file") -> StallTerms | None:
+    """The stalls from a steps frame's ``stall_*`` rows (None without them; a rate of 0
+    where the watch found no episode)."""
+    if "component" not in steps.columns:
+        return None
+    watch = steps.filter(pl.col("component") == STALL_WATCH)
+    if watch.height == 0:
+        return None
+    spread = _spread_of(watch, source)
+    seconds = watch["idle_s"][0] if "idle_s" in watch.columns else None
+    if spread is None or seconds is None or not seconds > 0:
+        raise ProfileError(source, STALL_WATCH, "needs one row with idle_s > 0 (seconds watched)")
+    span = _spread_of(steps.filter(pl.col("component") == STALL_SPAN), source)
+    gate = _spread_of(steps.filter(pl.col("component") == STALL_GATE), source)
+    if span is None and gate is None:
+        return StallTerms(0.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    if span is None or gate is None:
+        raise ProfileError(source, "stall_*", "stall_span and stall_gate rows come together")
+    count = steps.filter(pl.col("component") == STALL_SPAN)["samples"][0]
+    if count is None or count < 1:
+        raise ProfileError(source, STALL_SPAN, "needs samples >= 1 (the episodes)")
+    factor = tuple(g / spread[1] for g in gate)
+    if factor[0] < 1:
+        raise ProfileError(source, STALL_GATE, "a stall's gate must be slower than the watched")
+    return StallTerms(float(count) / float(seconds), span, factor)  # type: ignore[arg-type]
 
 
 def _spread_of(row: pl.DataFrame, source: str) -> tuple[float, float, float] | None:

@@ -60,6 +60,9 @@ simulator's shared-host model.
 - ``state_window`` (``idle_s`` = a window length): the machine's state, how far every
   step's speed moves over windows of that length, from the same two-thread chain after
   2 ms gaps (:mod:`hw.profiling.host_state`).
+- ``stall_watch`` / ``stall_span`` / ``stall_gate``: the machine's stalls (a few ms in
+  which every step runs several times slower) found in the same chains
+  (:mod:`traces.stalls`).
 - ``preempt_held`` / ``preempt_shared`` / ``preempt_busy`` (``idle_s`` = a level's idle time
   per request): how often a woken gate takes the host whole from a worker at work, per level
   of load, from the server's two threads fed open loop (:mod:`hw.profiling.preemption`).
@@ -100,7 +103,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hw.profiling.host_state import STATE_GAP_S, state_rows, state_samples
+from hw.profiling.host_state import STATE_GAP_S, stall_rows, state_rows, state_samples
 from hw.profiling.model import ServedModel
 from hw.profiling.preemption import level_rows, preempt_levels, server_threads
 from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
@@ -460,6 +463,7 @@ def measure_host(
     }
     found: dict[tuple[str, float | None], list[float]] = {}
     state: dict[float, LatencyStats] = {}
+    stalls: list[tuple[str, float | None, LatencyStats]] = []
     old = sys.getswitchinterval()
     sys.setswitchinterval(timing.switch_interval_s)
     try:
@@ -507,6 +511,7 @@ def measure_host(
                             lambda: _gate_of(chain()), timing.state_s, STATE_GAP_S, seed
                         )
                     state = state_rows(starts, gates)
+                    stalls = stall_rows(starts, gates)
             found.update(chain_curves(levels))
             preempt: list[tuple[str, float | None, LatencyStats]] = []
             if timing.preempt_pairs > 0:
@@ -541,7 +546,7 @@ def measure_host(
         (c, k if c == "duty_threads" else 1, idle, LatencyStats.from_samples(s))
         for (c, idle), s in found.items()
     ]
-    rows += [(c, 1, idle, st) for c, idle, st in preempt]
+    rows += [(c, 1, idle, st) for c, idle, st in preempt + stalls]
     return rows + [(STATE_WINDOW, 1, w, st) for w, st in state.items()]
 
 

@@ -22,6 +22,10 @@ the window medians, ``latency_p10_s`` / ``latency_p90_s`` that median times
 exp(∓1.2816 σ_w) (the state's p10 and p90 over windows of that length within a block,
 log-normal), ``samples`` the windows used. How σ_w falls with w tells how long the
 spells last (``sim.machine_state.fit_state``).
+
+The same chains show the machine's stalls, spells of a few ms in which every call runs
+several times slower (:mod:`traces.stalls`), which window medians do not see:
+:func:`stall_rows` gives the ``stall_*`` rows.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import numpy as np
 
 from hw.profiling.speed_probe import PROBE_GAP_S
 from hw.timing import LatencyStats, TimingError
-from traces.profile import STATE_BLOCK_S, Z90
+from traces.profile import STALL_GATE, STALL_SPAN, STALL_WATCH, STATE_BLOCK_S, Z90
+from traces.stalls import find_stalls
 from traces.state_windows import STATE_WINDOWS_S
 from traces.state_windows import window_state as shared_window_state
 
@@ -41,6 +46,7 @@ __all__ = [
     "STATE_GAP_S",
     "STATE_S",
     "STATE_WINDOWS_S",
+    "stall_rows",
     "state_rows",
     "state_samples",
     "window_state",
@@ -103,4 +109,22 @@ def state_rows(
         median, sigma, n = got
         lo, hi = median * float(np.exp(-Z90 * sigma)), median * float(np.exp(Z90 * sigma))
         rows[w] = LatencyStats(median, lo, hi, median, n)
+    return rows
+
+
+def stall_rows(
+    starts: np.ndarray, gates_s: np.ndarray, block_s: float = STATE_BLOCK_S
+) -> list[tuple[str, float | None, LatencyStats]]:
+    """(component, idle_s, stats) of the ``stall_*`` rows (``traces.profile``) from the
+    state's chains: the watch (its gates, ``idle_s`` the seconds watched), and where any
+    episode was found its spans and the watched median gate times its factors."""
+    if len(starts) == 0:
+        return []
+    got = find_stalls(starts, gates_s, block_s)
+    rows: list[tuple[str, float | None, LatencyStats]] = [
+        (STALL_WATCH, got.watched_s, LatencyStats.from_samples(gates_s))
+    ]
+    if len(got.spans_s):
+        rows.append((STALL_SPAN, None, LatencyStats.from_samples(got.spans_s)))
+        rows.append((STALL_GATE, None, LatencyStats.from_samples(got.factors * got.median_s)))
     return rows

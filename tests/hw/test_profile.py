@@ -164,10 +164,12 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
         PREEMPT_SHARED,
         PREEMPT_WALL,
         SPEED_PROBE,
+        STALL_WATCH,
         STATE_BLOCK_S,
         STATE_WINDOW,
         Z90,
         preempt_curve,
+        stall_terms,
     )
 
     _short_state_blocks(monkeypatch)
@@ -183,7 +185,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     found = set(curves["component"].to_list())
     assert found - {PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_HANDOFF} == {
         "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY, PREEMPT_WALL,
-        "chain_gate",
+        "chain_gate", STALL_WATCH,
     }  # fmt: skip
     # the gate's preemption: per level of load (idle_s its mean gap) the work and wall time
     # per request over 8 pairs (16 requests), and the gates counted (held or shared) at most
@@ -209,6 +211,11 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     state = curves.filter(curves["component"] == STATE_WINDOW)
     assert state["idle_s"].to_list() == [0.1] and state["samples"][0] >= 2
     assert state["latency_p10_s"][0] <= state["latency_s"][0] <= state["latency_p90_s"][0]
+    # the stalls in the same chains: the watch covers them all (0.4 s), rate >= 0
+    watch = curves.filter(curves["component"] == STALL_WATCH)
+    assert watch.height == 1 and 0.3 < watch["idle_s"][0] < 1.0 and watch["samples"][0] >= 8
+    stalls = stall_terms(f)
+    assert stalls is not None and stalls.rate_hz >= 0
     # the host speed probe: one row pooled over its phases among the duty curve's (as many
     # as each duty level's visits, 3), each of at least 5 calls after idle gaps of its mean
     probe = curves.filter(curves["component"] == SPEED_PROBE)

@@ -182,7 +182,7 @@ def test_writeup_says_when_the_model_read_the_machines_state_from_the_run(
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["run"]
 
 
-def test_writeup_says_when_the_model_read_the_expert_calls_and_the_workers_join(
+def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_stalls(
     small_run: Path, tmp_path: Path
 ) -> None:
     texts = _writeups_of_saved_checks(
@@ -194,18 +194,33 @@ def test_writeup_says_when_the_model_read_the_expert_calls_and_the_workers_join(
                 "run_speed": 0.9,
                 "run_expert_factor": (1.1, 1.3)[i % 2],
                 "worker_join": True,
+                "stalls": True,
             },
-            "neither": lambda _i, x: {**x, "run_expert_factor": None, "worker_join": False},
+            "neither": lambda _i, x: {
+                **x,
+                "run_expert_factor": None,
+                "worker_join": False,
+                "stalls": False,
+            },
             "older": lambda _i, x: {
-                k: v for k, v in x.items() if k not in ("run_expert_factor", "worker_join")
+                k: v
+                for k, v in x.items()
+                if k not in ("run_expert_factor", "worker_join", "stalls")
             },
-            "malformed": lambda _i, x: {**x, "run_expert_factor": "x", "worker_join": "yes"},
+            "malformed": lambda _i, x: {
+                **x,
+                "run_expert_factor": "x",
+                "worker_join": "yes",
+                "stalls": "yes",
+            },
         },
     )
     assert "calls with no gate running: ×1.10–×1.30 the profile's" in texts["both"]
     assert "run during the next gate" in texts["both"]
+    assert "ran the machine's stalls" in texts["both"]
     for name in ("neither", "older", "malformed"):
         assert "no gate running" not in texts[name] and "next gate" not in texts[name]
+        assert "stalls" not in texts[name]
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["both"]
 
 

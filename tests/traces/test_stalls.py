@@ -1,0 +1,105 @@
+"""The machine's stalls found in a series of timed calls (``traces.stalls``) and read back from
+a profile's ``stall_*`` rows (``traces.profile.stall_terms``): known episodes planted in
+noisy calls are found with their spans and factors; call noise, a lone slow call and a slow
+block are not stalls."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from traces.errors import FormatError
+from traces.profile import STALL_GATE, STALL_SPAN, STALL_WATCH, stall_terms
+from traces.stalls import STALL_MIN_RUN, STALL_THRESHOLD, find_stalls
+
+
+def _calls(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A call every 2.5 ms (±0.5) of about 200 µs, log-normal noise of 0.2 (p99 / median
+    1.6): no call near 2.5 times its block's median."""
+    rng = np.random.default_rng(seed)
+    starts = np.cumsum(rng.uniform(2e-3, 3e-3, int(seconds / 2.5e-3)))
+    starts = starts[starts < seconds]
+    return starts, 2e-4 * np.exp(0.2 * rng.standard_normal(len(starts)))
+
+
+def test_planted_episodes_are_found_with_their_spans_and_factors() -> None:
+    starts, walls = _calls(20.0)
+    planted = {1000: (4, 3.0), 3000: (2, 4.0), 6000: (7, 5.0)}  # first call: (calls, factor)
+    for first, (n, factor) in planted.items():
+        walls[first : first + n] = 2e-4 * factor
+    got = find_stalls(starts, walls)
+    assert len(got.spans_s) == 3
+    found = zip(got.spans_s, got.factors, planted.items(), strict=True)
+    for span, factor, (first, (n, f)) in found:
+        last = first + n - 1
+        assert span == pytest.approx(starts[last] + walls[last] - starts[first])
+        assert factor == pytest.approx(f, rel=0.05)  # over the block's median (~2e-4)
+    assert got.calls == len(starts) and got.median_s == pytest.approx(2e-4, rel=0.02)
+    assert got.watched_s == pytest.approx(starts[-1] + walls[-1] - starts[0])
+    assert got.rate_hz == pytest.approx(3 / got.watched_s)
+
+
+def test_noise_a_lone_slow_call_and_a_slow_block_are_not_stalls() -> None:
+    starts, walls = _calls(20.0, seed=1)
+    assert len(find_stalls(starts, walls).spans_s) == 0
+    walls[500] = walls[900] = walls[902] = 2e-3  # alone, or with a normal call between
+    assert len(find_stalls(starts, walls).spans_s) == 0
+    assert len(find_stalls(starts, walls, min_run=1).spans_s) == 3
+    # a whole 5 s block three times slower moves its own median: no stall in it
+    slow_block = walls * np.where((starts >= 5.0) & (starts < 10.0), 3.0, 1.0)
+    assert len(find_stalls(starts, slow_block).spans_s) == 0
+    assert STALL_THRESHOLD > 2.0 and STALL_MIN_RUN >= 2  # above a gate's own p99 / median
+
+
+def test_bad_series_are_refused() -> None:
+    for starts, walls in (([], []), ([0.0, 1.0], [1e-4]), ([0.0], [0.0]), ([0.0], [-1e-4])):
+        with pytest.raises(ValueError, match="stalls"):
+            find_stalls(np.array(starts), np.array(walls))
+    with pytest.raises(ValueError, match="threshold"):
+        find_stalls(np.array([0.0]), np.array([1e-4]), threshold=1.0)
+
+
+def _rows(watched_s: float = 30.0, episodes: int = 24) -> pl.DataFrame:
+    row = {"expert": -1, "batch_size": 1, "device": "cpu:test", "dtype": "float32"}
+    return pl.DataFrame(
+        [
+            {**row, "component": STALL_WATCH, "idle_s": watched_s, "samples": 12000,
+             "latency_s": 2e-4, "latency_p10_s": 1.7e-4, "latency_p90_s": 3e-4},
+            {**row, "component": STALL_SPAN, "idle_s": None, "samples": episodes,
+             "latency_s": 5e-3, "latency_p10_s": 4e-3, "latency_p90_s": 1.5e-2},
+            {**row, "component": STALL_GATE, "idle_s": None, "samples": episodes,
+             "latency_s": 6e-4, "latency_p10_s": 5.4e-4, "latency_p90_s": 7e-4},
+        ]
+    )  # fmt: skip
+
+
+def test_the_rows_give_the_rate_the_spans_and_the_factors() -> None:
+    got = stall_terms(_rows())
+    assert got is not None
+    assert got.rate_hz == pytest.approx(24 / 30.0)
+    assert got.span_s == pytest.approx((4e-3, 5e-3, 1.5e-2))
+    assert got.factor == pytest.approx((2.7, 3.0, 3.5))  # the stall's gates over the watched
+    none_found = stall_terms(_rows().filter(pl.col("component") == STALL_WATCH))
+    assert none_found is not None and none_found.rate_hz == 0.0
+    assert stall_terms(_rows().filter(pl.col("component") != STALL_WATCH)) is None
+    assert stall_terms(pl.DataFrame({"latency_s": [1.0]})) is None
+
+
+def test_bad_stall_rows_are_one_clear_error() -> None:
+    bad = {
+        "no span": _rows().filter(pl.col("component") != STALL_SPAN),
+        "no seconds": _rows(watched_s=0.0),
+        "two watches": pl.concat([_rows(), _rows().head(1)]),
+        "no episodes": _rows(episodes=0),
+        "faster stall": _rows().with_columns(
+            pl.when(pl.col("component") == STALL_GATE)
+            .then(pl.col("latency_p10_s") / 10)
+            .otherwise(pl.col("latency_p10_s"))
+            .alias("latency_p10_s")
+        ),
+    }
+    for name, frame in bad.items():
+        with pytest.raises(FormatError, match="stall"):
+            stall_terms(frame)
+        assert name
