@@ -53,7 +53,9 @@ __all__ = [
 ]
 
 STATE_GAP_S = PROBE_GAP_S  # mean idle gap before each chain
-STATE_S = 30.0  # seconds of chains: six blocks, ~300 windows of 0.1 s, 30 of 1 s
+# seconds of chains: twelve blocks, ~600 windows of 0.1 s, 60 of 1 s; and the stalls' watch
+# (a 30 s watch found 0, 12 and 25 episodes within an hour: the machine's mood moves)
+STATE_S = 60.0
 
 
 def state_samples(

@@ -135,9 +135,10 @@ def profile_cmd(
         float,
         typer.Option(
             help="CPU host terms: seconds of the server's chain after 2 ms gaps that measure "
-            "how the machine's speed moves over 0.1-1 s windows (sim's state process; 0: none)."
+            "how the machine's speed moves over 0.1-1 s windows (sim's state process) and "
+            "its stalls (0: neither)."
         ),
-    ] = 30.0,
+    ] = 60.0,
     preempt_pairs: Annotated[
         int,
         typer.Option(
@@ -249,6 +250,7 @@ def _host_terms_line(frame: Any) -> str:
         STATE_WINDOW,
         join_shares,
         preempt_curve,
+        stall_terms,
         state_sigma,
     )
 
@@ -334,6 +336,14 @@ def _host_terms_line(frame: Any) -> str:
     joins = join_shares(frame)
     if joins is not None:  # a worker woken while the gate goes on (newer profiles)
         line += f", woken worker joins the next gate {joins[0]:.2f} early / {joins[1]:.2f} late"
+    stalls = stall_terms(frame)
+    if stalls is not None:  # the machine's stalls in the state's chains (newer profiles)
+        line += f", stalls {stalls.rate_hz:.2f}/s"
+        if stalls.rate_hz:
+            line += (
+                f" of {stalls.span_s[1] * 1e3:.1f} ms (p90 {stalls.span_s[2] * 1e3:.1f}) "
+                f"at ×{stalls.factor[1]:.1f}"
+            )
     return line
 
 

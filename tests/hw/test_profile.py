@@ -422,11 +422,12 @@ def test_cli_writes_profile_and_how_it_was_measured(
     # first and next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
     # the speed probe; the machine's state over 0.1 s windows (in 0.2 s blocks here); the
     # gate's preemption: a busy row per level of load, and a held, a shared and a busy
-    # hand-off row at most; the woken worker's join: up to four rows
+    # hand-off row at most; the woken worker's join: up to four rows; the stalls' watch, and
+    # their spans and gates where it found any
     from hw.profiling.preemption import PREEMPT_GAPS_S
 
-    fixed = 8 + 2 + 5 + 2 + 9 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S)
-    assert fixed <= doc["rows"] <= fixed + 3 * len(PREEMPT_GAPS_S) + 4
+    fixed = 8 + 2 + 5 + 2 + 9 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S) + 1
+    assert fixed <= doc["rows"] <= fixed + 3 * len(PREEMPT_GAPS_S) + 4 + 2
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
     meta = json.loads((tmp_path / "prof.parquet.meta.json").read_text())
@@ -444,6 +445,7 @@ def test_cli_writes_profile_and_how_it_was_measured(
     assert "worker wake hand-off" in printed and "cold start" in printed
     assert "per arrival +" in printed and "speed probe" in printed
     assert "of the gate's loop inside its stamps" in printed
+    assert ", stalls " in printed and "/s" in printed  # the watch, found any or none
     steps = pl.read_parquet(steps_path(out))
     if steps.filter(pl.col("component") == PREEMPT_HANDOFF).height:  # 8 pairs: likely, not sure
         assert "busy gate hand-off" in printed
