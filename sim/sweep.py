@@ -26,6 +26,8 @@ a scalar is fixed; ``B`` also takes the ``1..64`` range syntax)::
     state_window_s = 0.1
     gate_preempt = [true, false]  # a woken gate taking the host whole (sim run
                                   # --host-preempt; default: as the profile measured)
+    host_stalls = [true, false]   # the machine's stalls (sim run --host-stalls; default:
+                                  # as the profile measured)
     [slurm]                       # only read with --slurm (dask-jobqueue SLURMCluster)
     jobs = 4
     queue = "shared"
@@ -124,6 +126,7 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "state_rho": ("state_rho", float),
     "state_window_s": ("state_window_s", float),
     "gate_preempt": ("gate_preempt", _boolean),
+    "host_stalls": ("host_stalls", _boolean),
 }
 
 

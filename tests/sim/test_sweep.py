@@ -322,3 +322,29 @@ def test_the_gate_preemption_is_a_grid_axis(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("[true, false]", '"no"'))
     with pytest.raises(SweepSpecError, match="true or false"):
         load_spec(path)
+
+
+def test_the_machines_stalls_are_a_grid_axis(tmp_path: Path) -> None:
+    """host_stalls as an axis: true equals plain `sim run` on a profile with the stall rows,
+    false equals `sim run --host-stalls off`."""
+    from traces.profile import write_profile
+
+    from .test_host_stalls import stall_frame
+
+    prof = tmp_path / "TEST-stall-profile.parquet"
+    write_profile(stall_frame(), prof)
+    path = tmp_path / "stalls.toml"
+    path.write_text(
+        f'profile = "{prof}"\n[grid]\nB = 1\nrate = 800.0\nrequests = 4000\n'
+        "host_stalls = [true, false]\n"
+    )
+    spec = load_spec(path)
+    got = {p.config.host_stalls: simulate_summary(p.config, spec.profile) for p in spec.points}
+    args = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests", "4000",
+            "--json"]  # fmt: skip
+    for on, extra in ((True, []), (False, ["--host-stalls", "off"])):
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 0, res.output
+        ran = json.loads(res.stdout)
+        assert ran["latency_p99_s"] == pytest.approx(got[on]["latency_p99_s"], rel=1e-12)
+    assert got[True]["latency_p99_s"] != got[False]["latency_p99_s"]
