@@ -84,6 +84,8 @@ def demo_steps(out: Path) -> list[Step]:
                 "0.02",
                 "--rounds",
                 "2",
+                "--state-s",  # the machine's state and stalls: half the default watch
+                "30",
                 "--no-progress",
             ],
         ),
