@@ -295,13 +295,14 @@ def stall_terms(steps: pl.DataFrame, source: str = "steps file") -> StallTerms |
     seconds = watch["idle_s"][0] if "idle_s" in watch.columns else None
     if spread is None or seconds is None or not seconds > 0:
         raise ProfileError(source, STALL_WATCH, "needs one row with idle_s > 0 (seconds watched)")
-    span = _spread_of(steps.filter(pl.col("component") == STALL_SPAN), source)
+    span_rows = steps.filter(pl.col("component") == STALL_SPAN)
+    span = _spread_of(span_rows, source)
     gate = _spread_of(steps.filter(pl.col("component") == STALL_GATE), source)
     if span is None and gate is None:
         return StallTerms(0.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
     if span is None or gate is None:
         raise ProfileError(source, "stall_*", "stall_span and stall_gate rows come together")
-    count = steps.filter(pl.col("component") == STALL_SPAN)["samples"][0]
+    count = span_rows["samples"][0]
     if count is None or count < 1:
         raise ProfileError(source, STALL_SPAN, "needs samples >= 1 (the episodes)")
     factor = tuple(g / spread[1] for g in gate)

@@ -295,30 +295,41 @@ def test_the_machine_state_is_a_grid_axis(tmp_path: Path, host_profile_path: Pat
         load_spec(path)
 
 
-def test_the_gate_preemption_is_a_grid_axis(tmp_path: Path) -> None:
-    """gate_preempt as an axis: true equals plain `sim run` on a profile with the preempt rows,
-    false equals `sim run --host-preempt off`; a string is a spec error."""
+def _boolean_axis_matches_sim_run(
+    tmp_path: Path, frame: pl.DataFrame, field: str, option: str, requests: int
+) -> Path:
+    """A grid of ``field = [true, false]`` on a profile of ``frame``: true equals plain `sim
+    run`, false equals `sim run OPTION off`, and the two differ; returns the spec's path."""
     from traces.profile import write_profile
 
-    from .test_host_preempt import preempt_frame
-
-    prof = tmp_path / "TEST-preempt-profile.parquet"
-    write_profile(preempt_frame(), prof)
-    path = tmp_path / "preempt.toml"
+    prof = tmp_path / f"TEST-{field}-profile.parquet"
+    write_profile(frame, prof)
+    path = tmp_path / f"{field}.toml"
     path.write_text(
-        f'profile = "{prof}"\n[grid]\nB = 1\nrate = 800.0\nrequests = 1500\n'
-        "gate_preempt = [true, false]\n"
+        f'profile = "{prof}"\n[grid]\nB = 1\nrate = 800.0\nrequests = {requests}\n'
+        f"{field} = [true, false]\n"
     )
     spec = load_spec(path)
-    got = {p.config.gate_preempt: simulate_summary(p.config, spec.profile) for p in spec.points}
-    args = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests", "1500",
-            "--json"]  # fmt: skip
-    for on, extra in ((True, []), (False, ["--host-preempt", "off"])):
+    got = {getattr(p.config, field): simulate_summary(p.config, spec.profile) for p in spec.points}
+    args = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests",
+            str(requests), "--json"]  # fmt: skip
+    for on, extra in ((True, []), (False, [option, "off"])):
         res = runner.invoke(app, [*args, *extra])
         assert res.exit_code == 0, res.output
         ran = json.loads(res.stdout)
         assert ran["latency_p99_s"] == pytest.approx(got[on]["latency_p99_s"], rel=1e-12)
     assert got[True]["latency_p99_s"] != got[False]["latency_p99_s"]
+    return path
+
+
+def test_the_gate_preemption_is_a_grid_axis(tmp_path: Path) -> None:
+    """gate_preempt as an axis: true equals plain `sim run` on a profile with the preempt rows,
+    false equals `sim run --host-preempt off`; a string is a spec error."""
+    from .test_host_preempt import preempt_frame
+
+    path = _boolean_axis_matches_sim_run(
+        tmp_path, preempt_frame(), "gate_preempt", "--host-preempt", 1500
+    )
     path.write_text(path.read_text().replace("[true, false]", '"no"'))
     with pytest.raises(SweepSpecError, match="true or false"):
         load_spec(path)
@@ -327,24 +338,6 @@ def test_the_gate_preemption_is_a_grid_axis(tmp_path: Path) -> None:
 def test_the_machines_stalls_are_a_grid_axis(tmp_path: Path) -> None:
     """host_stalls as an axis: true equals plain `sim run` on a profile with the stall rows,
     false equals `sim run --host-stalls off`."""
-    from traces.profile import write_profile
-
     from .test_host_stalls import stall_frame
 
-    prof = tmp_path / "TEST-stall-profile.parquet"
-    write_profile(stall_frame(), prof)
-    path = tmp_path / "stalls.toml"
-    path.write_text(
-        f'profile = "{prof}"\n[grid]\nB = 1\nrate = 800.0\nrequests = 4000\n'
-        "host_stalls = [true, false]\n"
-    )
-    spec = load_spec(path)
-    got = {p.config.host_stalls: simulate_summary(p.config, spec.profile) for p in spec.points}
-    args = ["run", "--profile", str(prof), "--B", "1", "--rate", "800", "--requests", "4000",
-            "--json"]  # fmt: skip
-    for on, extra in ((True, []), (False, ["--host-stalls", "off"])):
-        res = runner.invoke(app, [*args, *extra])
-        assert res.exit_code == 0, res.output
-        ran = json.loads(res.stdout)
-        assert ran["latency_p99_s"] == pytest.approx(got[on]["latency_p99_s"], rel=1e-12)
-    assert got[True]["latency_p99_s"] != got[False]["latency_p99_s"]
+    _boolean_axis_matches_sim_run(tmp_path, stall_frame(), "host_stalls", "--host-stalls", 4000)
