@@ -70,6 +70,7 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "state_from_run": pl.Boolean(),
     "worker_join": pl.Boolean(),
     "stalls": pl.Boolean(),
+    "run_stalls_hz": pl.Float64(),
     "profiles": pl.Int64(),
     "host_lock": pl.String(),
 }
@@ -83,8 +84,9 @@ it from the run's own alone gates (null: not applied, or older outputs);
 the run's expert calls with no gate running (null: not applied, or older outputs);
 ``worker_join``: whether the host model let a worker woken while the gate went on join the
 next gate, as the profile measured (null: the ideal model, older outputs, or malformed);
-``stalls``: whether the host model ran the machine's stalls the profile found (null: the
-ideal model, older outputs, or malformed);
+``stalls``: whether the host model ran the machine's stalls (null: the ideal model, older
+outputs, or malformed); ``run_stalls_hz``: where it replayed those the run's own gates
+showed, how many per second (null: the profile's drawn ones, none, or older outputs);
 ``state_from_run``: whether the host model read how that speed moved within the run (the
 machine's state) from the same gates (null: the ideal model, older outputs, or malformed);
 ``profiles``: how many profiles' predictions each prediction is the mean of (1: one, or
@@ -192,6 +194,7 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "state_from_run": _bool_or_none(d.get("state_from_run")),
                     "worker_join": _bool_or_none(d.get("worker_join")),
                     "stalls": _bool_or_none(d.get("stalls")),
+                    "run_stalls_hz": _float_or_none(d.get("run_stalls_hz")),
                     "profiles": _profiles(d.get("profiles", 1)),
                     "host_lock": _host_lock(d.get("host_lock")),
                 }

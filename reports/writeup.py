@@ -299,7 +299,15 @@ def _probed_state(check: pl.DataFrame) -> str:
             f"{where} let a worker woken while the gate went on run during the next gate, "
             "as often as the profile measured."
         )
-    if "stalls" in check.columns and check["stalls"].fill_null(False).any():
+    met = _range_of(check, "run_stalls_hz")
+    if met is not None:
+        where = " It" if out else " The shared-host model"
+        out += (
+            f"{where} replayed the machine's stalls (a few ms in which every step runs "
+            "several times slower) that each run's own gates showed, where they were: "
+            f"{met[0]:.2f}–{met[1]:.2f} per second."
+        )
+    elif "stalls" in check.columns and check["stalls"].fill_null(False).any():
         where = " It" if out else " The shared-host model"
         out += (
             f"{where} ran the machine's stalls (a few ms in which every step runs several "

@@ -28,6 +28,7 @@ from sim.machine_state import MachineState
 from sim.output import records_of
 from sim.parts import mean_parts, request_parts
 from sim.run_speed import MIN_ALONE_GATES, at_expert_factor, at_scale, run_speeds
+from sim.run_stalls import run_stalls, with_stalls
 from sim.run_state import run_state, with_state
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
@@ -162,6 +163,10 @@ class CheckRow:
     # whether that state was read from the run's own alone gates (sim.run_state; several
     # runs or profiles: from every one's); None: the ideal model
     state_from_run: bool | None = None
+    # the stalls the run's own gates show, replayed where they were (sim.run_stalls):
+    # episodes per second of the B (several runs: the mean); None: not read (the profile's
+    # drawn stalls, --host-stalls profile or off, or too few gates)
+    run_stalls_hz: float | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -243,6 +248,7 @@ class CheckRow:
             "worker_join": self.worker_join,
             "stalls": self.stalls,
             "state_from_run": self.state_from_run,
+            "run_stalls_hz": self.run_stalls_hz,
             **extra,
         }
 
@@ -342,6 +348,7 @@ def check_run(
     parts: bool = False,
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
+    stalls_from_run: bool = True,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -368,12 +375,15 @@ def check_run(
     ``host_state``: the machine's state in the host model (:func:`replay_config`);
     ``state_from_run``: where it sets none, each B's state is read from the run's own alone
     gates (:mod:`sim.run_state`) where it has enough of them, else the profile's.
+    ``stalls_from_run``: where the stalls are on (``host_stalls``), each B replays the
+    stalls its own gates show (:mod:`sim.run_stalls`) where it has enough gates, in place
+    of the profile's drawn ones.
     """
     options = (tolerance, service, terms, host, sensitivity, host_speed, host_lock, replays, parts)
     # one run: its own rows
     return check_runs(
         [measured_path], profile_path, *options, host_state=host_state,
-        state_from_run=state_from_run,
+        state_from_run=state_from_run, stalls_from_run=stalls_from_run,
     )  # fmt: skip
 
 
@@ -405,6 +415,7 @@ def _check_loaded(
     parts: bool = False,
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
+    stalls_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -442,6 +453,11 @@ def _check_loaded(
             got = run_state(rows)
             if got is not None:
                 b_table, from_run = with_state(table, got.state), True
+        stalls_hz = None
+        if host and stalls_from_run and sim_cfg.host_stalls:
+            met = run_stalls(rows)
+            if met is not None:
+                b_table, stalls_hz = with_stalls(b_table, met), met.rate_hz
         if host and host_speed in (None, HostSpeed.RUN):
             scale, expert_factor = run_speeds(rows, sim_cfg, b_table, work)
             if scale is None and host_speed is HostSpeed.RUN:
@@ -502,10 +518,11 @@ def _check_loaded(
             if host
             else None,
             worker_join=bool(b_table.host and b_table.host.worker_join_p) if host else None,
-            stalls=bool(sim_cfg.host_stalls and b_table.host and b_table.host.stall_rate_hz)
+            stalls=bool(sim_cfg.host_stalls and b_table.host and b_table.host.stalls)
             if host
             else None,
             state_from_run=from_run if host else None,
+            run_stalls_hz=stalls_hz,
         )
         if sim_parts:
             row = replace(
@@ -565,6 +582,7 @@ def check_runs(
     only_b: Sequence[int] | None = None,
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
+    stalls_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -587,7 +605,8 @@ def check_runs(
 
     ``only_b``: check only these B values (each must be in every run), e.g. B = 1 of a
     ``--B 1..64`` run, without replaying the others. ``state_from_run``: as in
-    :func:`check_run`, each run's machine state from its own alone gates.
+    :func:`check_run`, each run's machine state from its own alone gates;
+    ``stalls_from_run``: as there, each run's stalls from its own gates.
     """
     if not measured_paths:
         raise CheckError("give at least one measured run")
@@ -633,6 +652,7 @@ def check_runs(
                 parts,
                 host_state,
                 state_from_run,
+                stalls_from_run,
             )
             for records, cfg in loaded
         ]
@@ -701,6 +721,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 worker_join=None if not rows[0].host else all(r.worker_join for r in rows),
                 stalls=None if not rows[0].host else all(r.stalls for r in rows),
                 state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
+                run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
             )
         )
     return out
@@ -778,6 +799,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         worker_join=None if not rows[0].host else all(r.worker_join for r in rows),
         stalls=None if not rows[0].host else all(r.stalls for r in rows),
         state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
+        run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
     )
 
 

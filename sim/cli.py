@@ -159,6 +159,13 @@ _HOST_STALLS_HELP = (
     "'profile' (the default; none where the profile lacks them) or 'off'."
 )
 
+_CHECK_HOST_STALLS_HELP = (
+    "Shared-host model: the machine's stalls, a few ms now and then in which every step and "
+    "hand-off takes several times its wall time: 'run' (the default: the ones each B's own "
+    "gates show, replayed where they were), 'profile' (Poisson at the rate hw profile found "
+    "them; none where the profile lacks them) or 'off'."
+)
+
 _CHECK_HOST_STATE_HELP = (
     "Shared-host model: the machine's state, a log-normal factor (SIGMA in log) on every "
     "step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation RHO: "
@@ -174,16 +181,20 @@ def _state_label(
     from_run: bool = False,
     join: bool = False,
     stalls: bool = False,
+    stalls_from_run: bool = False,
 ) -> str:
     """The state process a host model ran (``from_run``: read from each B's run, so one
     process does not stand for them all), and whether the gate's preemption, the woken
-    worker's join and the machine's stalls ran, for a table title."""
+    worker's join and the machine's stalls ran (``stalls_from_run``: those each B's own
+    gates show, replayed), for a table title."""
     label = "no machine state"
     if from_run:
         label = "machine state from each B's alone gates"
     elif state is not None:
         label = f"machine state σ {state.sigma:.2f} ρ {state.rho:.2f} per {state.window_s:g} s"
     label += (", gate preemption" if preempt else "") + (", worker joins" if join else "")
+    if stalls_from_run:
+        return label + ", stalls from each B's gates"
     return label + (", stalls" if stalls else "")
 
 
@@ -480,7 +491,7 @@ def check_cmd(
     host_lock: Annotated[HostLock, typer.Option(help=_HOST_LOCK_HELP)] = HostLock.EVEN,
     host_state: Annotated[str | None, typer.Option(help=_CHECK_HOST_STATE_HELP)] = None,
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
-    host_stalls: Annotated[str | None, typer.Option(help=_HOST_STALLS_HELP)] = None,
+    host_stalls: Annotated[str | None, typer.Option(help=_CHECK_HOST_STALLS_HELP)] = None,
     sensitivity: Annotated[
         float | None,
         typer.Option(
@@ -542,16 +553,19 @@ def check_cmd(
     only_b = None if b_text is None else parse_b_values(b_text)
     state: dict[str, float | bool] | None = None
     from_run = host_state is None or host_state.strip() == "run"
+    stalls_from_run = host_stalls is None or host_stalls.strip() == "run"
+    if host_stalls is not None and host_stalls.strip() not in ("run", "profile", "off"):
+        raise SimConfigError(f"--host-stalls {host_stalls!r}: expected run, profile or off")
     if host_state is not None or host_preempt is not None or host_stalls is not None:
         chosen = "profile" if host_state is None or from_run else host_state
         state = (
             parse_host_state(chosen)
             | parse_host_preempt(host_preempt or "profile")
-            | parse_host_stalls(host_stalls or "profile")
+            | parse_host_stalls("profile" if stalls_from_run else host_stalls or "profile")
         )
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed, host_lock, replays,
-        parts, only_b, state, state_from_run=from_run,
+        parts, only_b, state, state_from_run=from_run, stalls_from_run=stalls_from_run,
     )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
@@ -574,6 +588,7 @@ def check_cmd(
                 bool(first.state_from_run),
                 bool(first.worker_join),
                 bool(first.stalls),
+                first.run_stalls_hz is not None,
             )
             model += f", {label}"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
@@ -600,6 +615,9 @@ def check_cmd(
         ran = any(r.run_speed is not None for r in rows)
         if ran:
             t.add_column("host speed × (run)", justify="right")
+        stalled = any(r.run_stalls_hz for r in rows)  # read from the run, and some found
+        if stalled:
+            t.add_column("stalls /s (run)", justify="right")
         for r in rows:
             cells = [str(r.B)]
             for name in METRICS:
@@ -629,6 +647,8 @@ def check_cmd(
                 cells.append("" if r.speed_factor is None else f"{r.speed_factor:.2f}")
             if ran:
                 cells.append("" if r.run_speed is None else f"{r.run_speed:.2f}")
+            if stalled:
+                cells.append("" if r.run_stalls_hz is None else f"{r.run_stalls_hz:.2f}")
             t.add_row(*cells)
         out_console.print(t)
         if parts:

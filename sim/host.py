@@ -416,7 +416,7 @@ def _simulate_at(
         busy_handoff = host.gate_busy_handoff(duty)
     handoff_draw, own_draw, join_draw = draws["handoff"], draws["gate_spread"], draws["join"]
     spell = None if duty is None else host.spell_at_duty(duty)  # (window, p10, p90)
-    stalling = config.host_stalls and host.stall_rate_hz > 0
+    stalling = config.host_stalls and host.stalls
     spell_spread = None if spell is None else (spell[1], spell[2])
     if duty is not None:
         cpu.held_speed = host.gate_held_speed(duty)
@@ -638,8 +638,18 @@ def _simulate_at(
             yield env.timeout(span)
             cpu.set_stall(1.0)
 
+    def replayed_stalls() -> Generator[simpy.Event, None, None]:
+        """The stalls a measured run met (HostTerms.stall_times), each where it was; one
+        that would start inside the one before starts at its end."""
+        for start, span, factor in host.stall_times:
+            if start > env.now:
+                yield env.timeout(start - env.now)
+            cpu.set_stall(factor)
+            yield env.timeout(span)
+            cpu.set_stall(1.0)
+
     if stalling:
-        env.process(stalls())
+        env.process(replayed_stalls() if host.stall_times else stalls())
     run_state = config.machine_state(host.state)  # the set one, else the profile's
     if run_state is not None:
         env.process(machine_state(run_state))

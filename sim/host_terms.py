@@ -6,6 +6,7 @@ them without an import cycle.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -86,6 +87,8 @@ class HostTerms:
     hand-off takes ``stall_factor`` (p10, median, p90) times its wall time for
     ``stall_span_s`` (p10, median, p90) seconds (0: none; ``stall_*`` rows,
     :mod:`traces.stalls`);
+    ``stall_times``: instead, the stalls a measured run met, (start on the run's clock,
+    span, factor) each, replayed where they were (``sim.run_stalls``; empty: the drawn ones);
     ``speed_scale``: the host's speed at every duty over the profile's (below 1: a slower
     machine state than the profile's; ``sim.run_speed`` finds it from a measured run).
     """
@@ -141,7 +144,15 @@ class HostTerms:
     stall_rate_hz: float = 0.0
     stall_span_s: tuple[float, ...] = ()
     stall_factor: tuple[float, ...] = ()
+    # the stalls a measured run met (start s, span s, factor), replayed in place of the drawn
+    # ones (sim.run_stalls); empty: the drawn ones above, if any
+    stall_times: tuple[tuple[float, float, float], ...] = ()
     speed_scale: float = 1.0
+
+    @property
+    def stalls(self) -> bool:
+        """Whether the machine stalls in this model: stalls replayed from a run, or drawn."""
+        return bool(self.stall_times) or self.stall_rate_hz > 0
 
     def worker_contention(self, job: int) -> float | None:
         """Additive contention of a worker's job 0 (dispatch), 1 (expert), 2 (combine)."""
@@ -362,6 +373,15 @@ class HostTerms:
             raise SimConfigError(
                 "host model: stalls need a rate >= 0 and, above 0, spans 0 < p10 <= median <= "
                 "p90 and factors 1 <= p10 <= median <= p90"
+            )
+        starts = [t for t, _, _ in self.stall_times]
+        if starts != sorted(starts) or any(
+            not (math.isfinite(t) and 0.0 < span < math.inf and 1.0 <= factor < math.inf)
+            for t, span, factor in self.stall_times
+        ):
+            raise SimConfigError(
+                "host model: replayed stalls need finite starts in order, spans > 0 and "
+                "factors >= 1"
             )
         if (
             len(self.preempt_speed) != len(self.preempt_speed_duty)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-__all__ = ["alone_expert_calls_s", "alone_gates", "alone_gates_s"]
+__all__ = ["alone_expert_calls_s", "alone_gates", "alone_gates_s", "gate_company"]
 
 
 def alone_gates_s(rows: pl.DataFrame, warm_within_s: float | None = None) -> np.ndarray:
@@ -46,20 +46,13 @@ def alone_gates(
         )
         .sort("request")
     )
-    batches = rows.select("batch", "batch_start_s", "batch_end_s").unique("batch").drop_nulls()
-    busy = np.concatenate(
-        [
-            batches.select("batch_start_s", "batch_end_s").to_numpy().reshape(-1, 2),
-            reqs.select("combine_start_s", "complete_s").drop_nulls().to_numpy().reshape(-1, 2),
-        ]
-    ).astype(float)
+    busy = _busy_intervals(rows, reqs)
     arrival, start, done = (
         reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s")
     )
     warmup = reqs["warmup"].to_numpy().astype(bool)
     previous_done = np.concatenate([[-np.inf], done[:-1]])
     woken = arrival > previous_done  # the gate was waiting on its inbox when it came
-    busy = busy[np.argsort(busy[:, 0], kind="stable")]
     # some busy interval overlaps [start, done]: of those starting before done, the latest end
     overlaps = np.zeros(len(start), dtype=bool)
     if len(busy):
@@ -75,6 +68,63 @@ def alone_gates(
             last = np.maximum(last, np.minimum(last_busy, start))
         keep &= start - last <= warm_within_s
     return start[keep], (done - start)[keep]
+
+
+def _busy_intervals(rows: pl.DataFrame, reqs: pl.DataFrame) -> np.ndarray:
+    """(start, end) of every batch's expert call and every request's combine (``reqs``:
+    one row per request with ``combine_start_s`` and ``complete_s``), by start: when a
+    device worker was at work."""
+    batches = rows.select("batch", "batch_start_s", "batch_end_s").unique("batch").drop_nulls()
+    busy = np.concatenate(
+        [
+            batches.select("batch_start_s", "batch_end_s").to_numpy().reshape(-1, 2),
+            reqs.select("combine_start_s", "complete_s").drop_nulls().to_numpy().reshape(-1, 2),
+        ]
+    ).astype(float)
+    return busy[np.argsort(busy[:, 0], kind="stable")]
+
+
+def gate_company(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start times, wall times, busy shares) of every gate of one B's rows (warm-up
+    included), in request order; a gate's busy share is the part of its wall time during
+    which a device worker was at work (an expert call or a combine): its company. A gate
+    in company runs up to several times slower than one alone (``hw profile``'s gate
+    alone/contended), so what is slow for a gate depends on it (:mod:`sim.run_stalls`)."""
+    if rows.height == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    reqs = (
+        rows.group_by("request")
+        .agg(
+            pl.col("gate_start_s").first(),
+            pl.col("gate_done_s").first(),
+            pl.col("combine_start_s").first(),
+            pl.col("complete_s").first(),
+        )
+        .sort("request")
+    )
+    start, done = (reqs[c].to_numpy().astype(float) for c in ("gate_start_s", "gate_done_s"))
+    ok = np.isfinite(start) & np.isfinite(done) & (done > start)
+    start, done = start[ok], done[ok]
+    busy = _busy_intervals(rows, reqs)
+    busy = busy[np.isfinite(busy).all(axis=1) & (busy[:, 1] > busy[:, 0])]
+    union: list[list[float]] = []  # the busy time as disjoint intervals
+    for lo, hi in busy.tolist():
+        if union and lo <= union[-1][1]:
+            union[-1][1] = max(union[-1][1], hi)
+        else:
+            union.append([lo, hi])
+    spans = np.array(union).reshape(-1, 2)
+    before = np.concatenate([[0.0], np.cumsum(spans[:, 1] - spans[:, 0])])
+
+    def busy_until(t: np.ndarray) -> np.ndarray:
+        """Busy seconds before each time ``t``."""
+        i = np.searchsorted(spans[:, 0], t, side="right") - 1  # the last interval begun
+        j = np.maximum(i, 0)
+        inside = np.clip(t - spans[j, 0], 0.0, spans[j, 1] - spans[j, 0]) if len(spans) else 0.0
+        return np.where(i >= 0, before[j] + inside, 0.0)
+
+    share = (busy_until(done) - busy_until(start)) / (done - start)
+    return start, done - start, np.clip(share, 0.0, 1.0)
 
 
 def alone_expert_calls_s(rows: pl.DataFrame) -> np.ndarray:

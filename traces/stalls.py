@@ -20,13 +20,13 @@ their block's median. Shared because ``hw profile`` reads its state chains with 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from traces.profile import STATE_BLOCK_S
 
-__all__ = ["STALL_MIN_RUN", "STALL_THRESHOLD", "StallEpisodes", "find_stalls"]
+__all__ = ["STALL_MIN_RUN", "STALL_THRESHOLD", "StallEpisodes", "block_ratios", "find_stalls"]
 
 STALL_THRESHOLD = 2.5  # a call slower than this times its block's median is slow
 STALL_MIN_RUN = 2  # consecutive slow calls that make an episode
@@ -35,19 +35,52 @@ STALL_MIN_RUN = 2  # consecutive slow calls that make an episode
 @dataclass(frozen=True)
 class StallEpisodes:
     """The episodes found in ``watched_s`` seconds of ``calls`` timed calls whose median
-    wall was ``median_s``: each one's span (seconds) and factor (its calls' walls over
-    their block's median)."""
+    wall was ``median_s``: each one's start (its first call's, on the calls' clock), span
+    (seconds) and factor (its calls' walls over their block's median)."""
 
+    starts_s: np.ndarray
     spans_s: np.ndarray
     factors: np.ndarray
     watched_s: float
     calls: int
     median_s: float
 
+    def only(self, keep: np.ndarray) -> StallEpisodes:
+        """These episodes where ``keep`` (one bool each) holds; the same watch."""
+        keep = np.asarray(keep, dtype=bool)
+        if keep.shape != self.starts_s.shape:
+            raise ValueError("stalls: one keep flag per episode")
+        return replace(
+            self,
+            starts_s=self.starts_s[keep],
+            spans_s=self.spans_s[keep],
+            factors=self.factors[keep],
+        )
+
     @property
     def rate_hz(self) -> float:
         """Episodes per second watched."""
         return len(self.spans_s) / self.watched_s if self.watched_s > 0 else 0.0
+
+
+def block_ratios(
+    starts: np.ndarray,
+    walls_s: np.ndarray,
+    block_s: float = STATE_BLOCK_S,
+    classes: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each call's wall time over the median of the calls of its class (all one class
+    where None) that started in the same block of ``block_s`` (blocks counted from the
+    first start), in the calls' order: how many times its usual time it took."""
+    starts = np.asarray(starts, dtype=float)
+    walls = np.asarray(walls_s, dtype=float)
+    kind = np.zeros(starts.shape, dtype=np.int64) if classes is None else np.asarray(classes)
+    block = ((starts - starts.min()) // block_s).astype(np.int64)
+    level = np.empty_like(walls)
+    for b, k in {(int(b), int(k)) for b, k in zip(block, kind, strict=True)}:
+        same = (block == b) & (kind == k)
+        level[same] = np.median(walls[same])
+    return walls / level
 
 
 def find_stalls(
@@ -56,33 +89,47 @@ def find_stalls(
     block_s: float = STATE_BLOCK_S,
     threshold: float = STALL_THRESHOLD,
     min_run: int = STALL_MIN_RUN,
+    bridge: int = 0,
+    classes: np.ndarray | None = None,
 ) -> StallEpisodes:
     """The stall episodes among calls that started at ``starts`` and took ``walls_s``
-    (module docstring). Raises ValueError on mismatched or empty series, a non-positive
-    wall or block, a threshold not above 1 or a run shorter than one call."""
+    (module docstring). ``bridge``: slow calls with at most this many calls that are not
+    slow between them belong to one episode (0: only consecutive ones), for calls whose
+    usual wall time moves with their company, so that a call that ran alone inside a stall
+    can stay under the threshold; an episode then needs ``min_run`` slow calls, its factor
+    is theirs. ``classes``: an integer per call, its company (e.g. whether another thread
+    was at work while it ran); each call is then compared with the median of its own class
+    in its block, so that calls slowed by their company are not taken for a stall. Raises
+    ValueError on mismatched or empty series, a non-positive wall or block, a threshold not
+    above 1, a run shorter than one call or a negative bridge."""
     starts = np.asarray(starts, dtype=float)
     walls = np.asarray(walls_s, dtype=float)
     if starts.shape != walls.shape or starts.ndim != 1 or starts.size == 0:
         raise ValueError("stalls: one wall time per start, at least one call")
+    kinds = np.zeros(starts.shape, dtype=np.int64) if classes is None else np.asarray(classes)
+    if kinds.shape != starts.shape:
+        raise ValueError("stalls: one class per call")
     if not (walls > 0).all() or not block_s > 0:
         raise ValueError("stalls: wall times and the block must be > 0")
-    if not threshold > 1 or min_run < 1:
-        raise ValueError(f"stalls: need threshold > 1 and min_run >= 1, got {threshold}, {min_run}")
+    if not threshold > 1 or min_run < 1 or bridge < 0:
+        raise ValueError(
+            f"stalls: need threshold > 1, min_run >= 1 and bridge >= 0, got {threshold}, "
+            f"{min_run}, {bridge}"
+        )
     order = np.argsort(starts, kind="stable")
-    t, w = starts[order] - starts[order][0], walls[order]
-    block = (t // block_s).astype(np.int64)
-    level = np.empty_like(w)
-    for b in np.unique(block):
-        level[block == b] = np.median(w[block == b])
-    ratio = w / level
-    slow = np.concatenate([[False], ratio > threshold, [False]]).astype(np.int8)
-    edges = np.diff(slow)
-    firsts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # [first, end)
-    keep = ends - firsts >= min_run
-    firsts, ends = firsts[keep], ends[keep]
-    spans = t[ends - 1] + w[ends - 1] - t[firsts]
-    factors = np.array([np.median(ratio[a:b]) for a, b in zip(firsts, ends, strict=True)])
+    origin = float(starts[order][0])
+    t, w = starts[order] - origin, walls[order]
+    ratio = block_ratios(starts, walls, block_s, kinds)[order]
+    slow = np.flatnonzero(ratio > threshold)
+    # a new episode where more than ``bridge`` calls that are not slow lie between two slow ones
+    groups = [g for g in np.split(slow, np.flatnonzero(np.diff(slow) > bridge + 1) + 1) if g.size]
+    groups = [g for g in groups if g.size >= min_run]
+    firsts = np.array([g[0] for g in groups], dtype=np.int64)
+    lasts = np.array([g[-1] for g in groups], dtype=np.int64)
+    spans = t[lasts] + w[lasts] - t[firsts]
+    factors = np.array([np.median(ratio[g]) for g in groups])
     return StallEpisodes(
+        starts_s=t[firsts] + origin,
         spans_s=spans,
         factors=factors,
         watched_s=float(t[-1] + w[-1]),

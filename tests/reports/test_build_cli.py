@@ -195,29 +195,41 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
                 "run_expert_factor": (1.1, 1.3)[i % 2],
                 "worker_join": True,
                 "stalls": True,
+                "run_stalls_hz": None,
+            },
+            "from_run": lambda i, x: {
+                **x,
+                "stalls": i % 2 == 0,
+                "run_stalls_hz": (0.5, 0.0)[i % 2],
             },
             "neither": lambda _i, x: {
                 **x,
                 "run_expert_factor": None,
                 "worker_join": False,
                 "stalls": False,
+                "run_stalls_hz": None,
             },
             "older": lambda _i, x: {
                 k: v
                 for k, v in x.items()
-                if k not in ("run_expert_factor", "worker_join", "stalls")
+                if k not in ("run_expert_factor", "worker_join", "stalls", "run_stalls_hz")
             },
             "malformed": lambda _i, x: {
                 **x,
                 "run_expert_factor": "x",
                 "worker_join": "yes",
                 "stalls": "yes",
+                "run_stalls_hz": "often",
             },
         },
     )
     assert "calls with no gate running: ×1.10–×1.30 the profile's" in texts["both"]
     assert "run during the next gate" in texts["both"]
     assert "ran the machine's stalls" in texts["both"]
+    assert "replayed the machine's stalls" not in texts["both"]
+    assert "that each run's own gates showed, where they were: 0.00–0.50 per second" in " ".join(
+        texts["from_run"].split()
+    )
     for name in ("neither", "older", "malformed"):
         assert "no gate running" not in texts[name] and "next gate" not in texts[name]
         assert "stalls" not in texts[name]

@@ -160,7 +160,7 @@ def test_sim_run_and_check_say_whether_the_stalls_ran(tmp_path: Path) -> None:
     table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
     out = host_model_run(tmp_path / "run.parquet", table)
     docs = {}
-    for name, extra in (("on", []), ("off", ["--host-stalls", "off"])):
+    for name, extra in (("on", ["--host-stalls", "profile"]), ("off", ["--host-stalls", "off"])):
         res = runner.invoke(
             app, ["check", str(out), "--profile", str(prof), "--B", "1", "--json", *extra]
         )

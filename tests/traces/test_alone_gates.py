@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from traces.alone_gates import alone_expert_calls_s, alone_gates_s
+from traces.alone_gates import alone_expert_calls_s, alone_gates_s, gate_company
 
 MS = 1e-3
 
@@ -61,6 +61,13 @@ def test_a_timeline_by_hand() -> None:
     assert alone_expert_calls_s(rows) == pytest.approx([1.1 * MS, 0.2 * MS, 0.1 * MS])
     assert alone_expert_calls_s(shuffled) == pytest.approx([1.1 * MS, 0.2 * MS, 0.1 * MS])
     assert alone_expert_calls_s(rows.head(0)).size == 0
+    # every gate's company (warm-up too): 2's gate (4.5-5.2) has batch 1 to 5.0, then 1's
+    # combine; 3's (5.2-5.9) batch 2 throughout; the others ran alone
+    starts, walls, shares = gate_company(shuffled)
+    assert starts == pytest.approx([r[1] * MS for r in requests])
+    assert walls == pytest.approx([(r[2] - r[1]) * MS for r in requests])
+    assert shares == pytest.approx([0.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    assert all(x.size == 0 for x in gate_company(rows.head(0)))
 
 
 def _brute(
@@ -110,3 +117,19 @@ def test_random_records_against_the_definition(seed: int) -> None:
         expected = _brute(req, busy, warm)
         assert alone_gates_s(rows, warm) == pytest.approx(expected), warm
     assert len(_brute(req, busy, None)) > 3  # the draw has some of each
+    _, _, shares = gate_company(rows)
+    expected_share = [_busy_share(busy, r[1], r[2]) for r in req]
+    assert shares == pytest.approx(expected_share)
+    assert 0.0 < np.mean(shares) < 1.0 and ((shares > 0) & (shares < 1)).any()
+
+
+def _busy_share(busy: list[tuple[float, float]], start: float, done: float) -> float:
+    """The part of [start, done] some busy interval covers: the covered pieces clipped to
+    it, merged one by one."""
+    pieces = sorted((max(s, start), min(e, done)) for s, e in busy if s < done and e > start)
+    covered, reach = 0.0, start
+    for s, e in pieces:
+        if e > reach:
+            covered += e - max(s, reach)
+            reach = e
+    return covered / (done - start)

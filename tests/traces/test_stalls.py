@@ -11,7 +11,7 @@ import pytest
 
 from traces.errors import FormatError
 from traces.profile import STALL_GATE, STALL_SPAN, STALL_WATCH, stall_terms
-from traces.stalls import STALL_MIN_RUN, STALL_THRESHOLD, find_stalls
+from traces.stalls import STALL_MIN_RUN, STALL_THRESHOLD, StallEpisodes, find_stalls
 
 
 def _calls(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -30,9 +30,10 @@ def test_planted_episodes_are_found_with_their_spans_and_factors() -> None:
         walls[first : first + n] = 2e-4 * factor
     got = find_stalls(starts, walls)
     assert len(got.spans_s) == 3
-    found = zip(got.spans_s, got.factors, planted.items(), strict=True)
-    for span, factor, (first, (n, f)) in found:
+    found = zip(got.starts_s, got.spans_s, got.factors, planted.items(), strict=True)
+    for start, span, factor, (first, (n, f)) in found:
         last = first + n - 1
+        assert start == starts[first]  # on the calls' own clock
         assert span == pytest.approx(starts[last] + walls[last] - starts[first])
         assert factor == pytest.approx(f, rel=0.05)  # over the block's median (~2e-4)
     assert got.calls == len(starts) and got.median_s == pytest.approx(2e-4, rel=0.02)
@@ -50,6 +51,49 @@ def test_noise_a_lone_slow_call_and_a_slow_block_are_not_stalls() -> None:
     slow_block = walls * np.where((starts >= 5.0) & (starts < 10.0), 3.0, 1.0)
     assert len(find_stalls(starts, slow_block).spans_s) == 0
     assert STALL_THRESHOLD > 2.0 and STALL_MIN_RUN >= 2  # above a gate's own p99 / median
+
+
+def test_a_bridge_joins_slow_calls_with_a_few_others_between() -> None:
+    """Slow calls 100-102, 104-105 and 107 (factor 3; 103 and 106 normal): without a bridge
+    one episode of 3 calls and one of 2 (107 alone is none); bridged over one call, one of
+    all six, from 100's start to 107's end, its factor theirs."""
+    starts, walls = _calls(20.0, seed=2)
+    slow = [100, 101, 102, 104, 105, 107]
+    walls[slow] = 6e-4
+    assert [len(g) for g in _groups(find_stalls(starts, walls), starts)] == [3, 2]
+    got = find_stalls(starts, walls, bridge=1)
+    assert len(got.spans_s) == 1
+    assert got.starts_s[0] == starts[100]
+    assert got.spans_s[0] == pytest.approx(starts[107] + walls[107] - starts[100])
+    assert got.factors[0] == pytest.approx(3.0, rel=0.05)
+    assert len(find_stalls(starts, walls, bridge=1, min_run=7).spans_s) == 0
+    with pytest.raises(ValueError, match="bridge"):
+        find_stalls(starts, walls, bridge=-1)
+
+
+def _groups(got: StallEpisodes, starts: np.ndarray) -> list[np.ndarray]:
+    """The calls whose start lies inside each episode's span."""
+    return [
+        np.flatnonzero((starts >= t) & (starts < t + span))
+        for t, span in zip(got.starts_s, got.spans_s, strict=True)
+    ]
+
+
+def test_each_call_is_compared_with_its_own_company() -> None:
+    """Calls in company (a random quarter, in runs) take 3.5 times as long as those alone:
+    against every call's median their runs are stalls, against their own class's none;
+    a planted stall (both kinds 3 times slower) is found either way."""
+    starts, walls = _calls(20.0, seed=3)
+    rng = np.random.default_rng(4)
+    company = (np.convolve(rng.random(len(starts)) < 0.1, np.ones(3), "same") > 0).astype(int)
+    walls = walls * np.where(company == 1, 3.5, 1.0)
+    assert len(find_stalls(starts, walls).spans_s) > 20
+    assert len(find_stalls(starts, walls, classes=company).spans_s) == 0
+    walls[4000:4005] *= 3.0
+    got = find_stalls(starts, walls, classes=company)
+    assert len(got.spans_s) == 1 and got.starts_s[0] == starts[4000]
+    with pytest.raises(ValueError, match="class"):
+        find_stalls(starts, walls, classes=company[:-1])
 
 
 def test_bad_series_are_refused() -> None:

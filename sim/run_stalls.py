@@ -1,0 +1,101 @@
+"""The machine's stalls a measured run met, read from the run's own gates, and the host
+model that replays them where they were.
+
+Why: a stall (:mod:`traces.stalls`: a few ms in which threads run several times slower)
+sets B = 1's p99, since the requests that arrive in one queue behind it. How often the
+machine stalls moves from minute to minute: ``hw profile``'s 60 s watch found 0-0.83
+episodes per second on this box, and within an hour of a watch the runs met 0.5-1.6 per
+second (``benchmarks/README.md``, "Fidelity, session 20"). A watch before or after the run
+is a draw of another minute; the run's gates are the record of its own.
+
+How: the gate is timed for every request, so the detector that reads the watch's chains
+(:func:`traces.stalls.find_stalls`: slow gates, each over 2.5× the median of its 5 s block)
+reads the run's gates, with two differences, both checked on runs the host model made with
+stalls planted where it knew them (``tests/sim/test_run_stalls.py``):
+
+- a gate in company runs up to 4.5 times slower than one alone, and the watch's gates all
+  run alone. Against the median of every gate, at B ≥ 4 (most gates alone) the gates
+  beside a batch look like stalls: 44-65 episodes in 1.3 s of a model run with three, and
+  ``sim check`` of a run the model made itself no longer gave that run back. So an episode
+  counts only where one of its gates was slow against the median of its own company too
+  (:data:`COMPANY_EDGES`: the share of its wall time a device worker was at work,
+  :func:`traces.alone_gates.gate_company`). Compared with their company alone, the gates
+  inside a stall mostly were not (their company changes: at B = 1 a contended gate in a
+  stall of factor 3 took 2 times the contended median), so the episodes are still found
+  against every gate;
+- inside a stall some gates stay under the threshold and split the episode: slow gates
+  with up to :data:`RUN_STALL_BRIDGE` other between them are one episode. With both, the
+  model runs gave back each planted stall of 12 ms as one of 11-12.5 ms at B = 1, 4 and
+  16, and none in runs without (two others between: a piece of 44 ms).
+
+Each episode is replayed at its start on the run's clock (the replay runs the run's own
+arrivals on it), for its span, with its factor on every step and hand-off
+(``HostTerms.stall_times``). A run with none replays none. What this takes from the run is
+when its gates crawled, how long and how much; the queue behind each stall, and the
+latencies, are still the model's. The factor is that of the episode's gates that ran
+alone, over the alone gates' median (against every gate's median a stall of 3 read 3.9-4.6
+at B = 1 in the model runs); where none ran alone, its gates' over every gate's median.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from sim.service import ServiceTable
+from traces.alone_gates import gate_company
+from traces.stalls import (
+    STALL_MIN_RUN,
+    STALL_THRESHOLD,
+    StallEpisodes,
+    block_ratios,
+    find_stalls,
+)
+
+__all__ = ["COMPANY_EDGES", "MIN_STALL_GATES", "RUN_STALL_BRIDGE", "run_stalls", "with_stalls"]
+
+MIN_STALL_GATES = 100  # fewer timed gates in a B: its stalls are not read
+# a gate's company by the share of its wall time a device worker was at work: none, up to
+# half, more; each gate compared with the median of its own kind in its block
+COMPANY_EDGES = (0.0, 0.5)
+RUN_STALL_BRIDGE = 1  # slow gates with at most this many others between them: one episode
+
+
+def run_stalls(rows: pl.DataFrame) -> StallEpisodes | None:
+    """The stall episodes in the gates of one B's rows (module docstring), warm-up included
+    (the replay runs it too); None where the B has fewer than :data:`MIN_STALL_GATES`
+    timed gates."""
+    starts, walls, busy_share = gate_company(rows)
+    if len(starts) < max(MIN_STALL_GATES, STALL_MIN_RUN):
+        return None
+    company = np.digitize(busy_share, COMPANY_EDGES, right=True)
+    found = find_stalls(starts, walls, bridge=RUN_STALL_BRIDGE)
+    own = block_ratios(starts, walls, classes=company)  # against the gate's own company
+    keep = np.zeros(len(found.starts_s), dtype=bool)
+    factors = found.factors.copy()
+    for i, (t, span) in enumerate(zip(found.starts_s, found.spans_s, strict=True)):
+        inside = (starts >= t) & (starts < t + span)
+        keep[i] = bool((own[inside] > STALL_THRESHOLD).any())
+        alone = inside & (company == 0)
+        if alone.any():  # the gates alone in it: the stall's factor and nothing else
+            factors[i] = float(np.median(own[alone]))
+    return replace(found, factors=np.maximum(factors, 1.0)).only(keep)
+
+
+def with_stalls(table: ServiceTable, episodes: StallEpisodes) -> ServiceTable:
+    """``table`` with its host model replaying ``episodes`` (none: no stalls at all) in
+    place of the profile's drawn stalls."""
+    if table.host is None:
+        return table
+    times = tuple(
+        (float(t), float(span), max(1.0, float(f)))
+        for t, span, f in zip(episodes.starts_s, episodes.spans_s, episodes.factors, strict=True)
+    )
+    return replace(
+        table,
+        host=replace(
+            table.host, stall_times=times, stall_rate_hz=0.0, stall_span_s=(), stall_factor=()
+        ),
+    )
