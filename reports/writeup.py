@@ -300,12 +300,18 @@ def _probed_state(check: pl.DataFrame) -> str:
             "as often as the profile measured."
         )
     met = _range_of(check, "run_stalls_hz")
-    if met is not None:
+    if met is not None and met[1] > 0:
         where = " It" if out else " The shared-host model"
         out += (
             f"{where} replayed the machine's stalls (a few ms in which every step runs "
             "several times slower) that each run's own gates showed, where they were: "
             f"{met[0]:.2f}–{met[1]:.2f} per second."
+        )
+    elif met is not None:
+        where = " It" if out else " The shared-host model"
+        out += (
+            f"{where} looked for the machine's stalls (a few ms in which every step runs "
+            "several times slower) in each run's own gates and found none."
         )
     elif "stalls" in check.columns and check["stalls"].fill_null(False).any():
         where = " It" if out else " The shared-host model"

@@ -197,6 +197,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
                 "stalls": True,
                 "run_stalls_hz": None,
             },
+            "calm_run": lambda _i, x: {**x, "stalls": False, "run_stalls_hz": 0.0},
             "from_run": lambda i, x: {
                 **x,
                 "stalls": i % 2 == 0,
@@ -226,6 +227,8 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
     assert "calls with no gate running: ×1.10–×1.30 the profile's" in texts["both"]
     assert "run during the next gate" in texts["both"]
     assert "ran the machine's stalls" in texts["both"]
+    assert "in each run's own gates and found none" in " ".join(texts["calm_run"].split())
+    assert "replayed the machine's stalls" not in texts["calm_run"]
     assert "replayed the machine's stalls" not in texts["both"]
     assert "that each run's own gates showed, where they were: 0.00–0.50 per second" in " ".join(
         texts["from_run"].split()
