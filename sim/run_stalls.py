@@ -90,7 +90,7 @@ def with_stalls(table: ServiceTable, episodes: StallEpisodes) -> ServiceTable:
     if table.host is None:
         return table
     times = tuple(
-        (float(t), float(span), max(1.0, float(f)))
+        (float(t), float(span), float(f))
         for t, span, f in zip(episodes.starts_s, episodes.spans_s, episodes.factors, strict=True)
     )
     return replace(

@@ -34,17 +34,8 @@ def alone_gates(
     when each ran, for reading how the host's speed moved during the run."""
     if rows.height == 0:
         return np.zeros(0), np.zeros(0)
-    reqs = (
-        rows.group_by("request")
-        .agg(
-            pl.col("arrival_s").first(),
-            pl.col("gate_start_s").first(),
-            pl.col("gate_done_s").first(),
-            pl.col("combine_start_s").first(),
-            pl.col("complete_s").first(),
-            pl.col("warmup").first(),
-        )
-        .sort("request")
+    reqs = _per_request(
+        rows, "arrival_s", "gate_start_s", "gate_done_s", "combine_start_s", "complete_s", "warmup"
     )
     busy = _busy_intervals(rows, reqs)
     arrival, start, done = (
@@ -70,6 +61,12 @@ def alone_gates(
     return start[keep], (done - start)[keep]
 
 
+def _per_request(rows: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """One row per request, in request order, with the first value of each of ``columns``
+    (a request's gate and combine times repeat on each of its k rows)."""
+    return rows.group_by("request").agg(pl.col(c).first() for c in columns).sort("request")
+
+
 def _busy_intervals(rows: pl.DataFrame, reqs: pl.DataFrame) -> np.ndarray:
     """(start, end) of every batch's expert call and every request's combine (``reqs``:
     one row per request with ``combine_start_s`` and ``complete_s``), by start: when a
@@ -92,16 +89,7 @@ def gate_company(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     alone/contended), so what is slow for a gate depends on it (:mod:`sim.run_stalls`)."""
     if rows.height == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
-    reqs = (
-        rows.group_by("request")
-        .agg(
-            pl.col("gate_start_s").first(),
-            pl.col("gate_done_s").first(),
-            pl.col("combine_start_s").first(),
-            pl.col("complete_s").first(),
-        )
-        .sort("request")
-    )
+    reqs = _per_request(rows, "gate_start_s", "gate_done_s", "combine_start_s", "complete_s")
     start, done = (reqs[c].to_numpy().astype(float) for c in ("gate_start_s", "gate_done_s"))
     ok = np.isfinite(start) & np.isfinite(done) & (done > start)
     start, done = start[ok], done[ok]
