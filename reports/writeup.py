@@ -293,6 +293,13 @@ def _probed_state(check: pl.DataFrame) -> str:
             f"{where} took the expert calls' time from the run's calls with no gate running: "
             f"{_span(*experts)} the profile's."
         )
+    combines = _range_of(check, "run_combine_factor")
+    if combines is not None:
+        where = " It" if out else " The shared-host model"
+        out += (
+            f"{where} took the worker's combine time from the run's combines with no gate "
+            f"running: {_span(*combines)} the profile's."
+        )
     if "worker_join" in check.columns and check["worker_join"].fill_null(False).any():
         where = " It" if out else " The shared-host model"
         out += (

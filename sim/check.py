@@ -27,7 +27,13 @@ from sim.host_speed import at_host_speed, speed_factor
 from sim.machine_state import MachineState
 from sim.output import records_of
 from sim.parts import mean_parts, request_parts
-from sim.run_speed import MIN_ALONE_GATES, at_expert_factor, at_scale, run_speeds
+from sim.run_speed import (
+    MIN_ALONE_GATES,
+    at_combine_factor,
+    at_expert_factor,
+    at_scale,
+    run_speeds,
+)
 from sim.run_stalls import run_stalls, with_stalls
 from sim.run_state import run_state, with_state
 from sim.runner import default_profile_path, load_service
@@ -136,6 +142,9 @@ class CheckRow:
     # the expert calls' length in the run over the replay's at that speed, from the run's
     # expert calls with no gate running (sim.run_speed.run_expert_factor); None: not applied
     run_expert_factor: float | None = None
+    # the worker's combine job in the run over the replay's at that speed, from the run's
+    # combines with no gate running (sim.run_speed.run_combine_factor); None: not applied
+    run_combine_factor: float | None = None
     # several profiles (check_runs): ``simulated`` is the mean of their predictions, and
     # per metric the (lowest, highest) of the profiles' own predictions (each over the runs)
     profiles: int = 1
@@ -242,6 +251,7 @@ class CheckRow:
             "speed_factor": self.speed_factor,
             "run_speed": self.run_speed,
             "run_expert_factor": self.run_expert_factor,
+            "run_combine_factor": self.run_combine_factor,
             "host_lock": self.host_lock,
             "state": None if self.state is None else asdict(self.state),
             "gate_preempt": self.gate_preempt,
@@ -447,7 +457,7 @@ def _check_loaded(
         sim_cfg = replay_config(
             cfg, int(b), work.n_requests, service, profile if host else None, host_lock, host_state
         )
-        factor, scale, expert_factor, b_table = None, None, None, table
+        factor, scale, expert_factor, combine_factor, b_table = None, None, None, None, table
         from_run = False
         if host and state_from_run and sim_cfg.state_sigma is None:
             got = run_state(rows)
@@ -459,7 +469,7 @@ def _check_loaded(
             if met is not None:
                 b_table, stalls_hz = with_stalls(b_table, met), met.rate_hz
         if host and host_speed in (None, HostSpeed.RUN):
-            scale, expert_factor = run_speeds(rows, sim_cfg, b_table, work)
+            scale, expert_factor, combine_factor = run_speeds(rows, sim_cfg, b_table, work)
             if scale is None and host_speed is HostSpeed.RUN:
                 raise CheckError(
                     f"--host-speed run: B = {b} has fewer than {MIN_ALONE_GATES} gates that "
@@ -471,6 +481,8 @@ def _check_loaded(
                 b_table = at_scale(b_table, scale)
             if expert_factor is not None:  # the worker's calls at their own speed in the run
                 b_table = at_expert_factor(b_table, expert_factor)
+            if combine_factor is not None:  # and its combines
+                b_table = at_combine_factor(b_table, combine_factor)
         if host and scale is None and host_speed in (None, HostSpeed.PROBE):
             factor = speed_factor(cfg, profile, int(b))
             if factor is None and host_speed is HostSpeed.PROBE:
@@ -511,6 +523,7 @@ def _check_loaded(
             speed_factor=factor,
             run_speed=scale,
             run_expert_factor=expert_factor,
+            run_combine_factor=combine_factor,
             host_lock=host_lock_used,
             replays=replays,
             state=sim_cfg.machine_state(b_table.host.state if host and b_table.host else None),
@@ -713,6 +726,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 speed_factor=_mean_or_none([r.speed_factor for r in rows]),
                 run_speed=_mean_or_none([r.run_speed for r in rows]),
                 run_expert_factor=_mean_or_none([r.run_expert_factor for r in rows]),
+                run_combine_factor=_mean_or_none([r.run_combine_factor for r in rows]),
                 profiles=len(rows),
                 simulated_range=_range(list(rows)),
                 parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
@@ -792,6 +806,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         speed_factor=_mean_or_none([r.speed_factor for r in rows]),
         run_speed=_mean_or_none([r.run_speed for r in rows]),
         run_expert_factor=_mean_or_none([r.run_expert_factor for r in rows]),
+        run_combine_factor=_mean_or_none([r.run_combine_factor for r in rows]),
         parts_measured=_parts_mean([r.parts_measured for r in rows]),
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
         state=_state_mean([r.state for r in rows]),

@@ -594,7 +594,9 @@ def _simulate_at(
                     completing.append(r)
             for r in completing:  # then the combines, in batch order (§5)
                 t0 = env.now
-                combine_s = host.collect_s + config.combine_latency_s + host.completion_overhead_s
+                combine_s = host.combine_factor * (
+                    host.collect_s + config.combine_latency_s + host.completion_overhead_s
+                )
                 yield from cpu.work(d, combine_s, host.worker_contention(2), whole=worker_holds[d])
                 completion[r] = env.now
                 combine_dur[r] = env.now - t0

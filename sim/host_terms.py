@@ -90,7 +90,10 @@ class HostTerms:
     ``stall_times``: instead, the stalls a measured run met, (start on the run's clock,
     span, factor) each, replayed where they were (``sim.run_stalls``; empty: the drawn ones);
     ``speed_scale``: the host's speed at every duty over the profile's (below 1: a slower
-    machine state than the profile's; ``sim.run_speed`` finds it from a measured run).
+    machine state than the profile's; ``sim.run_speed`` finds it from a measured run);
+    ``combine_factor``: a worker's combine job (collect, combine and their loop overhead)
+    takes this × its profile's wall time at the host's speed (``sim.run_speed`` reads it from
+    a measured run's combines, as the expert calls' factor from its expert calls).
     """
 
     dispatch_s: np.ndarray
@@ -148,6 +151,8 @@ class HostTerms:
     # ones (sim.run_stalls); empty: the drawn ones above, if any
     stall_times: tuple[tuple[float, float, float], ...] = ()
     speed_scale: float = 1.0
+    # the combine job's wall time over the profile's at the host's speed (sim.run_speed)
+    combine_factor: float = 1.0
 
     @property
     def stalls(self) -> bool:
@@ -269,6 +274,10 @@ class HostTerms:
                 raise SimConfigError(f"host model: {name} must be in (0, 1], got {v}")
         if not (0.0 < self.speed_scale < float("inf")):
             raise SimConfigError(f"host model: speed_scale must be > 0, got {self.speed_scale}")
+        if not (0.0 < self.combine_factor < float("inf")):
+            raise SimConfigError(
+                f"host model: combine_factor must be > 0, got {self.combine_factor}"
+            )
         if not self.collect_s >= 0 or (np.asarray(self.dispatch_s)[1:] < 0).any():
             raise SimConfigError("host model: dispatch and collect costs must be >= 0")
         if (

@@ -31,8 +31,9 @@ call's share of the whole job, as if none of the loop lay inside the server's st
 10 of its 25 µs do on this box, and that made the replay's host too slow, hiding a model
 too fast elsewhere (``benchmarks/README.md``, "Fidelity, session 18"). What this takes from
 the run is its host's speed and, the same way from the run's expert calls with no gate
-running, a factor on the expert calls (:func:`run_speeds`); every other cost still comes from
-the profile, and the queueing, the contention and the preemption are the model's.
+running, a factor on the expert calls, and from its combines with no gate running a factor
+on the combine job (:func:`run_speeds`); every other cost still comes from the profile, and
+the queueing, the contention and the preemption are the model's.
 """
 
 from __future__ import annotations
@@ -48,13 +49,15 @@ from sim.engine import simulate
 from sim.output import records_of
 from sim.service import ServiceTable
 from sim.workload import Workload
-from traces.alone_gates import alone_expert_calls_s, alone_gates_s
+from traces.alone_gates import alone_combines_s, alone_expert_calls_s, alone_gates_s
 
 __all__ = [
     "MIN_ALONE_GATES",
     "WARM_WITHIN_S",
+    "at_combine_factor",
     "at_expert_factor",
     "at_scale",
+    "run_combine_factor",
     "run_expert_factor",
     "run_speed_scale",
     "run_speeds",
@@ -155,33 +158,77 @@ def run_expert_factor(
     the run's over block 27's runs, ``benchmarks/README.md``, "Fidelity, session 18"). The
     worker's own alone calls are its measure of its speed, as the alone gates are the
     gate's."""
+    return _worker_factor(rows, sim_cfg, table, work, start, alone_expert_calls_s, at_expert_factor)
+
+
+def _worker_factor(
+    rows: pl.DataFrame,
+    sim_cfg: SimConfig,
+    table: ServiceTable,
+    work: Workload,
+    start: float,
+    read: Callable[[pl.DataFrame], np.ndarray],
+    at: Callable[[ServiceTable, float], ServiceTable],
+) -> float | None:
+    """The factor ``at`` puts on a worker's job at which the replay's steps ``read`` from
+    its records have the run's median (None without host terms or with too few steps)."""
     if table.host is None:
         return None
-    # the replay's call too short (the run's median over its > 1): longer calls
+    # the replay's step too short (the run's median over its > 1): a longer job
     return _search(
-        alone_expert_calls_s(rows),
+        read(rows),
         start,
-        lambda factor: alone_expert_calls_s(
-            records_of(simulate(sim_cfg, at_expert_factor(table, factor), work))
-        ),
+        lambda factor: read(records_of(simulate(sim_cfg, at(table, factor), work))),
         lambda replayed, target: target / replayed,
     )
 
 
+def at_combine_factor(table: ServiceTable, factor: float) -> ServiceTable:
+    """``table`` with the worker's combine job ``factor`` × as long (host terms only)."""
+    if table.host is None:
+        return table
+    return replace(table, host=replace(table.host, combine_factor=factor))
+
+
+def run_combine_factor(
+    rows: pl.DataFrame,
+    sim_cfg: SimConfig,
+    table: ServiceTable,
+    work: Workload,
+    start: float = 1.0,
+) -> float | None:
+    """The factor on the combine job at which the replay of one B's measured ``rows``
+    (``table`` already at the run's speed and expert factor) has the run's median combine
+    with no gate running (:func:`traces.alone_gates.alone_combines_s`); None without host
+    terms or with fewer than :data:`MIN_ALONE_GATES` such combines in the run or the replay;
+    ``start``: the search's first guess.
+
+    Why: the worker's combine is Python on the host, like the gate, yet it ran slower
+    against its profile than the run's alone gates give, and not by the expert calls'
+    factor either (block 34: the server's combine 63-91 µs, the replay's 50-75;
+    ``benchmarks/README.md``, "Fidelity, session 22"). At B = 1 every request waits for its
+    combine, so a short one is a short p50."""
+    return _worker_factor(rows, sim_cfg, table, work, start, alone_combines_s, at_combine_factor)
+
+
 def run_speeds(
     rows: pl.DataFrame, sim_cfg: SimConfig, table: ServiceTable, work: Workload, rounds: int = 2
-) -> tuple[float | None, float | None]:
-    """The run's host speed scale and its expert calls' factor, found together: slower
-    expert calls keep the host busier, and its duty speed then speeds up the gates, so each
-    is searched at the other's last value, ``rounds`` times. (None, None) without enough
-    alone gates; (scale, None) without enough alone expert calls."""
-    scale, factor = None, 1.0
-    for _ in range(rounds):  # each search from the other's last value and its own
-        scale = run_speed_scale(rows, sim_cfg, at_expert_factor(table, factor), work, scale or 1.0)
+) -> tuple[float | None, float | None, float | None]:
+    """The run's host speed scale, its expert calls' factor and its combine's factor, found
+    together: slower expert calls or combines keep the host busier, and its duty speed then
+    speeds up the gates, so each is searched at the others' last values, ``rounds`` times.
+    (None, None, None) without enough alone gates; None for a factor without enough alone
+    expert calls or combines (that factor then stays 1 in the others' searches)."""
+    scale: float | None = None
+    expert: float | None = None
+    combine: float | None = None
+    for _ in range(rounds):  # each search from the others' last values and its own
+        at = at_combine_factor(at_expert_factor(table, expert or 1.0), combine or 1.0)
+        scale = run_speed_scale(rows, sim_cfg, at, work, scale or 1.0)
         if scale is None:
-            return None, None
-        found = run_expert_factor(rows, sim_cfg, at_scale(table, scale), work, factor)
-        if found is None:
-            return scale, None
-        factor = found
-    return scale, factor
+            return None, None, None
+        at = at_combine_factor(at_scale(table, scale), combine or 1.0)
+        expert = run_expert_factor(rows, sim_cfg, at, work, expert or 1.0)
+        at = at_expert_factor(at_scale(table, scale), expert or 1.0)
+        combine = run_combine_factor(rows, sim_cfg, at, work, combine or 1.0)
+    return scale, expert, combine

@@ -16,7 +16,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-__all__ = ["alone_expert_calls_s", "alone_gates", "alone_gates_s", "gate_company"]
+__all__ = [
+    "alone_combines_s",
+    "alone_expert_calls_s",
+    "alone_gates",
+    "alone_gates_s",
+    "gate_company",
+]
 
 
 def alone_gates_s(rows: pl.DataFrame, warm_within_s: float | None = None) -> np.ndarray:
@@ -122,12 +128,6 @@ def alone_expert_calls_s(rows: pl.DataFrame) -> np.ndarray:
     (``sim.run_speed.run_expert_factor``). A gate in company would add its contention."""
     if rows.height == 0:
         return np.zeros(0)
-    gates = (
-        rows.group_by("request")
-        .agg(pl.col("gate_start_s").first(), pl.col("gate_done_s").first())
-        .drop_nulls()
-        .sort("gate_start_s")
-    )
     batches = (
         rows.filter(~pl.col("warmup"))
         .select("batch", "batch_start_s", "batch_end_s")
@@ -136,6 +136,31 @@ def alone_expert_calls_s(rows: pl.DataFrame) -> np.ndarray:
         .sort("batch_start_s")
     )
     start, end = (batches[c].to_numpy().astype(float) for c in ("batch_start_s", "batch_end_s"))
+    return _without_gates(rows, start, end)
+
+
+def alone_combines_s(rows: pl.DataFrame) -> np.ndarray:
+    """Wall times (combine start to completion) of the counted requests' combines that ran
+    with no gate running anywhere, in request order, for the rows of one B: the worker's
+    measure of its speed on its own Python work (collect, combine, the loop around them),
+    read the same way from a measured run and its replay
+    (``sim.run_speed.run_combine_factor``).
+
+    Why apart from the expert calls: on this box the run's combines ran slower against
+    their profile than its alone gates did, and not by the expert calls' factor
+    (``benchmarks/README.md``, "Fidelity, session 22")."""
+    if rows.height == 0:
+        return np.zeros(0)
+    reqs = _per_request(rows, "combine_start_s", "complete_s", "warmup")
+    reqs = reqs.filter(~pl.col("warmup")).drop_nulls(["combine_start_s", "complete_s"])
+    start, end = (reqs[c].to_numpy().astype(float) for c in ("combine_start_s", "complete_s"))
+    return _without_gates(rows, start, end)
+
+
+def _without_gates(rows: pl.DataFrame, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """``end - start`` of the finite intervals [start, end] during which no gate of
+    ``rows`` (warm-up included) ran."""
+    gates = _per_request(rows, "gate_start_s", "gate_done_s").drop_nulls().sort("gate_start_s")
     g_start, g_done = (gates[c].to_numpy().astype(float) for c in ("gate_start_s", "gate_done_s"))
     overlaps = np.zeros(len(start), dtype=bool)
     if len(g_start):

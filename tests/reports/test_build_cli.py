@@ -193,6 +193,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
                 **x,
                 "run_speed": 0.9,
                 "run_expert_factor": (1.1, 1.3)[i % 2],
+                "run_combine_factor": (1.2, 1.25)[i % 2],
                 "worker_join": True,
                 "stalls": True,
                 "run_stalls_hz": None,
@@ -206,6 +207,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
             "neither": lambda _i, x: {
                 **x,
                 "run_expert_factor": None,
+                "run_combine_factor": None,
                 "worker_join": False,
                 "stalls": False,
                 "run_stalls_hz": None,
@@ -213,11 +215,19 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
             "older": lambda _i, x: {
                 k: v
                 for k, v in x.items()
-                if k not in ("run_expert_factor", "worker_join", "stalls", "run_stalls_hz")
+                if k
+                not in (
+                    "run_expert_factor",
+                    "run_combine_factor",
+                    "worker_join",
+                    "stalls",
+                    "run_stalls_hz",
+                )
             },
             "malformed": lambda _i, x: {
                 **x,
                 "run_expert_factor": "x",
+                "run_combine_factor": "x",
                 "worker_join": "yes",
                 "stalls": "yes",
                 "run_stalls_hz": "often",
@@ -225,6 +235,9 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
         },
     )
     assert "calls with no gate running: ×1.10–×1.30 the profile's" in texts["both"]
+    assert "combines with no gate running: ×1.20–×1.25 the profile's" in " ".join(
+        texts["both"].split()
+    )
     assert "run during the next gate" in texts["both"]
     assert "ran the machine's stalls" in texts["both"]
     assert "in each run's own gates and found none" in " ".join(texts["calm_run"].split())

@@ -19,15 +19,17 @@ from sim.host_terms import HostTerms
 from sim.output import records_of
 from sim.run_speed import (
     WARM_WITHIN_S,
+    at_combine_factor,
     at_expert_factor,
     at_scale,
+    run_combine_factor,
     run_expert_factor,
     run_speed_scale,
     run_speeds,
 )
 from sim.service import ServiceTable
 from sim.workload import Workload, make_workload
-from traces.alone_gates import alone_expert_calls_s, alone_gates_s
+from traces.alone_gates import alone_combines_s, alone_expert_calls_s, alone_gates_s
 from traces.profile import profile_from_frame
 
 from .test_host import host_model_run, host_profile_frame
@@ -112,13 +114,45 @@ def test_a_run_with_slower_expert_calls_gives_their_factor_back(truth: float) ->
     run = records_of(simulate(cfg, at_expert_factor(at_scale(table, 0.9), truth), work))
     assert len(alone_expert_calls_s(run)) >= 100
     # searched together: slower calls keep the host busier, which speeds its gates up
-    scale, factor = run_speeds(run, cfg, table, work)
+    scale, factor, combine = run_speeds(run, cfg, table, work)
     assert scale == pytest.approx(0.9, rel=0.03)
     assert factor == pytest.approx(truth, rel=0.03)
+    assert combine == pytest.approx(1.0, rel=0.03)  # the combines ran at the host's speed
     assert run_expert_factor(run, cfg, replace(table, host=None), work) is None
     few_cfg, few_work = _b1(n=215)  # 15 counted requests: 30 expert calls
     few = records_of(simulate(few_cfg, table, few_work))
     assert run_expert_factor(few, few_cfg, table, few_work) is None
+
+
+@pytest.mark.parametrize(("expert", "combine"), [(1.0, 1.5), (1.4, 1.25), (1.2, 0.8)])
+def test_a_run_with_slower_combines_gives_every_factor_back(expert: float, combine: float) -> None:
+    """The host model's own run at scale 0.9, its expert calls ``expert`` × and its combine
+    job ``combine`` × their tables': the three, searched together, come back to the search's
+    tolerance; the combine's factor alone, from the run at the true speed and expert factor,
+    too. Without host terms, or with too few combines with no gate running, none."""
+    cfg, work = _b1()
+    table = _table()
+    truth = at_combine_factor(at_expert_factor(at_scale(table, 0.9), expert), combine)
+    run = records_of(simulate(cfg, truth, work))
+    assert len(alone_combines_s(run)) >= 100
+    scale, factor, found = run_speeds(run, cfg, table, work)
+    assert scale == pytest.approx(0.9, rel=0.03)
+    assert factor == pytest.approx(expert, rel=0.03)
+    assert found == pytest.approx(combine, rel=0.03)
+    at_truth = at_expert_factor(at_scale(table, 0.9), expert)
+    assert run_combine_factor(run, cfg, at_truth, work) == pytest.approx(combine, rel=0.02)
+    # a longer combine is what the replay runs: its alone combines' median moves with it
+    assert np.median(alone_combines_s(run)) > np.median(
+        alone_combines_s(records_of(simulate(cfg, at_combine_factor(truth, 0.5), work)))
+    )
+    assert run_combine_factor(run, cfg, replace(table, host=None), work) is None
+    assert at_combine_factor(replace(table, host=None), 2.0).host is None
+    few_cfg, few_work = _b1(n=230)  # 30 counted requests: 30 combines
+    few = records_of(simulate(few_cfg, table, few_work))
+    assert run_combine_factor(few, few_cfg, table, few_work) is None
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(SimConfigError, match="combine_factor"):
+            HostTerms(np.zeros(2), combine_factor=bad)
 
 
 def test_too_few_alone_gates_give_no_scale() -> None:
@@ -152,15 +186,19 @@ def test_check_takes_the_runs_own_speed_by_default(tmp_path: Path, host_profile_
     # its expert calls ran at the host's speed too: no factor of their own beyond the search's
     assert all(r.run_expert_factor == pytest.approx(1.0, rel=0.03) for r in rows)
     assert all(r.to_json()["run_expert_factor"] == r.run_expert_factor for r in rows)
+    assert all(r.run_combine_factor == pytest.approx(1.0, rel=0.03) for r in rows)
+    assert all(r.to_json()["run_combine_factor"] == r.run_combine_factor for r in rows)
     plain = check_run(
         slow, host_profile_path, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROFILE
     )
     assert all(r.run_speed is None and r.run_expert_factor is None for r in plain)
+    assert all(r.run_combine_factor is None for r in plain)
     assert plain[0].error_pct["p50"] < -15 and not plain[0].within
     same = host_model_run(tmp_path / "same.parquet", _table(), rate_rps=800.0)
     rows = check_run(same, host_profile_path, service=ServiceModel.MEDIAN)
     assert [r.run_speed for r in rows] == [1.0] * 3
     assert [r.run_expert_factor for r in rows] == [1.0] * 3
+    assert [r.run_combine_factor for r in rows] == [1.0] * 3
     assert all(abs(e) < 1e-9 for r in rows for e in r.error_pct.values())
 
 

@@ -7,7 +7,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from traces.alone_gates import alone_expert_calls_s, alone_gates_s, gate_company
+from traces.alone_gates import (
+    alone_combines_s,
+    alone_expert_calls_s,
+    alone_gates_s,
+    gate_company,
+)
 
 MS = 1e-3
 
@@ -61,6 +66,11 @@ def test_a_timeline_by_hand() -> None:
     assert alone_expert_calls_s(rows) == pytest.approx([1.1 * MS, 0.2 * MS, 0.1 * MS])
     assert alone_expert_calls_s(shuffled) == pytest.approx([1.1 * MS, 0.2 * MS, 0.1 * MS])
     assert alone_expert_calls_s(rows.head(0)).size == 0
+    # the combines with no gate running, in request order: 0 is warm-up; 1's (5.0-5.5)
+    # overlaps 2's gate (4.5-5.2); the others ran with no gate
+    assert alone_combines_s(rows) == pytest.approx([0.5 * MS, 0.5 * MS, 0.2 * MS, 0.1 * MS])
+    assert alone_combines_s(shuffled) == pytest.approx([0.5 * MS, 0.5 * MS, 0.2 * MS, 0.1 * MS])
+    assert alone_combines_s(rows.head(0)).size == 0
     # every gate's company (warm-up too): 2's gate (4.5-5.2) has batch 1 to 5.0, then 1's
     # combine; 3's (5.2-5.9) batch 2 throughout; the others ran alone
     starts, walls, shares = gate_company(shuffled)
@@ -117,6 +127,12 @@ def test_random_records_against_the_definition(seed: int) -> None:
         expected = _brute(req, busy, warm)
         assert alone_gates_s(rows, warm) == pytest.approx(expected), warm
     assert len(_brute(req, busy, None)) > 3  # the draw has some of each
+    gates = [(r[1], r[2]) for r in req]  # warm-up's too
+    calls = sorted((s, e) for b, (s, e) in batches.items() if not req[items[b][0]][5])
+    assert alone_expert_calls_s(rows) == pytest.approx(_without_gates(calls, gates))
+    combines = [(r[3], r[4]) for r in req if not r[5]]
+    assert alone_combines_s(rows) == pytest.approx(_without_gates(combines, gates))
+    assert 0 < len(_without_gates(combines, gates)) < len(combines)  # some of each
     _, _, shares = gate_company(rows)
     expected_share = [_busy_share(busy, r[1], r[2]) for r in req]
     assert shares == pytest.approx(expected_share)
@@ -133,3 +149,10 @@ def _busy_share(busy: list[tuple[float, float]], start: float, done: float) -> f
             covered += e - max(s, reach)
             reach = e
     return covered / (done - start)
+
+
+def _without_gates(
+    intervals: list[tuple[float, float]], gates: list[tuple[float, float]]
+) -> list[float]:
+    """The lengths of the ``intervals`` no gate overlaps, one pair at a time."""
+    return [e - s for s, e in intervals if not any(gs < e and gd > s for gs, gd in gates)]
