@@ -53,6 +53,7 @@ def _host() -> HostTerms:
         busy_handoff_duty=(0.2, 0.8),
         busy_handoff_s=((2e-5, 6e-5, 3e-4), (1e-5, 3e-5, 1e-4)),
         speed_scale=0.9,
+        combine_factor=1.2,
     )
 
 
@@ -74,7 +75,7 @@ def test_scale_costs_scales_every_duration_and_keeps_the_ratios() -> None:
     h, h2 = table.host, table2.host
     assert h is not None and h2 is not None
     ratios = {"gate_rate", "worker_rate", "duty", "duty_speed", "handoff_idle_s", "wake_idle_s"}
-    ratios |= {"speed_scale", "gate_cold_idle_s", "busy_handoff_duty"}  # not costs
+    ratios |= {"speed_scale", "combine_factor", "gate_cold_idle_s", "busy_handoff_duty"}
     for f in fields(HostTerms):
         a, b = getattr(h, f.name), getattr(h2, f.name)
         if f.name == "state":  # a factor on wall times, not a cost: kept as it is
