@@ -28,6 +28,18 @@ stalls planted where it knew them (``tests/sim/test_run_stalls.py``):
   model runs gave back each planted stall of 12 ms as one of 11-12.5 ms at B = 1, 4 and
   16, and none in runs without (two others between: a piece of 44 ms).
 
+Where the stall began or ended is then taken from both threads: a stall can take the
+worker's CPU before the gate's (one vCPU of two away), and in block 30 a stall's first 5 ms
+slowed the worker (an expert call and combine of 3.1 ms) while the gates between ran at
+1.1-2.4 times their median, so the gates alone found it 5 ms late. Each episode grows over
+every slow step, a gate over the threshold against its own company's median (against
+every gate's, at B = 1 and 1500 req/s, the contended gates before a planted stall pulled its
+start 14 ms early) or a device worker's expert call or combine over the threshold against
+its kind's median
+(:func:`traces.alone_gates.worker_steps`), that overlaps it or lies within
+:data:`RUN_STALL_GROW_S` of it, until none does (:meth:`traces.stalls.StallEpisodes.grown`);
+growth never makes an episode, only moves the ends of one the gates found.
+
 Each episode is replayed at its start on the run's clock (the replay runs the run's own
 arrivals on it), for its span, with its factor on every step and hand-off
 (``HostTerms.stall_times``). A run with none replays none. What this takes from the run is
@@ -45,7 +57,7 @@ import numpy as np
 import polars as pl
 
 from sim.service import ServiceTable
-from traces.alone_gates import gate_company
+from traces.alone_gates import gate_company, worker_steps
 from traces.stalls import (
     STALL_MIN_RUN,
     STALL_THRESHOLD,
@@ -54,13 +66,22 @@ from traces.stalls import (
     find_stalls,
 )
 
-__all__ = ["COMPANY_EDGES", "MIN_STALL_GATES", "RUN_STALL_BRIDGE", "run_stalls", "with_stalls"]
+__all__ = [
+    "COMPANY_EDGES",
+    "MIN_STALL_GATES",
+    "RUN_STALL_BRIDGE",
+    "RUN_STALL_GROW_S",
+    "run_stalls",
+    "with_stalls",
+]
 
 MIN_STALL_GATES = 100  # fewer timed gates in a B: its stalls are not read
 # a gate's company by the share of its wall time a device worker was at work: none, up to
 # half, more; each gate compared with the median of its own kind in its block
 COMPANY_EDGES = (0.0, 0.5)
 RUN_STALL_BRIDGE = 1  # slow gates with at most this many others between them: one episode
+# an episode grows over slow gates and worker steps within this long of it (module docstring)
+RUN_STALL_GROW_S = 1e-3
 
 
 def run_stalls(rows: pl.DataFrame) -> StallEpisodes | None:
@@ -81,7 +102,16 @@ def run_stalls(rows: pl.DataFrame) -> StallEpisodes | None:
         alone = inside & (company == 0)
         if alone.any():  # the gates alone in it: the stall's factor and nothing else
             factors[i] = float(np.median(own[alone]))
-    return replace(found, factors=np.maximum(factors, 1.0)).only(keep)
+    kept = replace(found, factors=np.maximum(factors, 1.0)).only(keep)
+    spans, ratios = worker_steps(rows)
+    gate_spans = np.column_stack([starts, starts + walls])
+    slow = np.concatenate(
+        [
+            gate_spans[own > STALL_THRESHOLD],
+            spans[ratios > STALL_THRESHOLD],
+        ]
+    )
+    return kept.grown(slow, RUN_STALL_GROW_S)
 
 
 def with_stalls(table: ServiceTable, episodes: StallEpisodes) -> ServiceTable:

@@ -22,6 +22,7 @@ __all__ = [
     "alone_gates",
     "alone_gates_s",
     "gate_company",
+    "worker_steps",
 ]
 
 
@@ -169,3 +170,36 @@ def _without_gates(rows: pl.DataFrame, start: np.ndarray, end: np.ndarray) -> np
         overlaps = (before >= 0) & (latest_done[np.maximum(before, 0)] > start)
     keep = ~overlaps & np.isfinite(start) & np.isfinite(end)
     return (end - start)[keep]
+
+
+def worker_steps(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """((start, end) rows, ratios) of every expert call (a batch's start to end) and every
+    combine (combine start to completion) of one B's rows, warm-up included: each one's
+    wall time over the median of its kind's (expert calls of its batch size; combines).
+    The device worker's record of its own speed, beside the gates' (:func:`gate_company`),
+    for where a stall the gates show began and ended (``sim.run_stalls``)."""
+    if rows.height == 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    calls = (
+        rows.select("batch", "batch_size", "batch_start_s", "batch_end_s")
+        .unique("batch")
+        .drop_nulls()
+        .with_columns((pl.col("batch_end_s") - pl.col("batch_start_s")).alias("wall"))
+        .filter(pl.col("wall") > 0)
+        .with_columns((pl.col("wall") / pl.col("wall").median().over("batch_size")).alias("ratio"))
+    )
+    combines = (
+        _per_request(rows, "combine_start_s", "complete_s")
+        .drop_nulls()
+        .with_columns((pl.col("complete_s") - pl.col("combine_start_s")).alias("wall"))
+        .filter(pl.col("wall") > 0)
+        .with_columns((pl.col("wall") / pl.col("wall").median()).alias("ratio"))
+    )
+    spans = np.concatenate(
+        [
+            calls.select("batch_start_s", "batch_end_s").to_numpy().reshape(-1, 2),
+            combines.select("combine_start_s", "complete_s").to_numpy().reshape(-1, 2),
+        ]
+    ).astype(float)
+    ratios = np.concatenate([calls["ratio"].to_numpy(), combines["ratio"].to_numpy()])
+    return spans, ratios.astype(float)

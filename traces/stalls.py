@@ -57,6 +57,39 @@ class StallEpisodes:
             factors=self.factors[keep],
         )
 
+    def grown(self, steps: np.ndarray, gap_s: float) -> StallEpisodes:
+        """These episodes, each grown over every step (``steps``: (start, end) rows) that
+        overlaps it or lies within ``gap_s`` of it, again until none does; episodes that
+        then overlap are one, at their factors' span-weighted mean. Why: a stall read from
+        one thread's calls begins and ends where that thread's calls were slow, and the
+        other thread's slow steps around it show where the stall really began or ended."""
+        steps = np.asarray(steps, dtype=float).reshape(-1, 2)
+        if not gap_s >= 0:
+            raise ValueError(f"stalls: the gap to grow over must be >= 0, got {gap_s}")
+        spans = []
+        for t, span, f in zip(self.starts_s, self.spans_s, self.factors, strict=True):
+            lo, hi = float(t), float(t + span)
+            while True:
+                near = (steps[:, 0] <= hi + gap_s) & (steps[:, 1] >= lo - gap_s)
+                new_lo = min(lo, float(steps[near, 0].min(initial=lo)))
+                new_hi = max(hi, float(steps[near, 1].max(initial=hi)))
+                if (new_lo, new_hi) == (lo, hi):
+                    break
+                lo, hi = new_lo, new_hi
+            spans.append([lo, hi, float(f)])
+        merged: list[list[float]] = []
+        for lo, hi, f in sorted(spans):
+            if merged and lo <= merged[-1][1]:
+                last = merged[-1]
+                before, after = last[1] - last[0], hi - lo
+                total = before + after
+                last[2] = (last[2] * before + f * after) / total if total > 0 else max(last[2], f)
+                last[1] = max(last[1], hi)
+            else:
+                merged.append([lo, hi, f])
+        got = np.array(merged, dtype=float).reshape(-1, 3)
+        return replace(self, starts_s=got[:, 0], spans_s=got[:, 1] - got[:, 0], factors=got[:, 2])
+
     @property
     def rate_hz(self) -> float:
         """Episodes per second watched."""

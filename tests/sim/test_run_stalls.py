@@ -26,11 +26,17 @@ from .test_host_preempt import host_timeline
 runner = CliRunner()
 
 
-def _gate_rows(n: int, planted: dict[int, tuple[int, float]], seed: int = 0) -> pl.DataFrame:
+def _gate_rows(
+    n: int,
+    planted: dict[int, tuple[int, float]],
+    seed: int = 0,
+    worker: dict[int, float] | None = None,
+) -> pl.DataFrame:
     """Records of ``n`` requests, two slots each (the gate's times repeat per slot, each
     slot its own batch of one), a gate of about 200 µs every 2-3 ms, its expert calls of
     about 100 µs after it, then its combine of 20 µs; ``planted``: first request ->
-    (gates, factor) slowed, with their expert calls."""
+    (gates, factor) slowed, with their expert calls; ``worker``: request -> a factor on its
+    expert calls alone (its gate at its usual speed)."""
     rng = np.random.default_rng(seed)
     starts = 0.01 + np.cumsum(rng.uniform(2e-3, 3e-3, n))
     walls = 2e-4 * np.exp(0.15 * rng.standard_normal(n))
@@ -38,6 +44,8 @@ def _gate_rows(n: int, planted: dict[int, tuple[int, float]], seed: int = 0) -> 
     for first, (count, factor) in planted.items():
         walls[first : first + count] = 2e-4 * factor
         calls[first : first + count] = 1e-4 * factor
+    for r, factor in (worker or {}).items():
+        calls[r] = 1e-4 * factor
     slots = []
     for s in (0, 1):
         call_start = starts + walls + s * calls
@@ -66,15 +74,36 @@ def test_the_stalls_a_run_met_are_read_from_its_gates() -> None:
     got = run_stalls(rows)
     assert got is not None and len(got.starts_s) == 2
     gates = rows.filter(pl.col("slot") == 0).sort("request")
-    start, done = gates["gate_start_s"].to_numpy(), gates["gate_done_s"].to_numpy()
+    start = gates["gate_start_s"].to_numpy()
+    last_call = rows.filter(pl.col("slot") == 1).sort("request")["batch_end_s"].to_numpy()
     for i, (first, (count, factor)) in enumerate(planted.items()):
         last = first + count - 1
         assert got.starts_s[i] == pytest.approx(start[first])  # on the run's own clock
-        assert got.spans_s[i] == pytest.approx(done[last] - start[first])
+        # to the end of the last slow step: the last slow gate's second expert call
+        assert got.spans_s[i] == pytest.approx(last_call[last] - start[first])
         assert got.factors[i] == pytest.approx(factor, rel=0.05)
-    assert got.rate_hz == pytest.approx(2 / (done[-1] - start[0]))
+    assert got.rate_hz == pytest.approx(2 / (gates["gate_done_s"][-1] - start[0]))
     assert run_stalls(rows.filter(pl.col("request") < MIN_STALL_GATES - 1)) is None
     assert run_stalls(rows.clear()) is None
+
+
+def test_a_stall_begins_where_the_workers_steps_slowed_before_its_gates() -> None:
+    """Requests 298 and 299's expert calls ran 10 times slower with their gates at their
+    usual speed (one thread's CPU away), then three gates from 300 on ran 3 times slower:
+    the episode the gates show begins at 298's first expert call, each slow call within
+    RUN_STALL_GROW_S of the next. A lone slow worker far from any is no stall, and the
+    planted stall alone is read as before."""
+    planted = {300: (3, 3.0)}
+    rows = _gate_rows(2000, planted, worker={298: 10.0, 299: 10.0, 1000: 10.0})
+    got = run_stalls(rows)
+    assert got is not None and len(got.starts_s) == 1
+    calls = rows.filter(pl.col("slot") == 0).sort("request")["batch_start_s"].to_numpy()
+    last_call = rows.filter(pl.col("slot") == 1).sort("request")["batch_end_s"].to_numpy()
+    assert got.starts_s[0] == pytest.approx(calls[298])
+    assert got.starts_s[0] + got.spans_s[0] == pytest.approx(last_call[302])
+    assert got.factors[0] == pytest.approx(3.0, rel=0.05)  # the gates' factor still
+    plain = run_stalls(_gate_rows(2000, planted))
+    assert plain is not None and got.starts_s[0] < plain.starts_s[0] - 4e-3
 
 
 def test_a_calm_run_replays_no_stalls_in_place_of_the_profiles() -> None:

@@ -12,6 +12,7 @@ from traces.alone_gates import (
     alone_expert_calls_s,
     alone_gates_s,
     gate_company,
+    worker_steps,
 )
 
 MS = 1e-3
@@ -31,7 +32,7 @@ def _rows(
         rec = dict(zip(cols, requests[r][:5], strict=True))
         start, end = batches[b]
         out.append(
-            {"request": r, **rec, "warmup": requests[r][5], "batch": b}
+            {"request": r, **rec, "warmup": requests[r][5], "batch": b, "batch_size": 1}
             | {"batch_start_s": start, "batch_end_s": end}
         )
     return pl.DataFrame(out)
@@ -71,6 +72,14 @@ def test_a_timeline_by_hand() -> None:
     assert alone_combines_s(rows) == pytest.approx([0.5 * MS, 0.5 * MS, 0.2 * MS, 0.1 * MS])
     assert alone_combines_s(shuffled) == pytest.approx([0.5 * MS, 0.5 * MS, 0.2 * MS, 0.1 * MS])
     assert alone_combines_s(rows.head(0)).size == 0
+    # every expert call and combine, warm-up too, over its kind's median (0.9 and 0.5 ms)
+    spans, ratios = worker_steps(shuffled)
+    order = np.lexsort((spans[:, 1], spans[:, 0]))
+    calls = [(b[0] * MS, b[1] * MS, (b[1] - b[0]) / 0.9) for b in batches.values()]
+    combines = [(r[3] * MS, r[4] * MS, (r[4] - r[3]) / 0.5) for r in requests]
+    want = sorted(calls + combines)
+    assert np.column_stack([spans, ratios])[order] == pytest.approx(np.array(want))
+    assert worker_steps(rows.head(0))[0].shape == (0, 2)
     # every gate's company (warm-up too): 2's gate (4.5-5.2) has batch 1 to 5.0, then 1's
     # combine; 3's (5.2-5.9) batch 2 throughout; the others ran alone
     starts, walls, shares = gate_company(shuffled)
@@ -133,6 +142,13 @@ def test_random_records_against_the_definition(seed: int) -> None:
     combines = [(r[3], r[4]) for r in req if not r[5]]
     assert alone_combines_s(rows) == pytest.approx(_without_gates(combines, gates))
     assert 0 < len(_without_gates(combines, gates)) < len(combines)  # some of each
+    spans, ratios = worker_steps(rows)
+    call_walls = [e - s for s, e in batches.values()]
+    comb_walls = [r[4] - r[3] for r in req]
+    want = [(s, e, (e - s) / np.median(call_walls)) for s, e in batches.values()]
+    want += [(r[3], r[4], (r[4] - r[3]) / np.median(comb_walls)) for r in req]
+    order = np.lexsort((spans[:, 1], spans[:, 0]))
+    assert np.column_stack([spans, ratios])[order] == pytest.approx(np.array(sorted(want)))
     _, _, shares = gate_company(rows)
     expected_share = [_busy_share(busy, r[1], r[2]) for r in req]
     assert shares == pytest.approx(expected_share)

@@ -96,6 +96,62 @@ def test_each_call_is_compared_with_its_own_company() -> None:
         find_stalls(starts, walls, classes=company[:-1])
 
 
+def _episodes(*eps: tuple[float, float, float]) -> StallEpisodes:
+    got = np.array(eps, dtype=float).reshape(-1, 3)
+    return StallEpisodes(got[:, 0], got[:, 1], got[:, 2], 10.0, 100, 1e-3)
+
+
+def test_episodes_grow_over_nearby_steps_and_merge() -> None:
+    """(start, span, factor) episodes grown over (start, end) steps within 0.1 s, by hand:
+    a chain of steps pulls the first back to 0.45; a far step moves nothing; a step between
+    the two makes them meet, one episode at the span-weighted factor."""
+    eps = _episodes((1.0, 0.5, 3.0), (3.0, 0.2, 2.0))
+    steps = np.array([[0.7, 0.95], [0.45, 0.65], [2.0, 2.1], [5.0, 5.5]])
+    got = eps.grown(steps, 0.1)
+    assert got.starts_s.tolist() == pytest.approx([0.45, 3.0])
+    assert got.spans_s.tolist() == pytest.approx([1.05, 0.2])
+    assert got.factors.tolist() == [3.0, 2.0]
+    assert (got.watched_s, got.calls, got.median_s) == (10.0, 100, 1e-3)
+    joined = eps.grown(np.vstack([steps, [[1.55, 2.0], [2.15, 2.95]]]), 0.1)
+    assert joined.starts_s.tolist() == pytest.approx([0.45])
+    assert joined.spans_s.tolist() == pytest.approx([3.2 - 0.45])
+    # the first grew to [0.45, 2.95], the second back over the same chain to [1.55, 3.2]:
+    # overlapping, one episode
+    assert joined.factors[0] == pytest.approx((3.0 * 2.5 + 2.0 * 1.65) / 4.15)
+    alone = eps.grown(np.zeros((0, 2)), 0.1)
+    for name in ("starts_s", "spans_s", "factors"):
+        np.testing.assert_allclose(getattr(alone, name), getattr(eps, name))
+    assert len(_episodes().grown(steps, 0.1).starts_s) == 0  # growth makes no episode
+    with pytest.raises(ValueError, match="gap"):
+        eps.grown(steps, -1.0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_grown_episodes_are_the_least_closed_cover(seed: int) -> None:
+    """Random episodes and steps: every episode lies in one grown episode; no step within
+    the gap of a grown episode reaches out of it (nothing more to grow over); the grown
+    episodes are disjoint; and each end is an episode's or a step's own end (no more than
+    the steps give)."""
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.uniform(0, 10, 6))
+    eps = _episodes(*[(t, rng.uniform(0.05, 0.3), rng.uniform(2, 5)) for t in starts])
+    a = rng.uniform(0, 10, 80)
+    steps = np.column_stack([a, a + rng.exponential(0.1, 80)])
+    gap = 0.05
+    got = eps.grown(steps, gap)
+    lo, hi = got.starts_s, got.starts_s + got.spans_s
+    assert (np.diff(lo) > 0).all() and (lo[1:] > hi[:-1]).all()
+    for t, span in zip(eps.starts_s, eps.spans_s, strict=True):
+        assert ((lo <= t + 1e-12) & (hi >= t + span - 1e-12)).sum() == 1
+    for s, e in steps:
+        near = (s <= hi + gap) & (e >= lo - gap)
+        assert ((lo[near] <= s + 1e-12) & (hi[near] >= e - 1e-12)).all()
+    ends = np.concatenate([eps.starts_s, eps.starts_s + eps.spans_s, steps.ravel()])
+    for x in np.concatenate([lo, hi]):
+        assert np.isclose(ends, x).any()
+    assert np.all((got.factors >= 2) & (got.factors <= 5))
+
+
 def test_bad_series_are_refused() -> None:
     for starts, walls in (([], []), ([0.0, 1.0], [1e-4]), ([0.0], [0.0]), ([0.0], [-1e-4])):
         with pytest.raises(ValueError, match="stalls"):
