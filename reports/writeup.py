@@ -278,60 +278,54 @@ def _probed_state(check: pl.DataFrame) -> str:
     """Say where the host model took each run's host speed from: the run's own alone gates,
     the speed probes, or (nothing said) the profile; and its machine state, where from the
     run's alone gates."""
-    out = ""
+    said: list[str] = []  # each sentence without its subject, added below
     scales = _range_of(check, "run_speed")
     if scales is not None:
-        out += (
-            " The shared-host model took the host's speed during each run from the run's own "
+        said.append(
+            "took the host's speed during each run from the run's own "
             f"gates that ran alone: {_span(*scales)} the profile's "
             "(`docs/system-model.md` §8)."
         )
     experts = _range_of(check, "run_expert_factor")
     if experts is not None:
-        where = " It" if out else " The shared-host model"
-        out += (
-            f"{where} took the expert calls' time from the run's calls with no gate running: "
+        said.append(
+            f"took the expert calls' time from the run's calls with no gate running: "
             f"{_span(*experts)} the profile's."
         )
     combines = _range_of(check, "run_combine_factor")
     if combines is not None:
-        where = " It" if out else " The shared-host model"
-        out += (
-            f"{where} took the worker's combine time from the run's combines with no gate "
+        said.append(
+            f"took the worker's combine time from the run's combines with no gate "
             f"running: {_span(*combines)} the profile's."
         )
     if "worker_join" in check.columns and check["worker_join"].fill_null(False).any():
-        where = " It" if out else " The shared-host model"
-        out += (
-            f"{where} let a worker woken while the gate went on run during the next gate, "
+        said.append(
+            "let a worker woken while the gate went on run during the next gate, "
             "as often as the profile measured."
         )
     met = _range_of(check, "run_stalls_hz")
     if met is not None and met[1] > 0:
-        where = " It" if out else " The shared-host model"
-        out += (
-            f"{where} replayed the machine's stalls (a few ms in which every step runs "
+        said.append(
+            f"replayed the machine's stalls (a few ms in which every step runs "
             "several times slower) that each run's own gates showed, where they were: "
             f"{met[0]:.2f}–{met[1]:.2f} per second."
         )
     elif met is not None:
-        where = " It" if out else " The shared-host model"
-        out += (
-            f"{where} looked for the machine's stalls (a few ms in which every step runs "
+        said.append(
+            "looked for the machine's stalls (a few ms in which every step runs "
             "several times slower) in each run's own gates and found none."
         )
     elif "stalls" in check.columns and check["stalls"].fill_null(False).any():
-        where = " It" if out else " The shared-host model"
-        out += (
-            f"{where} ran the machine's stalls (a few ms in which every step runs several "
+        said.append(
+            "ran the machine's stalls (a few ms in which every step runs several "
             "times slower) as often and as long as the profile found them."
         )
     if "state_from_run" in check.columns and check["state_from_run"].fill_null(False).any():
-        where = " It" if out else " The shared-host model"
-        out += (
-            f"{where} read how the host's speed moved within each run (the machine's state: "
+        said.append(
+            "read how the host's speed moved within each run (the machine's state: "
             "its slow and fast spells) from the same gates where a run had enough of them."
         )
+    out = "".join(f" {'It' if i else 'The shared-host model'} {s}" for i, s in enumerate(said))
     factors = _range_of(check, "speed_factor")
     if factors is not None:
         lo, hi = factors
