@@ -74,11 +74,17 @@ def _per_request(rows: pl.DataFrame, *columns: str) -> pl.DataFrame:
     return rows.group_by("request").agg(pl.col(c).first() for c in columns).sort("request")
 
 
+def _per_batch(rows: pl.DataFrame, *columns: str) -> pl.DataFrame:
+    """One row per batch with ``columns`` (a batch's times repeat on each of its rows),
+    batches with a missing value left out, in no set order."""
+    return rows.select("batch", *columns).unique("batch").drop_nulls()
+
+
 def _busy_intervals(rows: pl.DataFrame, reqs: pl.DataFrame) -> np.ndarray:
     """(start, end) of every batch's expert call and every request's combine (``reqs``:
     one row per request with ``combine_start_s`` and ``complete_s``), by start: when a
     device worker was at work."""
-    batches = rows.select("batch", "batch_start_s", "batch_end_s").unique("batch").drop_nulls()
+    batches = _per_batch(rows, "batch_start_s", "batch_end_s")
     busy = np.concatenate(
         [
             batches.select("batch_start_s", "batch_end_s").to_numpy().reshape(-1, 2),
@@ -129,12 +135,8 @@ def alone_expert_calls_s(rows: pl.DataFrame) -> np.ndarray:
     (``sim.run_speed.run_expert_factor``). A gate in company would add its contention."""
     if rows.height == 0:
         return np.zeros(0)
-    batches = (
-        rows.filter(~pl.col("warmup"))
-        .select("batch", "batch_start_s", "batch_end_s")
-        .unique("batch")
-        .drop_nulls()
-        .sort("batch_start_s")
+    batches = _per_batch(rows.filter(~pl.col("warmup")), "batch_start_s", "batch_end_s").sort(
+        "batch_start_s"
     )
     start, end = (batches[c].to_numpy().astype(float) for c in ("batch_start_s", "batch_end_s"))
     return _without_gates(rows, start, end)
@@ -181,9 +183,7 @@ def worker_steps(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if rows.height == 0:
         return np.zeros((0, 2)), np.zeros(0)
     calls = (
-        rows.select("batch", "batch_size", "batch_start_s", "batch_end_s")
-        .unique("batch")
-        .drop_nulls()
+        _per_batch(rows, "batch_size", "batch_start_s", "batch_end_s")
         .with_columns((pl.col("batch_end_s") - pl.col("batch_start_s")).alias("wall"))
         .filter(pl.col("wall") > 0)
         .with_columns((pl.col("wall") / pl.col("wall").median().over("batch_size")).alias("ratio"))
