@@ -29,9 +29,7 @@ from sim.output import records_of
 from sim.parts import mean_parts, request_parts
 from sim.run_speed import (
     MIN_ALONE_GATES,
-    at_combine_factor,
-    at_expert_factor,
-    at_scale,
+    at_run_speeds,
     run_speeds,
 )
 from sim.run_stalls import run_stalls, with_stalls
@@ -477,12 +475,8 @@ def _check_loaded(
                     "in the run or in its replay (a short run, or a load that keeps the host "
                     "busy); use --host-speed probe or profile"
                 )
-            if scale is not None:
-                b_table = at_scale(b_table, scale)
-            if expert_factor is not None:  # the worker's calls at their own speed in the run
-                b_table = at_expert_factor(b_table, expert_factor)
-            if combine_factor is not None:  # and its combines
-                b_table = at_combine_factor(b_table, combine_factor)
+            # the host, the worker's calls and its combines each at their own speed in the run
+            b_table = at_run_speeds(b_table, scale, expert_factor, combine_factor)
         if host and scale is None and host_speed in (None, HostSpeed.PROBE):
             factor = speed_factor(cfg, profile, int(b))
             if factor is None and host_speed is HostSpeed.PROBE:

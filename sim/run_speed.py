@@ -56,6 +56,7 @@ __all__ = [
     "WARM_WITHIN_S",
     "at_combine_factor",
     "at_expert_factor",
+    "at_run_speeds",
     "at_scale",
     "run_combine_factor",
     "run_expert_factor",
@@ -223,12 +224,27 @@ def run_speeds(
     expert: float | None = None
     combine: float | None = None
     for _ in range(rounds):  # each search from the others' last values and its own
-        at = at_combine_factor(at_expert_factor(table, expert or 1.0), combine or 1.0)
+        at = at_run_speeds(table, None, expert, combine)
         scale = run_speed_scale(rows, sim_cfg, at, work, scale or 1.0)
         if scale is None:
             return None, None, None
-        at = at_combine_factor(at_scale(table, scale), combine or 1.0)
+        at = at_run_speeds(table, scale, None, combine)
         expert = run_expert_factor(rows, sim_cfg, at, work, expert or 1.0)
-        at = at_expert_factor(at_scale(table, scale), expert or 1.0)
+        at = at_run_speeds(table, scale, expert, None)
         combine = run_combine_factor(rows, sim_cfg, at, work, combine or 1.0)
     return scale, expert, combine
+
+
+def at_run_speeds(
+    table: ServiceTable, scale: float | None, expert: float | None, combine: float | None
+) -> ServiceTable:
+    """``table`` at a run's host speed scale, expert calls' factor and combine's factor
+    (:func:`run_speeds`); None leaves that part as profiled. The three touch separate
+    fields, so the order they are applied in does not matter."""
+    if scale is not None:
+        table = at_scale(table, scale)
+    if expert is not None:
+        table = at_expert_factor(table, expert)
+    if combine is not None:
+        table = at_combine_factor(table, combine)
+    return table

@@ -21,6 +21,7 @@ from sim.run_speed import (
     WARM_WITHIN_S,
     at_combine_factor,
     at_expert_factor,
+    at_run_speeds,
     at_scale,
     run_combine_factor,
     run_expert_factor,
@@ -153,6 +154,29 @@ def test_a_run_with_slower_combines_gives_every_factor_back(expert: float, combi
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(SimConfigError, match="combine_factor"):
             HostTerms(np.zeros(2), combine_factor=bad)
+
+
+def test_the_run_speeds_land_on_their_own_parts_of_the_table() -> None:
+    """``at_run_speeds`` puts the scale on the host, the expert factor on every expert
+    call (median and spread) and the combine factor on the combine job, each part alone
+    and in any order of the single setters; None leaves that part as profiled, and the
+    scale and the combine ask for host terms (without them only the calls move)."""
+    table = _table()
+    both = at_run_speeds(table, 0.8, 1.3, 0.7)
+    assert both.host.speed_scale == 0.8 and both.host.combine_factor == 0.7
+    np.testing.assert_allclose(both.median, table.median * 1.3)
+    if table.p90 is not None:
+        np.testing.assert_allclose(both.p90, table.p90 * 1.3)
+    other = at_scale(at_combine_factor(at_expert_factor(table, 1.3), 0.7), 0.8)
+    assert (other.host.speed_scale, other.host.combine_factor) == (0.8, 0.7)
+    np.testing.assert_array_equal(other.median, both.median)
+    assert at_run_speeds(table, None, None, None) is table
+    only = at_run_speeds(table, None, 2.0, None)
+    assert only.host is table.host
+    np.testing.assert_allclose(only.median, table.median * 2.0)
+    bare = at_run_speeds(replace(table, host=None), 0.8, 1.3, 0.7)
+    assert bare.host is None
+    np.testing.assert_allclose(bare.median, table.median * 1.3)
 
 
 def test_too_few_alone_gates_give_no_scale() -> None:
