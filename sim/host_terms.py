@@ -23,6 +23,7 @@ from traces.profile import (
     STATE_WINDOW,
     LatencyProfile,
     PreemptPoint,
+    busy_handoff_curve,
     join_shares,
     preempt_curve,
     stall_terms,
@@ -59,6 +60,9 @@ class HostTerms:
     first step after the wake takes beyond a warm one (empty: none), of which
     ``wake_gather_cost_s[i]`` falls in its gather, the rest in its expert call
     (empty: all in the gather, as profiles without the split are read);
+    ``gate_wake_handoff_s[i]``: the gate's hand-off after it waited ``gate_wake_idle_s[i]``,
+    measured in the server's two-thread chain (used instead of ``handoff_gate_s`` when
+    present: two threads alone hand off on one core, 2-3 times faster than the server);
     ``gate_cold_cost_s[i]``: the wall time a gate takes beyond a warm one when the host had
     been idle ``gate_cold_idle_s[i]`` before it (every thread waiting: caches and clocks
     gone cold; interpolated, flat outside; empty: none), and ``gate_cold_spread[i]`` the
@@ -110,6 +114,8 @@ class HostTerms:
     handoff_worker_s: tuple[float, ...] = ()
     wake_idle_s: tuple[float, ...] = ()
     wake_handoff_s: tuple[float, ...] = ()
+    gate_wake_idle_s: tuple[float, ...] = ()
+    gate_wake_handoff_s: tuple[float, ...] = ()
     wake_cost_s: tuple[float, ...] = ()
     wake_gather_cost_s: tuple[float, ...] = ()
     gate_cold_idle_s: tuple[float, ...] = ()
@@ -182,7 +188,10 @@ class HostTerms:
         return chain, p10, p90
 
     def gate_handoff(self, waited_s: float) -> float:
-        """Seconds from an arrival to the gate running it, the gate having waited ``waited_s``."""
+        """Seconds from an arrival to the gate running it, the gate having waited ``waited_s``
+        (the server's threads' curve where the profile has it, else the two-thread one)."""
+        if self.gate_wake_handoff_s:
+            return _at(waited_s, self.gate_wake_idle_s, self.gate_wake_handoff_s)
         return _at(waited_s, self.handoff_idle_s, self.handoff_gate_s)
 
     def worker_handoff(self, waited_s: float) -> float:
@@ -317,6 +326,10 @@ class HostTerms:
         for curve in (self.wake_handoff_s, self.wake_cost_s, self.wake_gather_cost_s):
             if curve and (len(curve) != len(self.wake_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one wake time >= 0 per wake idle time")
+        if len(self.gate_wake_handoff_s) != len(self.gate_wake_idle_s) or (
+            self.gate_wake_handoff_s and min(self.gate_wake_handoff_s) < 0
+        ):
+            raise SimConfigError("host model: one gate wake hand-off >= 0 per gate wait")
         if self.duty_chain_s and (
             not len(self.duty_chain_s) == len(self.duty_p10) == len(self.duty_p90) == len(self.duty)
             or min(self.duty_chain_s) <= 0
@@ -471,6 +484,7 @@ class HostTerms:
         expert1 = profile.latency_s(min(profile.experts), 1)
         worker = float(dispatch[1]) + expert1  # the worker step the chain and the pair time
         wake = _wake_curves(profile.source, comps)
+        gate_wake = _idle_curve(comps, "handoff_gate_chain")
         cold = _gate_cold_curve(comps)
         charged_cold = None  # the gate's cold start, where it was taken out of the duty chains
         if phases is not None and len(phases[0]) > 1 and gate is not None and combine is not None:
@@ -526,6 +540,7 @@ class HostTerms:
         else:  # older profiles: the worker step's per unit of cost
             extra_c = extra_w * combine_cost / worker
         curve = [] if comps is None else preempt_curve(comps, profile.source)
+        handoffs = [] if comps is None else busy_handoff_curve(comps, profile.source)
         joins = None if comps is None else join_shares(comps, profile.source)
         stalls = None if comps is None else stall_terms(comps, profile.source)
         terms = cls(
@@ -549,6 +564,8 @@ class HostTerms:
             handoff_worker_s=() if worker_h is None else worker_h[1],
             wake_idle_s=() if wake is None else wake[0],
             wake_handoff_s=() if wake is None else wake[1],
+            gate_wake_idle_s=() if gate_wake is None else gate_wake[0],
+            gate_wake_handoff_s=() if gate_wake is None else gate_wake[1],
             wake_cost_s=() if wake is None else wake[2],
             wake_gather_cost_s=() if wake is None else wake[3],
             gate_cold_idle_s=() if charged_cold is None else charged_cold[0],
@@ -563,8 +580,8 @@ class HostTerms:
             state=_state(comps),
             preempt_duty=tuple(pt.duty for pt in curve),
             preempt_p=tuple(pt.p for pt in curve),
-            busy_handoff_duty=tuple(pt.duty for pt in curve if pt.handoff_s is not None),
-            busy_handoff_s=tuple(pt.handoff_s for pt in curve if pt.handoff_s is not None),
+            busy_handoff_duty=tuple(duty for duty, _ in handoffs),
+            busy_handoff_s=tuple(spread for _, spread in handoffs),
             worker_join_p=() if joins is None else joins,
             stall_rate_hz=0.0 if stalls is None else stalls.rate_hz,
             stall_span_s=() if stalls is None or not stalls.rate_hz else stalls.span_s,

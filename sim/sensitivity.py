@@ -50,6 +50,7 @@ def _scale_host(host: HostTerms, factor: float) -> HostTerms:
         handoff_gate_s=times(host.handoff_gate_s),
         handoff_worker_s=times(host.handoff_worker_s),
         wake_handoff_s=times(host.wake_handoff_s),
+        gate_wake_handoff_s=times(host.gate_wake_handoff_s),
         busy_handoff_s=tuple(times(h) for h in host.busy_handoff_s),
         wake_cost_s=times(host.wake_cost_s),
         wake_gather_cost_s=times(host.wake_gather_cost_s),

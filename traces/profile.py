@@ -63,6 +63,7 @@ __all__ = [
     "ProfileError",
     "ProfileExtrapolationWarning",
     "StallTerms",
+    "busy_handoff_curve",
     "join_shares",
     "meta_path",
     "noisy_profile_note",
@@ -122,6 +123,9 @@ IDLE_COMPONENTS = (
     # at the level's mean gap: the chain's gate, woken on a host idle that long (its cold
     # start over the shortest gaps'; profiles from session 16)
     "chain_gate",
+    # at the gate's wait: the arrival's put to the gate running, in the server's threads
+    # (profiles from session 23)
+    "handoff_gate_chain",
 )
 # the real server's own Python around the gate call (per request), a batch (per batch) and
 # a completion (per request): hw.profiling.server_loops; optional, older profiles lack them
@@ -201,13 +205,11 @@ def state_sigma(p10_s: np.ndarray, p90_s: np.ndarray) -> np.ndarray:
 
 class PreemptPoint(NamedTuple):
     """One level of the gate's preemption: its duty, the share of the counted gates that
-    held the host, the held gates' median wall time (None: none held), and the hand-off to
-    a gate woken while a worker was at work, (p10, median, p90) (None: not measured)."""
+    held the host, and the held gates' median wall time (None: none held)."""
 
     duty: float
     p: float
     held_s: float | None
-    handoff_s: tuple[float, float, float] | None = None
 
 
 def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[PreemptPoint]:
@@ -216,6 +218,37 @@ def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[Preem
     those counted (``samples``) and their median wall time, at the duty busy ÷ wall of its
     ``preempt_busy`` and ``preempt_wall`` rows. A level where no gate was counted has no
     point."""
+    levels = []
+    for duty, level in _preempt_levels(steps, source):
+        count = dict(zip(level["component"], level["samples"], strict=True))
+        held = count.get(PREEMPT_HELD, 0)
+        seen = held + count.get(PREEMPT_SHARED, 0)
+        held_s = level.filter(pl.col("component") == PREEMPT_HELD)["latency_s"]
+        if seen > 0:
+            levels.append(PreemptPoint(duty, held / seen, float(held_s[0]) if held else None))
+    return sorted(levels, key=lambda pt: pt.duty)
+
+
+def busy_handoff_curve(
+    steps: pl.DataFrame, source: str = "steps file"
+) -> list[tuple[float, tuple[float, float, float]]]:
+    """The hand-off to a gate woken while a worker was at work, per level of load, by
+    increasing duty: (duty, (p10, median, p90)) of each level's ``preempt_handoff`` row
+    (empty without them). Every level with the row has a point, also one where no woken gate
+    was counted for :func:`preempt_curve`: the hand-off counts the arrivals put while a
+    worker step ran, and their gates may all have started after it ended."""
+    points = []
+    for duty, level in _preempt_levels(steps, source):
+        spread = _spread_of(level.filter(pl.col("component") == PREEMPT_HANDOFF), source)
+        if spread is not None:
+            points.append((duty, spread))
+    return sorted(points, key=lambda pt: pt[0])
+
+
+def _preempt_levels(steps: pl.DataFrame, source: str) -> list[tuple[float, pl.DataFrame]]:
+    """Per level (``idle_s``) of a steps frame's ``preempt_*`` rows, its duty (busy ÷ wall
+    of its ``preempt_busy`` and ``preempt_wall`` rows) and its rows; the rows checked once
+    for both curves."""
     if "component" not in steps.columns:
         return []
     rows = steps.filter(pl.col("component").is_in(PREEMPT_COMPONENTS))
@@ -227,7 +260,6 @@ def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[Preem
         raise ProfileError(source, "preempt_*", "rows need idle_s and samples")
     levels = []
     for (idle,), level in rows.group_by("idle_s", maintain_order=True):
-        count = dict(zip(level["component"], level["samples"], strict=True))
         busy, wall = (
             level.filter(pl.col("component") == c)["latency_s"]
             for c in (PREEMPT_BUSY, PREEMPT_WALL)
@@ -238,16 +270,8 @@ def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[Preem
                 f"preempt level {idle}",
                 "needs one preempt_busy and one preempt_wall row, 0 < busy <= wall",
             )
-        held = count.get(PREEMPT_HELD, 0)
-        seen = held + count.get(PREEMPT_SHARED, 0)
-        held_s = level.filter(pl.col("component") == PREEMPT_HELD)["latency_s"]
-        if seen > 0:
-            duty = float(busy[0]) / float(wall[0])
-            handoff = _spread_of(level.filter(pl.col("component") == PREEMPT_HANDOFF), source)
-            levels.append(
-                PreemptPoint(duty, held / seen, float(held_s[0]) if held else None, handoff)
-            )
-    return sorted(levels, key=lambda pt: pt.duty)
+        levels.append((float(busy[0]) / float(wall[0]), level))
+    return levels
 
 
 def join_shares(steps: pl.DataFrame, source: str = "steps file") -> tuple[float, float] | None:

@@ -43,7 +43,12 @@ simulator's shared-host model.
   gaps' is the gate's own cold start after the host idled (in the server's
   records a gate woken after more than 3 ms of idle host took 1.6–2 × one woken
   within 1 ms), charged to the gate by the host's idle time rather than spread
-  over every step by the duty speed.
+  over every step by the duty speed; and, at the gate's mean wait before its
+  wake, ``handoff_gate_chain``: the arrival's put in the gate's inbox to the gate
+  running. The ``handoff_gate`` rows below time that hand-off between two threads
+  alone, which ping-pong on one core: 8–16 µs at 0.2–10 ms of idle on this box,
+  where the server's gate on an idle host took 18–35 µs and the chain 29–44 µs
+  (``benchmarks/README.md``, session 23); the model takes the chain's.
   A CPU that keeps going idle runs slower (caches, clock,
   the hypervisor): on this box the same chain took about twice as long at
   a 10% duty as back to back, and how busy the last tens of milliseconds were
@@ -289,12 +294,14 @@ def _notify_handoff() -> Iterator[Callable[[], float]]:
 @dataclass(frozen=True)
 class ChainTiming:
     """perf_counter stamps of one request's chain in the server's two threads: the gate's
-    start and end, the worker's start (after its hand-off) and the end of each of its steps."""
+    start and end, the worker's start (after its hand-off), the end of each of its steps and
+    the arrival's put in the gate's inbox (None: not stamped)."""
 
     gate_start: float
     gate_end: float
     worker_start: float
     step_ends: tuple[float, ...]
+    put: float | None = None
 
     @property
     def start(self) -> float:
@@ -331,12 +338,13 @@ def _server_chain(
 
         def run() -> ChainTiming:
             put()
-            gates, done, _ = drain()
+            gates, done, puts = drain()
             return ChainTiming(
                 float(gates[0, 0]),
                 float(gates[0, 1]),
                 float(done[0, 0]),
                 tuple(float(end) for end in done[:, 1]),
+                float(puts[0]),
             )
 
         yield run
@@ -392,7 +400,9 @@ def chain_curves(
     ``chain_first_step`` and ``chain_next_step`` (its first and second worker steps: the
     first pays the wake's cold start, the second runs warm; k >= 2 only), and
     ``chain_first_gather`` / ``chain_next_gather`` (the gather of each: where in the step
-    the cold start falls). The chain's worker steps are timed in two parts each, the
+    the cold start falls), and at the gate's mean wait before it was woken
+    ``handoff_gate_chain`` (the arrival's put to the gate running; chains with their puts
+    stamped only). The chain's worker steps are timed in two parts each, the
     gather and the expert (:func:`worker_step_halves`), then the completion."""
     found: dict[tuple[str, float], list[float]] = {}
     for kept in levels:
@@ -405,6 +415,12 @@ def chain_curves(
         found[("chain_gate", gap)] = [t.gate_end - t.gate_start for t in timings]
         waited = float(np.mean([g + (t.gate_end - t.gate_start) for g, t in kept]))
         found[("handoff_worker_chain", waited)] = [t.handoff_s for t in timings]
+        hands = [t.gate_start - t.put for t in timings if t.put is not None]
+        if len(hands) == len(timings):
+            # the gate waited from the last chain's gate end to this put: the gap, less this
+            # hand-off, plus the last chain's worker part (taken as this chain's)
+            waits = [g - h + (t.end - t.gate_end) for (g, t), h in zip(kept, hands, strict=True)]
+            found[("handoff_gate_chain", float(np.mean(waits)))] = hands
         if all(len(t.steps_s) >= 5 for t in timings):  # two worker steps before the combine
             parts = [t.steps_s for t in timings]
             found[("chain_first_step", waited)] = [p[0] + p[1] for p in parts]

@@ -248,6 +248,7 @@ def _host_terms_line(frame: Any) -> str:
         LOOP_COMPONENTS,
         SPEED_PROBE,
         STATE_WINDOW,
+        busy_handoff_curve,
         join_shares,
         preempt_curve,
         stall_terms,
@@ -286,6 +287,9 @@ def _host_terms_line(frame: Any) -> str:
     gate = frame.filter(pl.col("component") == "chain_gate").sort("idle_s")["latency_s"]
     if gate.len():  # the chain's gate per level (profiles from session 16)
         line += f", its gate busiest/idlest {gate[0] * 1e6:.0f}/{gate[-1] * 1e6:.0f}"
+    gate_hand = frame.filter(pl.col("component") == "handoff_gate_chain")["latency_s"] * 1e6
+    if gate_hand.len():  # the gate's wake in the chain (profiles from session 23)
+        line += f", gate wake hand-off {gate_hand.min():.0f}–{gate_hand.max():.0f}"
     wake = {
         c: frame.filter(pl.col("component") == c).sort("idle_s")["latency_s"].to_numpy() * 1e6
         for c in ("handoff_worker_chain", "chain_first_step", "chain_next_step")
@@ -330,9 +334,9 @@ def _host_terms_line(frame: Any) -> str:
         line += ", gate preemption " + ", ".join(
             f"{pt.p:.2f} at duty {pt.duty:.2f}" for pt in levels
         )
-        handoffs = [pt.handoff_s[1] for pt in levels if pt.handoff_s is not None]
-        if handoffs:  # the hand-off to a gate woken while a worker is at work (newer)
-            line += f", busy gate hand-off {'/'.join(f'{h * 1e6:.0f}' for h in handoffs)} µs"
+    handoffs = [spread[1] for _, spread in busy_handoff_curve(frame)]
+    if handoffs:  # the hand-off to a gate woken while a worker is at work (newer profiles)
+        line += f", busy gate hand-off {'/'.join(f'{h * 1e6:.0f}' for h in handoffs)} µs"
     joins = join_shares(frame)
     if joins is not None:  # a worker woken while the gate goes on (newer profiles)
         line += f", woken worker joins the next gate {joins[0]:.2f} early / {joins[1]:.2f} late"

@@ -25,6 +25,7 @@ from hw.profiling.profile import ProfileConfig, run_profile
 from hw.timing import LatencyStats, TimingError, measure_latency, measure_samples
 from traces.profile import (
     PREEMPT_HANDOFF,
+    busy_handoff_curve,
     preempt_curve,
     read_profile,
     steps_path,
@@ -174,7 +175,6 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
         STATE_BLOCK_S,
         STATE_WINDOW,
         Z90,
-        preempt_curve,
         stall_terms,
     )
 
@@ -187,7 +187,7 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     curves = f.filter(f["idle_s"].is_not_null())
     hand_offs = ("handoff_gate", "handoff_worker")
     chain = ("handoff_worker_chain", "chain_first_step", "chain_next_step",
-             "chain_first_gather", "chain_next_gather")  # fmt: skip
+             "chain_first_gather", "chain_next_gather", "handoff_gate_chain")  # fmt: skip
     found = set(curves["component"].to_list())
     assert found - {PREEMPT_HELD, PREEMPT_SHARED, PREEMPT_HANDOFF} == {
         "duty_threads", *hand_offs, *chain, SPEED_PROBE, STATE_WINDOW, PREEMPT_BUSY, PREEMPT_WALL,
@@ -363,6 +363,18 @@ def test_chain_curves_are_the_chains_work_hand_off_and_cold_first_step() -> None
         "chain_gate",
         "handoff_worker_chain",
     }
+    # without their puts stamped (as above), no gate hand-off: with them, the put to the
+    # gate's start, at the gate's mean wait: the gap less the hand-off plus a worker part
+    # (chain end - gate end: 150 and 160 µs)
+    put_a = ChainTiming(1.0, 1.0 + 100e-6, 1.0 + 130e-6, (1.0 + 250e-6,), put=1.0 - 20e-6)
+    put_b = ChainTiming(2.0, 2.0 + 200e-6, 2.0 + 240e-6, (2.0 + 360e-6,), put=2.0 - 40e-6)
+    found = chain_curves([[(1e-3, put_a), (3e-3, put_b)]])
+    gate_hand = {at: v for (name, at), v in found.items() if name == "handoff_gate_chain"}
+    assert list(gate_hand.values()) == [pytest.approx([20e-6, 40e-6])]
+    want = np.mean([1e-3 - 20e-6 + 150e-6, 3e-3 - 40e-6 + 160e-6])
+    assert list(gate_hand) == [pytest.approx(want)]
+    half = chain_curves([[(1e-3, put_a), (3e-3, b)]])  # one chain without its put: none
+    assert "handoff_gate_chain" not in {name for name, _ in half}
 
 
 def test_host_terms_are_skipped_when_asked_or_without_gate() -> None:
@@ -449,16 +461,15 @@ def test_cli_writes_profile_and_how_it_was_measured(
     assert "machine state σ" in printed and "over 0.1 s windows" in printed
     assert meta["config"]["state_s"] == 0.4
     assert "worker wake hand-off" in printed and "cold start" in printed
+    assert "gate wake hand-off" in printed  # the chains' own, which the model reads
     assert "per arrival +" in printed and "speed probe" in printed
     assert "of the gate's loop inside its stamps" in printed
     assert ", stalls " in printed and "/s" in printed  # the watch, found any or none
     steps = pl.read_parquet(steps_path(out))
-    # the hand-off is shown where the model reads one: at a level where some woken gate was
-    # counted (8 pairs: likely, not sure; a level can time a hand-off and count none)
-    read = [pt for pt in preempt_curve(steps) if pt.handoff_s is not None]
-    assert ("busy gate hand-off" in printed) == bool(read)
-    if steps.filter(pl.col("component") == PREEMPT_HANDOFF).height == 0:
-        assert not read
+    # the hand-off is shown where the model reads one: at every level that timed one
+    timed = steps.filter(pl.col("component") == PREEMPT_HANDOFF).height
+    assert ("busy gate hand-off" in printed) == bool(timed)
+    assert len(busy_handoff_curve(steps)) == timed
 
 
 @pytest.mark.parametrize(

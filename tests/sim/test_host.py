@@ -320,6 +320,19 @@ def test_a_woken_worker_pays_the_chains_hand_off_and_its_cold_start() -> None:
     assert host.worker_handoff_after_gate(5e-4) == pytest.approx(50e-6)  # the plain curve
 
 
+def test_an_arrival_that_wakes_the_gate_pays_the_chains_gate_hand_off() -> None:
+    """With the server threads' gate hand-off (40 µs after no wait rising to 80 µs after
+    1 ms), an arrival that wakes the gate pays it at the gate's wait instead of the plain
+    curve; request 1, queued in the inbox, pays nothing. The scenario above."""
+    host = replace(HANDOFF_HOST, gate_wake_idle_s=(0.0, 1e-3), gate_wake_handoff_s=(40e-6, 80e-6))
+    res = simulate_host(HANDOFF_CFG, ServiceTable.constant([[2e-4]]), HANDOFF_WORK, host)
+    # request 0 at 0.5 ms, the gate idle since 0: 60 µs; gates 0.56-0.66 and 0.66-0.76;
+    # request 2 at 2.0 ms after the gate idled 1.24 ms: 80 µs
+    assert res.gate_start_s.tolist() == pytest.approx([5.6e-4, 6.6e-4, 2.08e-3])
+    assert host.gate_handoff(5e-4) == pytest.approx(60e-6)
+    assert HANDOFF_HOST.gate_handoff(5e-4) == pytest.approx(20e-6)  # the plain curve
+
+
 def test_the_cold_start_part_outside_the_gather_falls_after_the_batchs_start() -> None:
     """The scenario above with the cold start split: of 20-40 µs, 5-15 µs in the gather
     (before the batch's start), the rest in the expert call (after it), as the chain's
@@ -1006,3 +1019,42 @@ def test_where_the_gate_is_stamped_moves_no_completion() -> None:
         np.testing.assert_allclose(other.batch_start_s, runs[0].batch_start_s, rtol=0, atol=1e-12)
     walls = [np.median(r.gate_done_s - r.gate_start_s) for r in runs]
     assert walls[0] < walls[1] < walls[2]
+
+
+def test_the_gates_wake_in_the_servers_threads_replaces_the_two_thread_handoff() -> None:
+    """``handoff_gate_chain`` rows (the put to the gate running, in the server's two threads,
+    at the gate's wait) give the gate's hand-off instead of the ``handoff_gate`` curve, whose
+    two threads alone ping-pong on one core (blk35: 8-16 µs where the server took 18-35);
+    without them the old curve holds; a curve of the wrong length is one clear error."""
+    base = host_profile_frame()
+    plain = HostTerms.from_profile(profile_from_frame(base), 64)
+    assert plain is not None and plain.gate_wake_handoff_s == ()
+    waits = [4e-4, 1e-3, 5e-3]
+    rows = pl.DataFrame(
+        {
+            "expert": -1,
+            "batch_size": 1,
+            "latency_s": [25e-6, 30e-6, 40e-6],
+            "samples": 100,
+            "component": "handoff_gate_chain",
+            "device": "cpu:test",
+            "idle_s": waits,
+        }
+    )
+    terms = HostTerms.from_profile(
+        profile_from_frame(pl.concat([base, rows], how="diagonal_relaxed")), 64
+    )
+    assert terms is not None
+    assert terms.gate_wake_idle_s == pytest.approx(waits)
+    assert terms.gate_handoff(1e-4) == pytest.approx(25e-6)  # flat below
+    assert terms.gate_handoff(3e-3) == pytest.approx(35e-6)  # interpolated
+    assert terms.gate_handoff(1.0) == pytest.approx(40e-6)  # flat above
+    assert terms.handoff_gate_s == plain.handoff_gate_s  # kept, no longer read
+    for w in (1e-4, 3e-3):
+        assert plain.gate_handoff(w) == pytest.approx(
+            float(np.interp(w, plain.handoff_idle_s, plain.handoff_gate_s))
+        )
+    with pytest.raises(SimConfigError, match="gate wake hand-off"):
+        HostTerms(np.zeros(2), gate_wake_idle_s=(1e-3,), gate_wake_handoff_s=(1e-5, 2e-5))
+    with pytest.raises(SimConfigError, match="gate wake hand-off"):
+        HostTerms(np.zeros(2), gate_wake_idle_s=(1e-3,), gate_wake_handoff_s=(-1e-5,))

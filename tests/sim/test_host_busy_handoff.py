@@ -13,7 +13,12 @@ from sim.host_terms import HostTerms
 from sim.records import RunResult
 from sim.service import two_piece_lognormal
 from traces.errors import FormatError
-from traces.profile import PREEMPT_HANDOFF, preempt_curve, profile_from_frame
+from traces.profile import (
+    PREEMPT_HANDOFF,
+    busy_handoff_curve,
+    preempt_curve,
+    profile_from_frame,
+)
 
 from .test_host_preempt import host_timeline, preempt_frame
 
@@ -47,8 +52,8 @@ def test_the_rows_give_the_busy_handoff_at_each_levels_duty() -> None:
     """Per level its (p10, median, p90) at the level's duty (busy / wall: 0.2 for the 3 ms
     gaps, 0.8 for the 0.1 ms ones), interpolated between, flat outside; without the rows,
     None (the idle host's hand-off holds)."""
-    curve = preempt_curve(handoff_frame())
-    assert [pt.handoff_s for pt in curve] == [HANDOFFS[3e-3], HANDOFFS[1e-4]]
+    curve = busy_handoff_curve(handoff_frame())
+    assert curve == [(pytest.approx(0.2), HANDOFFS[3e-3]), (pytest.approx(0.8), HANDOFFS[1e-4])]
     terms = HostTerms.from_profile(profile_from_frame(handoff_frame()), 1)
     assert terms is not None
     assert terms.busy_handoff_duty == pytest.approx((0.2, 0.8))
@@ -57,7 +62,24 @@ def test_the_rows_give_the_busy_handoff_at_each_levels_duty() -> None:
     assert terms.gate_busy_handoff(1.0) == pytest.approx(HANDOFFS[1e-4])
     older = HostTerms.from_profile(profile_from_frame(preempt_frame()), 1)
     assert older is not None and older.gate_busy_handoff(0.5) is None
-    assert [pt.handoff_s for pt in preempt_curve(preempt_frame())] == [None, None]
+    assert busy_handoff_curve(preempt_frame()) == []
+
+
+def test_a_level_with_no_counted_gate_keeps_its_handoff() -> None:
+    """The 10 ms level (duty 1/9) counted no woken gate, so the preemption curve skips it,
+    but its hand-off was timed on the arrivals put while a worker step ran: the hand-off
+    curve keeps it, and the model reads it below the 0.2 level's."""
+    low = (4e-5, 9e-5, 5e-4)
+    frame = handoff_frame({**HANDOFFS, 1e-2: low})
+    assert [pt.duty for pt in preempt_curve(frame)] == pytest.approx([0.2, 0.8])
+    curve = busy_handoff_curve(frame)
+    assert [duty for duty, _ in curve] == pytest.approx([1 / 9, 0.2, 0.8])
+    assert curve[0][1] == low
+    terms = HostTerms.from_profile(profile_from_frame(frame), 1)
+    assert terms is not None
+    assert terms.busy_handoff_duty == pytest.approx((1 / 9, 0.2, 0.8))
+    assert terms.gate_busy_handoff(0.05) == pytest.approx(low)
+    assert terms.preempt_duty == pytest.approx((0.2, 0.8))
 
 
 def test_a_bad_handoff_row_is_one_clear_error() -> None:

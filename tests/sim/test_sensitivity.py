@@ -42,6 +42,8 @@ def _host() -> HostTerms:
         gate_cold_idle_s=(1e-4, 3e-3),
         gate_cold_cost_s=(1e-5, 2e-4),
         wake_handoff_s=(4e-5, 5e-5),
+        gate_wake_idle_s=(4e-4, 5e-3),
+        gate_wake_handoff_s=(2.5e-5, 4e-5),
         wake_cost_s=(2e-5, 5e-5),
         gate_overhead_s=4e-5,
         batch_overhead_s=1e-5,
@@ -76,6 +78,7 @@ def test_scale_costs_scales_every_duration_and_keeps_the_ratios() -> None:
     assert h is not None and h2 is not None
     ratios = {"gate_rate", "worker_rate", "duty", "duty_speed", "handoff_idle_s", "wake_idle_s"}
     ratios |= {"speed_scale", "combine_factor", "gate_cold_idle_s", "busy_handoff_duty"}
+    ratios |= {"gate_wake_idle_s"}
     for f in fields(HostTerms):
         a, b = getattr(h, f.name), getattr(h2, f.name)
         if f.name == "state":  # a factor on wall times, not a cost: kept as it is
