@@ -62,7 +62,8 @@ class HostTerms:
     (empty: all in the gather, as profiles without the split are read);
     ``gate_wake_handoff_s[i]``: the gate's hand-off after it waited ``gate_wake_idle_s[i]``,
     measured in the server's two-thread chain (used instead of ``handoff_gate_s`` when
-    present: two threads alone hand off on one core, 2-3 times faster than the server);
+    present: two threads that only wake each other hand off 2-3 times faster than the
+    server);
     ``gate_cold_cost_s[i]``: the wall time a gate takes beyond a warm one when the host had
     been idle ``gate_cold_idle_s[i]`` before it (every thread waiting: caches and clocks
     gone cold; interpolated, flat outside; empty: none), and ``gate_cold_spread[i]`` the

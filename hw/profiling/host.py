@@ -46,9 +46,10 @@ simulator's shared-host model.
   over every step by the duty speed; and, at the gate's mean wait before its
   wake, ``handoff_gate_chain``: the arrival's put in the gate's inbox to the gate
   running. The ``handoff_gate`` rows below time that hand-off between two threads
-  alone, which ping-pong on one core: 8–16 µs at 0.2–10 ms of idle on this box,
-  where the server's gate on an idle host took 18–35 µs and the chain 29–44 µs
-  (``benchmarks/README.md``, session 23); the model takes the chain's.
+  that only wake each other: 8–16 µs at 0.2–10 ms of idle in block 35's profiles,
+  where the server's gate on an idle host took 18–35 µs and the server's own two
+  threads 29–52 µs (``benchmarks/README.md``, session 23); the model takes the
+  chain's.
   A CPU that keeps going idle runs slower (caches, clock,
   the hypervisor): on this box the same chain took about twice as long at
   a 10% duty as back to back, and how busy the last tens of milliseconds were

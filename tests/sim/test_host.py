@@ -1024,7 +1024,8 @@ def test_where_the_gate_is_stamped_moves_no_completion() -> None:
 def test_the_gates_wake_in_the_servers_threads_replaces_the_two_thread_handoff() -> None:
     """``handoff_gate_chain`` rows (the put to the gate running, in the server's two threads,
     at the gate's wait) give the gate's hand-off instead of the ``handoff_gate`` curve, whose
-    two threads alone ping-pong on one core (blk35: 8-16 µs where the server took 18-35);
+    two threads that only wake each other hand off faster (blk35: 8-16 µs where the server
+    took 18-35);
     without them the old curve holds; a curve of the wrong length is one clear error."""
     base = host_profile_frame()
     plain = HostTerms.from_profile(profile_from_frame(base), 64)
