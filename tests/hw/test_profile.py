@@ -541,11 +541,16 @@ def test_cli_profiles_a_checkpoint(tmp_path: Path) -> None:
     ckpt = tmp_path / "m.pt"
     save_checkpoint(random_model(3, 8, 8, seed=2), ckpt)
     out = tmp_path / "c.parquet"
+    # the host terms as briefly as ARGS measures them: what is checked here is the checkpoint
+    fast_host = ARGS[ARGS.index("--idle-calls") :]
     args = ["profile", "--out", str(out), "--checkpoint", str(ckpt), "--batch-sizes", "1,4",
-            "--min-calls", "2", "--min-time-s", "0", "--repeats", "1", "--json"]  # fmt: skip
+            "--min-calls", "2", "--min-time-s", "0", "--repeats", "1", *fast_host,
+            "--json"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert read_profile(out).experts == [0, 1, 2]
+    prof = read_profile(out)
+    assert prof.experts == [0, 1, 2]
+    assert prof.component_latency_s("gate") is not None  # the checkpoint's own gate, timed
 
 
 def test_profile_component_rows_are_validated() -> None:

@@ -824,8 +824,9 @@ def host_model_run(
     extra: dict[str, Any] | None = None,
     n_requests: int = 2000,
     rate_rps: float = 1500.0,
+    b_values: tuple[int, ...] = (1, 4, 16),
 ) -> Path:
-    """A 'measured' run at B = 1, 4, 16 made by the host model itself from ``table``, stored
+    """A 'measured' run at ``b_values`` made by the host model itself from ``table``, stored
     at ``path`` as `hw serve` stores a run (``extra`` added to its config's)."""
     configs = [
         SimConfig(
@@ -840,7 +841,7 @@ def host_model_run(
             host=True,
             warmup=200,
         )
-        for b in (1, 4, 16)
+        for b in b_values
     ]
     work = make_workload(configs[0])
     records = pl.concat([records_of(simulate(c, table, work)) for c in configs])

@@ -16,6 +16,7 @@ import pytest
 import simpy
 from typer.testing import CliRunner
 
+from sim.check import HostSpeed
 from sim.cli import app
 from sim.config import HostLock, SimConfig
 from sim.errors import SimConfigError
@@ -194,19 +195,19 @@ def test_sim_run_and_check_take_the_lock_sharing(tmp_path: Path, host_profile_pa
     assert bad.exit_code == 2 and "shared" in bad.stderr
     table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
     out = host_model_run(tmp_path / "run.parquet", table)  # on "cpu:test": the host model
+    # B = 1 at the profile's host speed: the lock sharing does not hang on the speed search
+    check = ["check", str(out), "--profile", str(prof), "--B", "1", "--host-speed", "profile"]
     checked = {}
     for lock in ("whole", "even"):
-        res = runner.invoke(
-            app, ["check", str(out), "--profile", str(prof), "--json", "--host-lock", lock]
-        )
+        res = runner.invoke(app, [*check, "--json", "--host-lock", lock])
         assert res.exit_code in (0, 1), res.output
         first = json.loads(res.stdout.splitlines()[0])
         assert first["host_lock"] == lock  # the output says which model made it
         checked[lock] = first["simulated"]["p99"]
     assert checked["whole"] != checked["even"]
-    ideal = runner.invoke(app, ["check", str(out), "--profile", str(prof), "--json", "--no-host"])
+    ideal = runner.invoke(app, [*check, "--json", "--no-host"])
     assert json.loads(ideal.stdout.splitlines()[0])["host_lock"] is None
-    table = runner.invoke(app, ["check", str(out), "--profile", str(prof), "--host-lock", "whole"])
+    table = runner.invoke(app, [*check, "--host-lock", "whole"])
     assert "shared-host model, lock won whole" in table.stdout
 
 
@@ -226,11 +227,14 @@ def test_check_replays_average_the_models_own_draws(
     prof = host_profile_path
     table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
     run = host_model_run(tmp_path / "run.parquet", table)
-    assert check.check_run(run, prof, replays=1) == check.check_run(run, prof)
+    at_profile = HostSpeed.PROFILE  # the replays do not hang on the run's speed search
+    assert check.check_run(run, prof, replays=1, host_speed=at_profile) == check.check_run(
+        run, prof, host_speed=at_profile
+    )
     seeds: list[int] = []
     real = check.simulate
     monkeypatch.setattr(check, "simulate", lambda c, *a: seeds.append(c.seed) or real(c, *a))
-    rows = check.check_run(run, prof, replays=3)
+    rows = check.check_run(run, prof, replays=3, host_speed=at_profile)
     assert seeds == [5, 6, 7] * 3  # per B (1, 4, 16), the run's seed 5 and the next two
     assert all(r.replays == 3 and r.to_json()["replays"] == 3 for r in rows)
     monkeypatch.setattr(check, "simulate", real)

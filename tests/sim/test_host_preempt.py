@@ -273,7 +273,8 @@ def test_sim_run_and_check_say_whether_the_preemption_ran(tmp_path: Path) -> Non
     assert got[()] != got[("--host-preempt", "off")]
     table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
     out = host_model_run(tmp_path / "run.parquet", table)
-    check = ["check", str(out), "--profile", str(prof), "--B", "1"]
+    # at the profile's host speed: whether the preemption ran does not hang on the speed search
+    check = ["check", str(out), "--profile", str(prof), "--B", "1", "--host-speed", "profile"]
     docs = {}
     for extra in ([], ["--host-preempt", "off"]):
         res = runner.invoke(app, [*check, "--json", *extra])

@@ -122,16 +122,19 @@ def test_repeats_report_the_mean_factor(tmp_path: Path, probed_profile: Path) ->
 def test_no_probe_on_either_side_means_no_factor(tmp_path: Path, probed_profile: Path) -> None:
     unprobed = tmp_path / "plain.parquet"
     write_profile(host_profile_frame(), unprobed)
-    probed_run = _slow_run(tmp_path, probed_profile, 1.0, _record({1: [1e-4, 1e-4]}))
-    bare_run = _slow_run(tmp_path, probed_profile, 1.0, None, seed=6)
-    for run, prof in ((probed_run, unprobed), (bare_run, probed_profile)):
-        assert all(r.speed_factor is None for r in check_run(run, prof, host_speed=None))
+    probed = _record({1: [1e-4, 1e-4]})
+    # runs too short for their own speed (too few alone gates): the probes would come next
+    short = _slow_run(tmp_path, probed_profile, 1.0, probed, n_requests=240)
+    bare_short = _slow_run(tmp_path, probed_profile, 1.0, None, seed=6, n_requests=240)
+    for run, prof in ((short, unprobed), (bare_short, probed_profile)):
+        rows = check_run(run, prof, host_speed=None)
+        assert all(r.run_speed is None and r.speed_factor is None for r in rows)
     # by default the run's own alone gates come first: the probes are not read
+    probed_run = _slow_run(tmp_path, probed_profile, 1.0, probed)
     rows = check_run(probed_run, probed_profile)
     assert all(r.run_speed is not None and r.speed_factor is None for r in rows)
-    # a run too short for them falls back to the probe where there is one (B = 1 here);
-    # B = 4 and 16 are replayed at the profile's speed
-    short = _slow_run(tmp_path, probed_profile, 1.0, _record({1: [1e-4, 1e-4]}), n_requests=240)
+    # the short run falls back to the probe where there is one (B = 1 here); B = 4 and 16
+    # are replayed at the profile's speed
     rows = check_run(short, probed_profile)
     assert all(r.run_speed is None for r in rows)
     assert rows[0].speed_factor == pytest.approx(1e-4 / PROFILE_PROBE_S)

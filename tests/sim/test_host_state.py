@@ -146,6 +146,7 @@ def test_sim_run_and_check_take_the_state(tmp_path: Path, host_profile_path: Pat
     table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
     out = host_model_run(tmp_path / "run.parquet", table)  # on "cpu:test": the host model
     check = ["check", str(out), "--profile", str(prof), "--json", "--B", "1"]
+    check += ["--host-speed", "profile"]  # the state given does not hang on the speed search
     got = {}
     for extra in ([], ["--host-state", "0.3,0.8,0.05"]):
         res = runner.invoke(app, [*check, *extra])
@@ -221,7 +222,9 @@ def test_sim_run_and_check_say_which_state_ran(tmp_path: Path) -> None:
     assert "no machine state" in off
     table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 16)
     out = host_model_run(tmp_path / "run.parquet", table)
-    check = ["check", str(out), "--profile", str(prof), "--B", "1"]
+    # at the profile's host speed: which state ran does not hang on the run's speed search
+    # (tests/sim/test_run_speed.py), and skipping it keeps this test short
+    check = ["check", str(out), "--profile", str(prof), "--B", "1", "--host-speed", "profile"]
     got, from_run = {}, {}
     for extra in (
         [], ["--host-state", "run"], ["--host-state", "profile"], ["--host-state", "off"],

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from sim.check import check_run
+from sim.check import check_runs
 from sim.cli import app
 from sim.errors import SimConfigError
 from sim.host_terms import HostTerms
@@ -193,7 +193,7 @@ def test_check_replays_the_stalls_its_run_met(tmp_path: Path) -> None:
     assert met is not None
     by_mode = {}
     for name, stalls_from_run in (("run", True), ("profile", False)):
-        rows = check_run(run, prof, stalls_from_run=stalls_from_run, replays=3)
+        rows = check_runs([run], prof, stalls_from_run=stalls_from_run, replays=3, only_b=[1])
         by_mode[name] = {r.B: r for r in rows}
     b1 = by_mode["run"][1]
     assert b1.run_stalls_hz == pytest.approx(met.rate_hz) and b1.stalls
@@ -205,6 +205,8 @@ def test_check_replays_the_stalls_its_run_met(tmp_path: Path) -> None:
 
 def test_sim_check_host_stalls_run_is_the_default(tmp_path: Path) -> None:
     run, prof, _ = _planted_run(tmp_path)
+    # at the profile's host speed: which stalls ran does not hang on the run's speed search
+    check = ["check", str(run), "--profile", str(prof), "--B", "1", "--host-speed", "profile"]
     docs = {}
     for name, extra in (
         ("default", []),
@@ -212,9 +214,7 @@ def test_sim_check_host_stalls_run_is_the_default(tmp_path: Path) -> None:
         ("profile", ["--host-stalls", "profile"]),
         ("off", ["--host-stalls", "off"]),
     ):
-        res = runner.invoke(
-            app, ["check", str(run), "--profile", str(prof), "--B", "1", "--json", *extra]
-        )
+        res = runner.invoke(app, [*check, "--json", *extra])
         assert res.exit_code in (0, 1), res.output
         docs[name] = json.loads(res.stdout.splitlines()[0])
     docs["run"].pop("host_state")  # the options given, echoed
@@ -222,7 +222,7 @@ def test_sim_check_host_stalls_run_is_the_default(tmp_path: Path) -> None:
     assert docs["run"]["stalls"] is True and docs["run"]["run_stalls_hz"] > 0
     for name in ("profile", "off"):
         assert docs[name]["stalls"] is False and docs[name]["run_stalls_hz"] is None
-    table = runner.invoke(app, ["check", str(run), "--profile", str(prof), "--B", "1"])
+    table = runner.invoke(app, check)
     assert "stalls from each B's gates" in " ".join(table.stdout.split())
     bad = runner.invoke(app, ["check", str(run), "--profile", str(prof), "--host-stalls", "x"])
     assert bad.exit_code == 2 and "--host-stalls 'x'" in bad.output

@@ -97,7 +97,9 @@ def test_check_replays_each_b_with_its_runs_state(tmp_path: Path, host_profile_p
     table = _table()
     assert table.host is not None and table.host.state is None
     made = with_state(table, MachineState(0.3, 0.7, 0.1))
-    run = host_model_run(tmp_path / "state.parquet", made, rate_rps=250.0, n_requests=4000)
+    run = host_model_run(
+        tmp_path / "state.parquet", made, rate_rps=250.0, n_requests=4000, b_values=(1,)
+    )
     b1 = check_run(run, host_profile_path, service=ServiceModel.MEDIAN)[0]
     plain = check_run(run, host_profile_path, service=ServiceModel.MEDIAN, state_from_run=False)[0]
     assert b1.B == 1 and b1.state_from_run and not plain.state_from_run
