@@ -26,13 +26,13 @@ each start or end of a job, :meth:`SharedHost._draw_holder`), so that a worker's
 steps can wait out several gates in a row. Apart from either, a gate woken while a
 worker has a job may take the host whole (:meth:`SharedHost.work` with ``whole``): with
 the probability ``hw profile`` measured at the run's duty
-(:meth:`~sim.host_terms.HostTerms.gate_preempt_p`), it runs alone, at the speed measured
-for held gates (:meth:`~sim.host_terms.HostTerms.gate_held_speed`), and every other thread
-waits, until the gate thread next waits on its inbox. Likewise a device worker woken while
-the gate goes straight on to its next request either waits for that gate's end or, with
-the probability measured for where the next request arrived
-(:meth:`~sim.host_terms.HostTerms.worker_join`), runs during it and keeps the host, at its
-own speed, until it waits again.
+(:meth:`~sim.host_terms.HostTerms.gate_preempt_p`), it runs alone, at the host's speed
+(as a gate alone: it has the host to itself), and every other thread waits, until the
+gate thread next waits on its inbox. Likewise a device worker woken while the gate goes
+straight on to its next request either waits for that gate's end or, with the
+probability measured for where the next request arrived
+(:meth:`~sim.host_terms.HostTerms.worker_join`), runs during it and keeps the host, at
+its own speed, until it waits again.
 
 The host's speed depends on how busy it is: measured isolated costs are those
 of a host kept busy, and a host busy a fraction u of the time runs its steps
@@ -123,7 +123,6 @@ class SharedHost:
         self._state = 1.0  # the machine state's factor on wall times
         self._stall = 1.0  # a stall's factor on wall times (1: none now)
         self._holder: int | None = None  # a thread that took the host whole for its job
-        self.held_speed = 1.0  # a holding gate's speed over the host's (gate_held_speed)
 
     @property
     def speed(self) -> float:
@@ -169,9 +168,7 @@ class SharedHost:
         if len(self._left) <= 1:
             return self._speed
         if self._holder is not None:
-            if thread != self._holder:
-                return 0.0
-            return self._speed * (self.held_speed if thread == GATE else 1.0)
+            return self._speed if thread == self._holder else 0.0
         if self._held:
             return self._speed * self._held[thread]
         return self._speed * self._even_rate(thread)
@@ -418,8 +415,6 @@ def _simulate_at(
     spell = None if duty is None else host.spell_at_duty(duty)  # (window, p10, p90)
     stalling = config.host_stalls and host.stalls
     spell_spread = None if spell is None else (spell[1], spell[2])
-    if duty is not None:
-        cpu.held_speed = host.gate_held_speed(duty)
     b_expert: list[int] = []
     b_kind: list[int] = []
     b_formed: list[float] = []

@@ -7,7 +7,7 @@ them without an import cycle.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -22,7 +22,6 @@ from traces.profile import (
     STATE_BLOCK_S,
     STATE_WINDOW,
     LatencyProfile,
-    PreemptPoint,
     busy_handoff_curve,
     join_shares,
     preempt_curve,
@@ -79,8 +78,8 @@ class HostTerms:
     ``preempt_p[i]``: the probability that a gate woken while a worker is at work takes the
     host whole (runs alone, the worker waits until the gate's job ends) on a host busy
     ``preempt_duty[i]`` of the time (increasing, interpolated, flat outside; empty: never);
-    ``preempt_speed[i]``: the speed of a gate holding the host, over the host's speed, on a
-    host busy ``preempt_speed_duty[i]`` of the time (interpolated, flat outside; empty: 1);
+    a gate holding the host runs at the host's speed, as a gate alone (it has the host to
+    itself; the ``preempt_held`` rows' wall time is not read: :meth:`from_profile`);
     ``worker_join_p``: (early, late) the probability that a device worker woken while the
     gate goes straight on runs during that next gate, keeping the host until it waits again,
     the next request having arrived before the gate started or while it ran (empty: never,
@@ -139,8 +138,6 @@ class HostTerms:
     # a woken gate taking the host whole from a worker at work (``preempt_*`` rows); empty: never
     preempt_duty: tuple[float, ...] = ()
     preempt_p: tuple[float, ...] = ()
-    preempt_speed_duty: tuple[float, ...] = ()
-    preempt_speed: tuple[float, ...] = ()
     # the hand-off to a gate woken while a worker is at work, (p10, median, p90) per duty
     # (``preempt_handoff`` rows); empty: the idle host's hand-off (handoff_gate_s)
     busy_handoff_duty: tuple[float, ...] = ()
@@ -214,13 +211,6 @@ class HostTerms:
             return None
         p10, med, p90 = _at_each(duty, self.busy_handoff_duty, self.busy_handoff_s)
         return p10, med, p90
-
-    def gate_held_speed(self, duty: float) -> float:
-        """A gate holding the host runs this many times the host's speed at ``duty`` (the
-        core it takes is warm: at low duty faster than the duty speed; 1 without the curve)."""
-        if not self.preempt_speed:
-            return 1.0
-        return _at(duty, self.preempt_speed_duty, self.preempt_speed)
 
     def worker_join(self, early: bool) -> float:
         """Probability that a worker woken while the gate goes on runs during the next gate
@@ -406,14 +396,6 @@ class HostTerms:
                 "host model: replayed stalls need finite starts in order, spans > 0 and "
                 "factors >= 1"
             )
-        if (
-            len(self.preempt_speed) != len(self.preempt_speed_duty)
-            or any(not v > 0 for v in self.preempt_speed)
-            or list(self.preempt_speed_duty) != sorted(self.preempt_speed_duty)
-        ):
-            raise SimConfigError(
-                "host model: one held gate's speed > 0 per duty, duties increasing"
-            )
 
     @classmethod
     def neutral(cls, max_batch: int) -> HostTerms:
@@ -465,6 +447,13 @@ class HostTerms:
         preemption per level of load is the ``preempt_held`` gates' share of those counted
         (``samples`` of ``preempt_held`` and ``preempt_shared``), at the level's duty
         busy ÷ (busy + idle) from its ``preempt_busy`` row (``hw.profiling.preemption``).
+        The held gates' wall time (the ``preempt_held`` rows' latency) is not read: a gate
+        holding the host has it to itself and runs at the host's speed, as a gate alone.
+        Read as a speed of its own (against the profile's gate, over the duty speed at the
+        level) it moved from profile to profile more than any effect it had: 0.91-1.29 in
+        block 19, 0.64-0.86 and 1.13-1.40 in two profiles an hour apart in block 36, whose
+        B = 1 p99 at 500 req/s it moved by up to 50 points (``benchmarks/README.md``,
+        "Fidelity, session 24").
         """
         got = {c: profile.component_latency_s(c) for c in HOST_COMPONENTS}
         if any(v is None for v in got.values()):
@@ -544,7 +533,7 @@ class HostTerms:
         handoffs = [] if comps is None else busy_handoff_curve(comps, profile.source)
         joins = None if comps is None else join_shares(comps, profile.source)
         stalls = None if comps is None else stall_terms(comps, profile.source)
-        terms = cls(
+        return cls(
             gate_contention_s=max(0.0, v["gate_contended"] - v["gate_alone"]),
             worker_contention_s=(
                 extra_w * float(dispatch[1]) / worker,
@@ -588,23 +577,6 @@ class HostTerms:
             stall_span_s=() if stalls is None or not stalls.rate_hz else stalls.span_s,
             stall_factor=() if stalls is None or not stalls.rate_hz else stalls.factor,
         )
-        return _with_held_speed(terms, curve, gate)
-
-
-def _with_held_speed(terms: HostTerms, curve: list[PreemptPoint], gate: float | None) -> HostTerms:
-    """``terms`` with the held gate's speed per level of ``curve`` where gates held: the
-    profile's gate (timed back to back: speed 1) over the held gates' median wall time,
-    over the duty speed at the level's duty."""
-    held = [pt for pt in curve if pt.held_s is not None]
-    if gate is None or not held:
-        return terms
-    return replace(
-        terms,
-        preempt_speed_duty=tuple(pt.duty for pt in held),
-        preempt_speed=tuple(
-            gate / pt.held_s / terms.speed_at_duty(pt.duty) for pt in held if pt.held_s
-        ),
-    )
 
 
 def _state(comps: pl.DataFrame | None) -> MachineState | None:

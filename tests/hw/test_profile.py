@@ -276,9 +276,6 @@ def test_profile_measures_the_host_terms_of_the_shared_host_model(
     assert list(terms.preempt_duty) == [pt.duty for pt in curve]
     assert list(terms.preempt_p) == [pt.p for pt in curve]
     assert all(0 < pt.duty <= 1 and 0 <= pt.p <= 1 for pt in curve)
-    held = [pt for pt in curve if pt.held_s is not None]  # a held gate's speed where some held
-    assert list(terms.preempt_speed_duty) == [pt.duty for pt in held]
-    assert all(v > 0 for v in terms.preempt_speed)
     from traces.profile import LOOP_COMPONENTS
 
     for comp in LOOP_COMPONENTS:  # the server's own loops and the generator's penalties

@@ -44,15 +44,13 @@ def _run_jobs(
     contention: dict[int, float] | None = None,
     lock_draw: Any = None,
     whole: frozenset[int] = frozenset(),
-    held_speed: float = 1.0,
 ) -> dict[int, float]:
     """Each (thread, start, work) on one SharedHost; returns thread -> finish time.
     ``contention``: thread -> the wall time company adds to its job (additive contention);
     ``lock_draw``: where the host draws who wins the lock whole (None: shared evenly);
-    ``whole``: threads whose jobs take the host whole, running at ``held_speed``."""
+    ``whole``: threads whose jobs take the host whole, running at the host's speed."""
     env = simpy.Environment()
     host = SharedHost(env, gate_rate, worker_rate, speed, lock_draw)
-    host.held_speed = held_speed
     done: dict[int, float] = {}
 
     def job(thread: int, start: float, work: float) -> Generator[simpy.Event, None, None]:

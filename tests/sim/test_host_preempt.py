@@ -79,15 +79,8 @@ def test_the_rows_give_the_held_share_at_each_levels_duty() -> None:
     assert terms.preempt_duty == pytest.approx((0.2, 0.8)) and terms.preempt_p == (0.75, 0.25)
     assert terms.gate_preempt_p(0.5) == pytest.approx(0.5)  # interpolated
     assert terms.gate_preempt_p(0.05) == 0.75 and terms.gate_preempt_p(1.0) == 0.25  # flat
-    # a held gate's speed over the duty speed: the profile's gate (200 µs, back to back)
-    # over the held gates' median (300 µs), over the duty curve's speed at the level
-    assert terms.preempt_speed_duty == pytest.approx((0.2, 0.8))
-    assert terms.preempt_speed == pytest.approx(
-        tuple(2e-4 / 3e-4 / terms.speed_at_duty(u) for u in (0.2, 0.8))
-    )
     plain = HostTerms.from_profile(profile_from_frame(host_profile_frame()), 1)
     assert plain is not None and plain.preempt_p == () and plain.gate_preempt_p(0.3) == 0.0
-    assert plain.gate_held_speed(0.3) == 1.0
 
 
 def test_bad_preempt_rows_are_one_clear_error() -> None:
@@ -116,10 +109,8 @@ def test_preemption_terms_are_checked() -> None:
         {"preempt_duty": (0.2, 0.8), "preempt_p": (0.5, 1.5)},
         {"preempt_duty": (0.8, 0.2), "preempt_p": (0.5, 0.6)},
         {"preempt_duty": (0.2, 1.8), "preempt_p": (0.5, 0.6)},
-        {"preempt_speed_duty": (0.2, 0.8), "preempt_speed": (1.0, 0.0)},
-        {"preempt_speed_duty": (0.2,), "preempt_speed": (1.0, 1.2)},
     ):
-        with pytest.raises(SimConfigError, match=r"preemption|held gate"):
+        with pytest.raises(SimConfigError, match="preemption"):
             HostTerms(np.zeros(2), **kw)
 
 
@@ -147,9 +138,11 @@ def test_a_whole_job_runs_alone_and_the_others_wait_until_it_ends() -> None:
     # has 0.6 - 0.1 = 0.5 left at 0.825, alone from then
     assert whole[1] == pytest.approx(0.825)
     assert whole[0] == pytest.approx(0.825 + 0.5)
-    # a held job runs at its own speed: twice the host's here, the worker waits half as long
-    fast = _run_jobs(jobs[:2], 0.25, 0.8, whole=frozenset({GATE}), held_speed=2.0)
-    assert fast[GATE] == pytest.approx(0.55) and fast[0] == pytest.approx(1.15)
+    # a held job runs at the host's speed, as if alone: on a host twice as fast it and the
+    # worker's wait take half as long
+    fast = _run_jobs(jobs[:2], 0.25, 0.8, speed=2.0, whole=frozenset({GATE}))
+    assert fast[GATE] == pytest.approx(0.4 + 0.3 / 2)  # the worker did 0.8 by 0.4
+    assert fast[0] == pytest.approx(0.55 + (1.0 - 0.8) / 2)
     # the hold ends with the job: a later gate job shares again
     later = _run_jobs(
         [(0, 0.0, 2.0), (GATE, 0.2, 0.1), (GATE - 1, 1.0, 0.25)], 1.0, 0.5, whole=frozenset({GATE})
@@ -173,18 +166,12 @@ def host_timeline(arrivals: list[float], host: HostTerms, **cfg: object) -> RunR
     return simulate_host(config, ServiceTable.constant([[4e-4]] * 3), work, host)
 
 
-def _timeline(p: float, arrivals: list[float], held_speed: float = 1.0) -> RunResult:
+def _timeline(p: float, arrivals: list[float]) -> RunResult:
     """:func:`host_timeline` with no other host costs; the lock shared evenly at 0.5 each; a
-    woken gate preempts a worker at work with probability ``p`` and then runs at
-    ``held_speed``."""
+    woken gate preempts a worker at work with probability ``p`` and then runs at the host's
+    speed."""
     host = HostTerms(
-        np.zeros(2),
-        gate_rate=0.5,
-        worker_rate=0.5,
-        preempt_duty=(0.0, 1.0),
-        preempt_p=(p, p),
-        preempt_speed_duty=(0.5,),
-        preempt_speed=(held_speed,),
+        np.zeros(2), gate_rate=0.5, worker_rate=0.5, preempt_duty=(0.0, 1.0), preempt_p=(p, p)
     )
     return host_timeline(arrivals, host)
 
@@ -198,9 +185,6 @@ def test_a_preempting_gate_keeps_the_host_while_it_goes_straight_on() -> None:
     assert held.gate_done_s.tolist() == pytest.approx([1e-3, 2.2e-3, 3.2e-3])
     assert held.batch_start_s[0] == pytest.approx(1e-3)
     assert held.batch_end_s[0] == pytest.approx(3.4e-3)
-    fast = _timeline(1.0, [0.0, 1.2e-3, 1.5e-3], held_speed=2.0)  # held gates take 0.5 ms
-    assert fast.gate_done_s.tolist() == pytest.approx([1e-3, 1.7e-3, 2.2e-3])
-    assert fast.batch_end_s[0] == pytest.approx(2.4e-3)
     shared = _timeline(0.0, [0.0, 1.2e-3, 1.5e-3])
     # shared at 0.5 each from 1.2 ms: the call's last 0.2 ms take 0.4; the gate has 0.8 ms
     # left then, alone
