@@ -450,10 +450,11 @@ class HostTerms:
         The held gates' wall time (the ``preempt_held`` rows' latency) is not read: a gate
         holding the host has it to itself and runs at the host's speed, as a gate alone.
         Read as a speed of its own (against the profile's gate, over the duty speed at the
-        level) it moved from profile to profile more than any effect it had: 0.91-1.29 in
-        block 19, 0.64-0.86 and 1.13-1.40 in two profiles an hour apart in block 36, whose
-        B = 1 p99 at 500 req/s it moved by up to 50 points (``benchmarks/README.md``,
-        "Fidelity, session 24").
+        level) it moved from profile to profile more than any effect it had on the median:
+        0.91-1.29 in block 19, 0.64-0.86 and 1.13-1.40 in block 36's two profiles, taken 8
+        minutes apart. From the first, block 36's B = 1 run 5 at 500 req/s read +113 % on
+        p99 (stalls off), and −4.5 % with that profile's held speed replaced by the other's
+        (``benchmarks/README.md``, "Fidelity, session 24").
         """
         got = {c: profile.component_latency_s(c) for c in HOST_COMPONENTS}
         if any(v is None for v in got.values()):
