@@ -433,15 +433,16 @@ def test_cli_writes_profile_and_how_it_was_measured(
     from hw.profiling.host import IDLE_S
 
     # 2 experts, gate, combine at 2 sizes; dispatch at 2 sizes; 5 host terms and the
-    # completion pair; 9 idle curves (duty, 2 hand-offs, the chain's gate, its hand-off and
-    # first and next worker step and their gathers); 3 server-loop overheads, 2 arrival penalties;
+    # completion pair; 10 idle curves (duty, 2 hand-offs, the chain's gate, its two hand-offs
+    # (the put to the gate, the gate to the worker) and first and next worker step and their
+    # gathers); 3 server-loop overheads, 2 arrival penalties;
     # the speed probe; the machine's state over 0.1 s windows (in 0.2 s blocks here); the
     # gate's preemption: a busy row per level of load, and a held, a shared and a busy
     # hand-off row at most; the woken worker's join: up to four rows; the stalls' watch, and
     # their spans and gates where it found any
     from hw.profiling.preemption import PREEMPT_GAPS_S
 
-    fixed = 8 + 2 + 5 + 2 + 9 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S) + 1
+    fixed = 8 + 2 + 5 + 2 + 10 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S) + 1
     assert fixed <= doc["rows"] <= fixed + 3 * len(PREEMPT_GAPS_S) + 4 + 2
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
