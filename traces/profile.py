@@ -204,28 +204,26 @@ def state_sigma(p10_s: np.ndarray, p90_s: np.ndarray) -> np.ndarray:
 
 
 class PreemptPoint(NamedTuple):
-    """One level of the gate's preemption: its duty, the share of the counted gates that
-    held the host, and the held gates' median wall time (None: none held)."""
+    """One level of the gate's preemption: its duty and the share of the counted gates that
+    held the host. (The held gates' wall time, the ``preempt_held`` row's latency, is
+    measured but not read: ``sim.host_terms.HostTerms.from_profile``.)"""
 
     duty: float
     p: float
-    held_s: float | None
 
 
 def preempt_curve(steps: pl.DataFrame, source: str = "steps file") -> list[PreemptPoint]:
     """The gate's preemption per level of load from a steps frame's ``preempt_*`` rows, by
     increasing duty (empty without them): per level (``idle_s``), the held gates' share of
-    those counted (``samples``) and their median wall time, at the duty busy ÷ wall of its
-    ``preempt_busy`` and ``preempt_wall`` rows. A level where no gate was counted has no
-    point."""
+    those counted (``samples``), at the duty busy ÷ wall of its ``preempt_busy`` and
+    ``preempt_wall`` rows. A level where no gate was counted has no point."""
     levels = []
     for duty, level in _preempt_levels(steps, source):
         count = dict(zip(level["component"], level["samples"], strict=True))
         held = count.get(PREEMPT_HELD, 0)
         seen = held + count.get(PREEMPT_SHARED, 0)
-        held_s = level.filter(pl.col("component") == PREEMPT_HELD)["latency_s"]
         if seen > 0:
-            levels.append(PreemptPoint(duty, held / seen, float(held_s[0]) if held else None))
+            levels.append(PreemptPoint(duty, held / seen))
     return sorted(levels, key=lambda pt: pt.duty)
 
 

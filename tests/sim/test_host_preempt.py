@@ -73,7 +73,6 @@ def test_the_rows_give_the_held_share_at_each_levels_duty() -> None:
     curve = preempt_curve(preempt_frame())
     assert [pt.p for pt in curve] == [0.75, 0.25]
     assert [pt.duty for pt in curve] == pytest.approx([0.2, 0.8])
-    assert [pt.held_s for pt in curve] == [3e-4, 3e-4]
     terms = HostTerms.from_profile(profile_from_frame(preempt_frame()), 1)
     assert terms is not None
     assert terms.preempt_duty == pytest.approx((0.2, 0.8)) and terms.preempt_p == (0.75, 0.25)
