@@ -32,7 +32,7 @@ from sim.run_speed import (
     at_run_speeds,
     run_speeds,
 )
-from sim.run_stalls import run_stalls, with_stalls
+from sim.run_stalls import matched_stalls, run_stalls, with_stalls
 from sim.run_state import run_state, with_state
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
@@ -456,14 +456,14 @@ def _check_loaded(
             cfg, int(b), work.n_requests, service, profile if host else None, host_lock, host_state
         )
         factor, scale, expert_factor, combine_factor, b_table = None, None, None, None, table
-        from_run = False
+        from_run, path = False, None
         if host and state_from_run and sim_cfg.state_sigma is None:
             got = run_state(rows)
             if got is not None:
-                b_table, from_run = with_state(table, got.state), True
+                b_table, from_run, path = with_state(table, got.state, got.path), True, got.path
         stalls_hz = None
         if host and stalls_from_run and sim_cfg.host_stalls:
-            met = run_stalls(rows)
+            met = run_stalls(rows, path)
             if met is not None:
                 b_table, stalls_hz = with_stalls(b_table, met), met.rate_hz
         if host and host_speed in (None, HostSpeed.RUN):
@@ -477,6 +477,8 @@ def _check_loaded(
                 )
             # the host, the worker's calls and its combines each at their own speed in the run
             b_table = at_run_speeds(b_table, scale, expert_factor, combine_factor)
+            if stalls_hz:
+                b_table = matched_stalls(rows, sim_cfg, b_table, work)
         if host and scale is None and host_speed in (None, HostSpeed.PROBE):
             factor = speed_factor(cfg, profile, int(b))
             if factor is None and host_speed is HostSpeed.PROBE:

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from sim.errors import SimConfigError
-from sim.machine_state import MachineState, fit_state
+from sim.machine_state import MachineState, StatePath, fit_state
 from traces.profile import (
     COMPLETION_COMPONENTS,
     GATE_STAMPED_OVERHEAD,
@@ -25,6 +25,7 @@ from traces.profile import (
     busy_handoff_curve,
     join_shares,
     preempt_curve,
+    sched_tick_s,
     stall_terms,
     state_sigma,
 )
@@ -135,6 +136,9 @@ class HostTerms:
     worker_contention_s: tuple[float, ...] = ()
     # the machine's state measured by hw profile (``state_window`` rows), fitted; None: none
     state: MachineState | None = None
+    # the path that state took during a measured run, replayed in place of a drawn one
+    # (sim.run_state); None: drawn
+    state_path: StatePath | None = None
     # a woken gate taking the host whole from a worker at work (``preempt_*`` rows); empty: never
     preempt_duty: tuple[float, ...] = ()
     preempt_p: tuple[float, ...] = ()
@@ -154,6 +158,9 @@ class HostTerms:
     # the stalls a measured run met (start s, span s, factor), replayed in place of the drawn
     # ones (sim.run_stalls); empty: the drawn ones above, if any
     stall_times: tuple[tuple[float, float, float], ...] = ()
+    # the kernel scheduler's tick (s): a thread that took the host whole holds it at most
+    # until the next one (hw profile's ``sched_tick`` row); 0: until it waits
+    sched_tick_s: float = 0.0
     speed_scale: float = 1.0
     # the combine job's wall time over the profile's at the host's speed (sim.run_speed)
     combine_factor: float = 1.0
@@ -577,6 +584,7 @@ class HostTerms:
             stall_rate_hz=0.0 if stalls is None else stalls.rate_hz,
             stall_span_s=() if stalls is None or not stalls.rate_hz else stalls.span_s,
             stall_factor=() if stalls is None or not stalls.rate_hz else stalls.factor,
+            sched_tick_s=(None if comps is None else sched_tick_s(comps, profile.source)) or 0.0,
         )
 
 

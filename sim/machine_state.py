@@ -20,7 +20,14 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["MachineState", "average_variance_ratio", "fit_state", "state_factors"]
+__all__ = [
+    "MachineState",
+    "StatePath",
+    "average_variance_ratio",
+    "fit_state",
+    "smooth_state",
+    "state_factors",
+]
 
 _OFFSETS = 16  # placements of a window on the process's grid, averaged
 _RHOS = np.linspace(0.0, 0.98, 99)  # the fit's grid of lag-one correlations
@@ -122,3 +129,57 @@ def state_factors(
             z = rho * z + step * float(rng.standard_normal())
         factors = np.exp(sigma * (path - path.mean()))
         yield from (factors / factors.mean()).tolist()
+
+
+@dataclass(frozen=True)
+class StatePath:
+    """The state's factor on every step's wall time, window after window, from ``start_s``
+    on a run's clock (each ``window_s`` long; 1 before the first and after the last)."""
+
+    start_s: float
+    window_s: float
+    factors: tuple[float, ...]
+
+    def at(self, times_s: np.ndarray) -> np.ndarray:
+        """The factor at each of ``times_s``."""
+        times = np.asarray(times_s, dtype=float)
+        index = np.floor((times - self.start_s) / self.window_s)
+        inside = (index >= 0) & (index < len(self.factors))
+        got = np.ones(times.shape)
+        if self.factors:
+            got[inside] = np.asarray(self.factors)[index[inside].astype(np.int64)]
+        return got
+
+
+def smooth_state(state: MachineState, seen: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
+    """The state's log factor in each window, given what was seen of it: ``seen[i]`` the
+    log deviation read in window i (nan: nothing read there) with sampling noise of variance
+    ``noise_var[i]``. The posterior mean under the state's own AR(1) (a Kalman filter and
+    Rauch-Tung-Striebel smoother): where a window's reading is noisy or missing, its
+    neighbours' readings speak for it as far as ``state.rho`` says the state lasts, and
+    what nothing reads falls back to the process's mean, 0."""
+    seen = np.asarray(seen, dtype=float)
+    noise_var = np.asarray(noise_var, dtype=float)
+    if seen.shape != noise_var.shape or seen.ndim != 1:
+        raise ValueError("machine state: one noise variance per window")
+    n = len(seen)
+    prior = state.sigma**2
+    rho = state.rho
+    ahead_mean, ahead_var = np.zeros(n), np.zeros(n)  # before window i's reading
+    mean, var = np.zeros(n), np.zeros(n)  # after it
+    m, v = 0.0, prior
+    for i in range(n):
+        if i:
+            m, v = rho * mean[i - 1], rho * rho * var[i - 1] + (1 - rho * rho) * prior
+        ahead_mean[i], ahead_var[i] = m, v
+        if np.isfinite(seen[i]) and v > 0:
+            gain = v / (v + max(noise_var[i], 0.0))
+            m, v = m + gain * (seen[i] - m), (1 - gain) * v
+        mean[i], var[i] = m, v
+    smooth = mean.copy()
+    for i in range(n - 2, -1, -1):
+        if ahead_var[i + 1] > 0:
+            smooth[i] = mean[i] + var[i] * rho / ahead_var[i + 1] * (
+                smooth[i + 1] - ahead_mean[i + 1]
+            )
+    return smooth

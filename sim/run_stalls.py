@@ -56,7 +56,12 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
+from sim.config import SimConfig
+from sim.engine import simulate
+from sim.machine_state import StatePath
+from sim.output import records_of
 from sim.service import ServiceTable
+from sim.workload import Workload
 from traces.alone_gates import gate_company, worker_steps
 from traces.stalls import (
     STALL_MIN_RUN,
@@ -82,15 +87,24 @@ COMPANY_EDGES = (0.0, 0.5)
 RUN_STALL_BRIDGE = 1  # slow gates with at most this many others between them: one episode
 # an episode grows over slow gates and worker steps within this long of it (module docstring)
 RUN_STALL_GROW_S = 1e-3
+MATCH_ROUNDS = 2  # replays that match each stall's factor to the run's gates in it
+# the secant's slope (log gate over log factor) kept within these: a gate in company takes
+# less than its factor times longer (the company's added wall time does not stretch)
+MATCH_SLOPES = (0.2, 1.5)
 
 
-def run_stalls(rows: pl.DataFrame) -> StallEpisodes | None:
+def run_stalls(rows: pl.DataFrame, state: StatePath | None = None) -> StallEpisodes | None:
     """The stall episodes in the gates of one B's rows (module docstring), warm-up included
     (the replay runs it too); None where the B has fewer than :data:`MIN_STALL_GATES`
-    timed gates."""
+    timed gates. ``state``: the machine state's path during the run (``sim.run_state``),
+    replayed with the stalls: every step is first taken over the state's factor of its
+    moment, so that a stall is slow against the state around it and its factor is its own
+    (in a spell at 1.3 a gate at 3 times the block's median is a stall of 2.3)."""
     starts, walls, busy_share = gate_company(rows)
     if len(starts) < max(MIN_STALL_GATES, STALL_MIN_RUN):
         return None
+    if state is not None:
+        walls = walls / state.at(starts)
     company = np.digitize(busy_share, COMPANY_EDGES, right=True)
     found = find_stalls(starts, walls, bridge=RUN_STALL_BRIDGE)
     own = block_ratios(starts, walls, classes=company)  # against the gate's own company
@@ -104,6 +118,8 @@ def run_stalls(rows: pl.DataFrame) -> StallEpisodes | None:
             factors[i] = float(np.median(own[alone]))
     kept = replace(found, factors=np.maximum(factors, 1.0)).only(keep)
     spans, ratios = worker_steps(rows)
+    if state is not None and len(spans):
+        ratios = ratios / state.at(spans[:, 0])
     gate_spans = np.column_stack([starts, starts + walls])
     slow = np.concatenate(
         [
@@ -129,3 +145,47 @@ def with_stalls(table: ServiceTable, episodes: StallEpisodes) -> ServiceTable:
             table.host, stall_times=times, stall_rate_hz=0.0, stall_span_s=(), stall_factor=()
         ),
     )
+
+
+def matched_stalls(
+    rows: pl.DataFrame,
+    sim_cfg: SimConfig,
+    table: ServiceTable,
+    work: Workload,
+    rounds: int = MATCH_ROUNDS,
+) -> ServiceTable:
+    """``table`` with each replayed stall's factor set so that the replay's gates inside it
+    take as long as the run's did (their medians; module docstring), by ``rounds`` replays:
+    each a step of the secant on log factor against log median gate (the first in
+    proportion), the factor at least 1. Unchanged without replayed stalls."""
+    host = table.host
+    if host is None or not host.stall_times:
+        return table
+    starts, walls, _ = gate_company(rows)
+    spans = [(t, t + span) for t, span, _ in host.stall_times]
+    measured = [_median_inside(starts, walls, a, b) for a, b in spans]
+    times = list(host.stall_times)
+    before: list[tuple[float, float] | None] = [None] * len(times)  # (log factor, log gate)
+    for _ in range(rounds):
+        got_starts, got_walls, _ = gate_company(records_of(simulate(sim_cfg, table, work)))
+        for i, ((a, b), want) in enumerate(zip(spans, measured, strict=True)):
+            got = _median_inside(got_starts, got_walls, a, b)
+            if want is None or got is None:
+                continue
+            t, span, factor = times[i]
+            here = (np.log(factor), np.log(got))
+            slope = 1.0  # a gate's wall in proportion to the factor, to start with
+            if before[i] is not None and abs(here[0] - before[i][0]) > 1e-6:
+                slope = (here[1] - before[i][1]) / (here[0] - before[i][0])
+                slope = float(np.clip(slope, *MATCH_SLOPES))
+            before[i] = here
+            step = (np.log(want) - here[1]) / slope
+            times[i] = (t, span, max(1.0, float(np.exp(here[0] + step))))
+        table = replace(table, host=replace(host, stall_times=tuple(times)))
+    return table
+
+
+def _median_inside(starts: np.ndarray, walls: np.ndarray, a: float, b: float) -> float | None:
+    """The median wall time of the gates that started in [a, b) (None: none did)."""
+    inside = (starts >= a) & (starts < b)
+    return float(np.median(walls[inside])) if inside.any() else None

@@ -14,22 +14,34 @@ gap, timed in the server's threads), read by the same split-half estimate
 (:func:`traces.state_windows.window_state`) over the same window lengths, within blocks of
 the run's own length where it is shorter than the profile's 5 s (at 500 req/s a B of 2000
 requests lasts 4 s; the run's speed, :mod:`sim.run_speed`, sets the level of the whole B),
-and fitted by the same :func:`~sim.machine_state.fit_state`. What this takes from the run is
-how much its host's speed moved within it and how long the moves lasted; the costs, the
-queueing, the contention and the preemption are still the model's.
+and fitted by the same :func:`~sim.machine_state.fit_state`.
+
+Where the moves were, too: the replay runs the run's own arrivals on its clock, so it can
+run the state the run met rather than a draw of the same process (as it replays the run's
+stalls where they were, :mod:`sim.run_stalls`). A drawn path of a run's (σ, ρ) is one
+sample of where the slow spells fall; in block 37 (``--B 1`` at 500 req/s, run 6: σ 0.28,
+ρ 0.94, its gates 530 µs in its first second and 330 µs in its last) four replays with drawn
+paths read p99 5.1-10.6 ms against the run's 5.3 ms. The path is each 0.1 s window's median
+alone gate about the run's (:func:`traces.state_windows.window_readings`), smoothed under
+the fitted process (:func:`~sim.machine_state.smooth_state`: a window with few gates leans
+on its neighbours, the warm-up, with none, on the process's mean) and scaled to mean 1, the
+run's speed giving the level. What this takes from the run is how much its host's speed
+moved within it, how long the moves lasted and when; the costs, the queueing, the
+contention and the preemption are still the model's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import polars as pl
 
-from sim.machine_state import MachineState, fit_state
+from sim.machine_state import MachineState, StatePath, fit_state, smooth_state
 from sim.service import ServiceTable
 from traces.alone_gates import alone_gates
 from traces.profile import STATE_BLOCK_S
-from traces.state_windows import STATE_WINDOWS_S, window_state
+from traces.state_windows import STATE_WINDOWS_S, window_readings, window_state
 
 __all__ = ["MIN_STATE_WINDOWS", "RunState", "run_state", "with_state"]
 
@@ -39,10 +51,12 @@ MIN_STATE_WINDOWS = 10  # fewer shortest windows with enough alone gates: no sta
 @dataclass(frozen=True)
 class RunState:
     """The state read from a run: the fitted process (None: the run's gates show no state
-    beyond their own noise) and, per window length, the spread σ_w it was fitted to."""
+    beyond their own noise), per window length the spread σ_w it was fitted to, and the
+    path the state took during the run (None with no process)."""
 
     state: MachineState | None
     sigmas: dict[float, float]
+    path: StatePath | None = None
 
 
 def run_state(rows: pl.DataFrame) -> RunState | None:
@@ -66,11 +80,28 @@ def run_state(rows: pl.DataFrame) -> RunState | None:
     if not sigmas:
         return None
     fitted = fit_state(tuple(sigmas), tuple(sigmas.values()), block)
-    return RunState(fitted, sigmas)
+    return RunState(fitted, sigmas, None if fitted is None else state_path(rows, fitted))
 
 
-def with_state(table: ServiceTable, state: MachineState | None) -> ServiceTable:
-    """``table`` with its host model running ``state`` instead of the profile's."""
+def state_path(rows: pl.DataFrame, state: MachineState) -> StatePath:
+    """The path ``state`` took during the rows of one B (module docstring): a factor per
+    window of ``state.window_s`` from the first arrival (warm-up included, as the replay
+    runs it) to the last completion, mean 1."""
+    starts, walls = alone_gates(rows)
+    first = float(rows["arrival_s"].min())
+    ends = rows["complete_s"].cast(pl.Float64).to_numpy()
+    last = float(np.nanmax(ends)) if np.isfinite(ends).any() else first
+    windows = max(1, int(np.ceil((last - first) / state.window_s)))
+    seen, noise = window_readings(starts, walls, first, state.window_s, windows)
+    factors = np.exp(smooth_state(state, seen, noise))
+    return StatePath(first, state.window_s, tuple((factors / factors.mean()).tolist()))
+
+
+def with_state(
+    table: ServiceTable, state: MachineState | None, path: StatePath | None = None
+) -> ServiceTable:
+    """``table`` with its host model running ``state`` instead of the profile's: along
+    ``path`` where given (the run's own), else drawn."""
     if table.host is None:
         return table
-    return replace(table, host=replace(table.host, state=state))
+    return replace(table, host=replace(table.host, state=state, state_path=path))

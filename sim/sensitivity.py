@@ -14,8 +14,9 @@ combine costs and batch overhead of the config, and the shared-host model's
 costs (dispatch, collect, hand-offs, loop overheads, arrival penalties, the
 time contention adds). Not scaled: the contention rates, the duty-speed curve
 and the spells' spread, which are ratios, the spells' windows (the same spells
-at the same instants, so that the band shows the costs and not a redraw), and
-the arrivals, which are the workload's own.
+at the same instants, so that the band shows the costs and not a redraw), the
+machine state's path and the scheduler's tick, which are the machine's and not
+costs, and the arrivals, which are the workload's own.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
         "gate_spread",
         "join",
         "stall",
+        "tick",
     )
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(s) for n, s in zip(names, children, strict=True)}

@@ -50,6 +50,7 @@ __all__ = [
     "PREEMPT_WALL",
     "PROFILE_SCHEMA",
     "REQUIRED_COLUMNS",
+    "SCHED_TICK",
     "SPEED_PROBE",
     "STALL_COMPONENTS",
     "STALL_GATE",
@@ -71,6 +72,7 @@ __all__ = [
     "profile_from_frame",
     "profile_variation",
     "read_profile",
+    "sched_tick_s",
     "stall_terms",
     "state_sigma",
     "steps_path",
@@ -189,10 +191,15 @@ STALL_WATCH = "stall_watch"
 STALL_SPAN = "stall_span"
 STALL_GATE = "stall_gate"
 STALL_COMPONENTS = (STALL_WATCH, STALL_SPAN, STALL_GATE)
+# the kernel scheduler's tick on the profiled machine, ``latency_s`` its period (1 / CONFIG_HZ,
+# read from the kernel's build configuration by hw.profiling.sched_tick): a thread that took
+# a core from another holds it until the other is moved to the idle core, at a tick
+# (optional: profiles before 2026-12-06 lack it, and machines whose configuration is unreadable)
+SCHED_TICK = "sched_tick"
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
     GATE_STAMPED_OVERHEAD, *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,
-    *PREEMPT_COMPONENTS, *JOIN_COMPONENTS, *STALL_COMPONENTS,
+    *PREEMPT_COMPONENTS, *JOIN_COMPONENTS, *STALL_COMPONENTS, SCHED_TICK,
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
@@ -331,6 +338,19 @@ def stall_terms(steps: pl.DataFrame, source: str = "steps file") -> StallTerms |
     if factor[0] < 1:
         raise ProfileError(source, STALL_GATE, "a stall's gate must be slower than the watched")
     return StallTerms(float(count) / float(seconds), span, factor)  # type: ignore[arg-type]
+
+
+def sched_tick_s(steps: pl.DataFrame, source: str = "steps file") -> float | None:
+    """The scheduler tick from a steps frame's ``sched_tick`` row (None without one)."""
+    if "component" not in steps.columns:
+        return None
+    row = steps.filter(pl.col("component") == SCHED_TICK)
+    if row.height == 0:
+        return None
+    tick = row["latency_s"][0]
+    if row.height != 1 or tick is None or not 0 < tick < 1:
+        raise ProfileError(source, SCHED_TICK, "needs one row with 0 < latency_s < 1 s")
+    return float(tick)
 
 
 def _spread_of(row: pl.DataFrame, source: str) -> tuple[float, float, float] | None:

@@ -22,10 +22,11 @@ import numpy as np
 
 from traces.profile import STATE_BLOCK_S
 
-__all__ = ["MIN_HALF", "STATE_WINDOWS_S", "window_state"]
+__all__ = ["MIN_HALF", "MIN_READING", "STATE_WINDOWS_S", "window_readings", "window_state"]
 
 STATE_WINDOWS_S = (0.1, 0.25, 0.5, 1.0)  # window lengths the state is read over
 MIN_HALF = 3  # calls per half a window needs to count
+MIN_READING = 3  # calls a window needs for its own reading in window_readings
 
 
 def window_state(
@@ -68,3 +69,38 @@ def window_state(
         float(np.sum((h[:, 0] - h[:, 0].mean()) * (h[:, 1] - h[:, 1].mean()))) for h in halves
     )
     return float(np.exp(np.median(medians))), float(np.sqrt(max(cross / used, 0.0))), used
+
+
+def window_readings(
+    starts: np.ndarray, walls_s: np.ndarray, start_s: float, window_s: float, windows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(reading, its noise variance) per window of ``window_s`` from ``start_s``, for
+    ``windows`` windows: a window's reading is its calls' log median about the mean of
+    every window's (nan where it has fewer than :data:`MIN_READING` calls), its noise the
+    variance of a median of that many calls, c / n, with c pooled over the windows from
+    the gap between their even- and odd-numbered halves' medians (each half's median has
+    variance 2c / n, their difference 4c / n). Where the state moved during a run, not
+    only how much: ``sim.run_state`` smooths these into the run's own state path."""
+    if not window_s > 0 or windows < 0:
+        raise ValueError(f"machine state: need a window > 0 and windows >= 0, got {window_s}")
+    seen, counts = np.full(windows, np.nan), np.zeros(windows)
+    order = np.argsort(starts, kind="stable")
+    index = np.floor((np.asarray(starts, dtype=float)[order] - start_s) / window_s)
+    log_wall = np.log(np.maximum(np.asarray(walls_s, dtype=float)[order], 1e-9))
+    inside = (index >= 0) & (index < windows)
+    index, log_wall = index[inside].astype(np.int64), log_wall[inside]
+    gaps: list[float] = []
+    for i in np.unique(index):
+        part = log_wall[index == i]
+        counts[i] = len(part)
+        if len(part) >= MIN_READING:
+            seen[i] = float(np.median(part))
+        if len(part) >= 2 * MIN_HALF:
+            half_gap = float(np.median(part[0::2]) - np.median(part[1::2]))
+            gaps.append(len(part) * half_gap * half_gap / 4)
+    read = np.isfinite(seen)
+    if read.any():
+        seen[read] -= seen[read].mean()
+    scale = float(np.mean(gaps)) if gaps else np.inf
+    noise = np.where(counts > 0, scale / np.maximum(counts, 1), np.inf)
+    return seen, noise

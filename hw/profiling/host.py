@@ -69,6 +69,9 @@ simulator's shared-host model.
 - ``stall_watch`` / ``stall_span`` / ``stall_gate``: the machine's stalls (a few ms in
   which every step runs several times slower) found in the same chains
   (:mod:`traces.stalls`).
+- ``sched_tick``: the kernel scheduler's tick (1 / CONFIG_HZ), read, not timed
+  (:mod:`hw.profiling.sched_tick`; absent where the kernel's configuration is unreadable):
+  a gate that took the worker's core holds it at most until the next one.
 - ``preempt_held`` / ``preempt_shared`` / ``preempt_busy`` (``idle_s`` = a level's idle time
   per request): how often a woken gate takes the host whole from a worker at work, per level
   of load, from the server's two threads fed open loop (:mod:`hw.profiling.preemption`).
@@ -112,11 +115,12 @@ import torch
 from hw.profiling.host_state import STATE_GAP_S, stall_rows, state_rows, state_samples
 from hw.profiling.model import ServedModel
 from hw.profiling.preemption import level_rows, preempt_levels, server_threads
+from hw.profiling.sched_tick import kernel_tick_s
 from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
 from hw.profiling.speed_probe import PROBE_GAP_S, probe_samples
 from hw.profiling.worker_join import join_pairs, join_rows
 from hw.timing import LatencyStats, gc_paused, measure_samples
-from traces.profile import SPEED_PROBE, STATE_WINDOW
+from traces.profile import SCHED_TICK, SPEED_PROBE, STATE_WINDOW
 
 __all__ = [
     "IDLE_S",
@@ -564,6 +568,9 @@ def measure_host(
         for (c, idle), s in found.items()
     ]
     rows += [(c, 1, idle, st) for c, idle, st in preempt + stalls]
+    tick = kernel_tick_s()
+    if tick is not None:  # a machine fact beside the timings: the scheduler's tick
+        rows.append((SCHED_TICK, 1, None, LatencyStats.from_samples([tick])))
     return rows + [(STATE_WINDOW, 1, w, st) for w, st in state.items()]
 
 

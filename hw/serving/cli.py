@@ -251,6 +251,7 @@ def _host_terms_line(frame: Any) -> str:
         busy_handoff_curve,
         join_shares,
         preempt_curve,
+        sched_tick_s,
         stall_terms,
         state_sigma,
     )
@@ -348,6 +349,9 @@ def _host_terms_line(frame: Any) -> str:
                 f" of {stalls.span_s[1] * 1e3:.1f} ms (p90 {stalls.span_s[2] * 1e3:.1f}) "
                 f"at ×{stalls.factor[1]:.1f}"
             )
+    tick = sched_tick_s(frame)
+    if tick is not None:  # the kernel's scheduler tick (newer profiles, readable kernels)
+        line += f", scheduler tick {tick * 1e3:g} ms"
     return line
 
 

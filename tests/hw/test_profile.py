@@ -28,6 +28,7 @@ from traces.profile import (
     busy_handoff_curve,
     preempt_curve,
     read_profile,
+    sched_tick_s,
     steps_path,
     write_profile,
 )
@@ -439,10 +440,13 @@ def test_cli_writes_profile_and_how_it_was_measured(
     # the speed probe; the machine's state over 0.1 s windows (in 0.2 s blocks here); the
     # gate's preemption: a busy row per level of load, and a held, a shared and a busy
     # hand-off row at most; the woken worker's join: up to four rows; the stalls' watch, and
-    # their spans and gates where it found any
+    # their spans and gates where it found any; the scheduler's tick where the kernel says
     from hw.profiling.preemption import PREEMPT_GAPS_S
+    from hw.profiling.sched_tick import kernel_tick_s
 
+    tick = kernel_tick_s()
     fixed = 8 + 2 + 5 + 2 + 10 * len(IDLE_S) + 5 + 1 + 1 + 2 * len(PREEMPT_GAPS_S) + 1
+    fixed += tick is not None
     assert fixed <= doc["rows"] <= fixed + 3 * len(PREEMPT_GAPS_S) + 4 + 2
     assert doc["variation"]["median_rel"] >= 0
     assert read_profile(out).experts == [0, 1]
@@ -468,6 +472,8 @@ def test_cli_writes_profile_and_how_it_was_measured(
     timed = steps.filter(pl.col("component") == PREEMPT_HANDOFF).height
     assert ("busy gate hand-off" in printed) == bool(timed)
     assert len(busy_handoff_curve(steps)) == timed
+    assert sched_tick_s(steps) == tick  # read from the kernel, where it says
+    assert ("scheduler tick" in printed) == (tick is not None)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.machine_state import MachineState, average_variance_ratio, fit_state, state_factors
+from sim.machine_state import (
+    MachineState,
+    StatePath,
+    average_variance_ratio,
+    fit_state,
+    smooth_state,
+    state_factors,
+)
 
 WINDOWS = (0.1, 0.25, 0.5, 1.0)
 
@@ -100,3 +107,38 @@ def test_the_fit_without_spread() -> None:
     assert fit_state((1.0, 0.1), (0.1, 0.2)) == fit_state((0.1, 1.0), (0.2, 0.1))
     with pytest.raises(ValueError):
         fit_state(WINDOWS, (0.1,))
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.5, 0.94])
+def test_the_smoothed_path_is_the_gaussian_posterior_mean(rho: float) -> None:
+    """Against brute force: for a prior N(0, σ² ρ^|i-j|) over 12 windows, readings in some
+    of them with their own noise, the posterior mean Σ Hᵀ (H Σ Hᵀ + R)⁻¹ y."""
+    rng = np.random.default_rng(5)
+    state = MachineState(0.2, rho, 0.1)
+    n = 12
+    seen = 0.2 * rng.standard_normal(n)
+    seen[[0, 4, 5, 11]] = np.nan  # nothing read there
+    noise = rng.uniform(0.001, 0.05, n)
+    lag = np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
+    prior = state.sigma**2 * rho**lag
+    read = np.isfinite(seen)
+    gain = prior[:, read] @ np.linalg.inv(prior[np.ix_(read, read)] + np.diag(noise[read]))
+    assert smooth_state(state, seen, noise) == pytest.approx(gain @ seen[read], abs=1e-12)
+
+
+def test_the_smoothed_path_leans_on_the_readings_as_their_noise_allows() -> None:
+    """Exact readings are kept; readings lost in noise, or none, leave the mean, 0."""
+    state = MachineState(0.3, 0.5, 0.1)
+    seen = np.array([0.2, -0.1, 0.4])
+    assert smooth_state(state, seen, np.zeros(3)) == pytest.approx(seen)
+    assert smooth_state(state, seen, np.full(3, 1e12)) == pytest.approx(np.zeros(3), abs=1e-9)
+    assert smooth_state(state, np.full(3, np.nan), np.ones(3)) == pytest.approx(np.zeros(3))
+    with pytest.raises(ValueError, match="one noise variance per window"):
+        smooth_state(state, seen, np.ones(2))
+
+
+def test_a_state_path_gives_each_moment_its_windows_factor() -> None:
+    path = StatePath(1.0, 0.1, (2.0, 0.5, 1.5))
+    times = np.array([0.5, 1.0, 1.05, 1.1, 1.29, 1.3, 9.0])
+    assert path.at(times) == pytest.approx([1.0, 2.0, 2.0, 0.5, 1.5, 1.0, 1.0])
+    assert StatePath(0.0, 0.1, ()).at(times) == pytest.approx(np.ones(7))

@@ -16,7 +16,7 @@ from sim.check import check_runs
 from sim.cli import app
 from sim.errors import SimConfigError
 from sim.host_terms import HostTerms
-from sim.run_stalls import MIN_STALL_GATES, run_stalls, with_stalls
+from sim.run_stalls import MIN_STALL_GATES, matched_stalls, run_stalls, with_stalls
 from sim.service import ServiceTable
 from traces.profile import profile_from_frame, write_profile
 
@@ -228,3 +228,61 @@ def test_sim_check_host_stalls_run_is_the_default(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--host-stalls 'x'" in bad.output
     sim_run = runner.invoke(app, ["run", "--B", "1", "--requests", "100", "--host-stalls", "run"])
     assert sim_run.exit_code == 2 and "--host-stalls 'run'" in sim_run.output
+
+
+def _b1_stalled(stall_times: tuple[tuple[float, float, float], ...], **host: object) -> tuple:
+    """(config, workload, table, records) of the host model's own run at B = 1, 500 req/s,
+    with these stalls replayed (``host``: more HostTerms fields)."""
+    from sim.config import SimConfig
+    from sim.engine import simulate
+    from sim.output import records_of
+    from sim.workload import make_workload
+
+    cfg = SimConfig(
+        batch_size=1, n_experts=8, rate_rps=500.0, n_requests=2000, max_backlog=None,
+        gate_latency_s=200e-6, combine_latency_s=60e-6, seed=6, host=True, warmup=200,
+    )  # fmt: skip
+    work = make_workload(cfg)
+    table = ServiceTable.from_profile(profile_from_frame(host_profile_frame()), 8, 1)
+    assert table.host is not None
+    table = replace(table, host=replace(table.host, stall_times=stall_times, **host))
+    return cfg, work, table, records_of(simulate(cfg, table, work))
+
+
+PLANTED = ((0.8, 0.015, 3.0), (1.8, 0.015, 3.0), (2.8, 0.015, 3.0))
+
+
+def test_matching_gives_each_stall_the_factor_its_gates_say() -> None:
+    """Replayed with factors 6, 1.5 and 3 where the run stalled at 3: after two matching
+    replays each factor is 3 within a tenth (the replay's gates inside each as slow as the
+    run's); without replayed stalls the table is left as it is."""
+    cfg, work, table, run = _b1_stalled(PLANTED)
+    assert table.host is not None
+    wrong = tuple((t, span, f) for (t, span, _), f in zip(PLANTED, (6.0, 1.5, 3.0), strict=True))
+    guess = replace(table, host=replace(table.host, stall_times=wrong))
+    got = matched_stalls(run, cfg, guess, work)
+    assert got.host is not None
+    assert [f for _, _, f in got.host.stall_times] == pytest.approx([3.0] * 3, rel=0.1)
+    assert [(t, span) for t, span, _ in got.host.stall_times] == [(t, s) for t, s, _ in PLANTED]
+    calm = replace(table, host=replace(table.host, stall_times=()))
+    assert matched_stalls(run, cfg, calm, work) is calm
+
+
+def test_a_stall_inside_a_slow_spell_is_read_against_the_spell() -> None:
+    """The run's state at 1.5 from 0.6 to 1.2 s, a stall of factor 3 inside it at 0.8 s: its
+    gates took about 4.5 times the run's median. Read against the state's path the stall's
+    factor is its own 3; against the run's median alone, well above."""
+    from sim.machine_state import MachineState, StatePath
+    from sim.run_state import run_state
+
+    t = np.arange(50) * 0.1
+    raw = np.where((t >= 0.6) & (t < 1.2), 1.5, 1.0)
+    path = StatePath(0.0, 0.1, tuple((raw / raw.mean()).tolist()))
+    *_, run = _b1_stalled(PLANTED[:1], state=MachineState(0.3, 0.9, 0.1), state_path=path)
+    read = run_state(run)
+    assert read is not None and read.path is not None
+    against_state = run_stalls(run, read.path)
+    against_median = run_stalls(run)
+    assert against_state is not None and against_median is not None
+    assert list(against_state.factors) == pytest.approx([3.0], rel=0.15)
+    assert against_median.factors.max() > 1.25 * against_state.factors.max()

@@ -13,7 +13,7 @@ import pytest
 from sim.check import check_run
 from sim.config import ServiceModel, SimConfig
 from sim.engine import simulate
-from sim.machine_state import MachineState
+from sim.machine_state import MachineState, StatePath
 from sim.output import records_of
 from sim.run_state import MIN_STATE_WINDOWS, run_state, with_state
 from sim.service import ServiceTable
@@ -85,7 +85,67 @@ def test_with_state_replaces_the_state_only() -> None:
     got = with_state(table, state)
     assert got.host is not None and table.host is not None
     assert got.host.state == state and replace(got.host, state=None).duty == table.host.duty
+    assert got.host.state_path is None
+    path = StatePath(0.0, 0.1, (1.2, 0.8))
+    along = with_state(table, state, path).host
+    assert along is not None and along.state_path == path
     assert with_state(replace(table, host=None), state).host is None
+
+
+def _planted_path(seconds: float, window_s: float = 0.1) -> StatePath:
+    """Slow (1.5) for the first 1.2 s, fast (0.7) for the next 1.2 s, then 1, repeating;
+    scaled to mean 1."""
+    t = np.arange(round(seconds / window_s)) * window_s
+    raw = np.where(t % 3.6 < 1.2, 1.5, np.where(t % 3.6 < 2.4, 0.7, 1.0))
+    return StatePath(0.0, window_s, tuple((raw / raw.mean()).tolist()))
+
+
+def _along(path: StatePath, rate_rps: float = 500.0, n: int = 2200) -> object:
+    """The host model's own run at B = 1 with its state along ``path``."""
+    cfg = SimConfig(
+        batch_size=1, n_experts=8, rate_rps=rate_rps, n_requests=n, max_backlog=None,
+        gate_latency_s=200e-6, combine_latency_s=60e-6, seed=4, host=True, warmup=200,
+    )  # fmt: skip
+    table = with_state(_table(), MachineState(0.3, 0.9, 0.1), path)
+    return records_of(simulate(cfg, table, make_workload(cfg)))
+
+
+def test_the_path_a_run_took_is_read_back_where_it_was() -> None:
+    """A run the model made along a planted path (slow 1.2 s, fast 1.2 s, ...) over 4.4 s
+    at 500 req/s: the path read from its alone gates follows it window by window
+    (correlation of the logs over 0.9), slow against fast by the planted 1.5 / 0.7 within
+    a tenth, starting at the run's first arrival; made without a state, it reads flat."""
+    planted = _planted_path(4.6)
+    run = _along(planted)
+    got = run_state(run)  # type: ignore[arg-type]
+    assert got is not None and got.path is not None and got.state is not None
+    assert got.path.start_s == pytest.approx(float(run["arrival_s"].min()))  # type: ignore[index]
+    assert got.path.window_s == pytest.approx(got.state.window_s)
+    mid = got.path.start_s + got.path.window_s * (np.arange(len(got.path.factors)) + 0.5)
+    read, truth = np.log(got.path.factors), np.log(planted.at(mid))
+    inside = mid > 0.5  # after the warm-up, where alone gates read it
+    assert np.corrcoef(read[inside], truth[inside])[0, 1] > 0.9
+    slow, fast = truth > np.log(1.2), truth < np.log(0.8)
+    ratio = np.exp(read[inside & slow].mean() - read[inside & fast].mean())
+    assert ratio == pytest.approx(1.5 / 0.7, rel=0.1)
+    assert np.mean(got.path.factors) == pytest.approx(1.0)
+    flat = run_state(_b1_run(2200, 500.0, state_sigma=0.0))  # type: ignore[arg-type]
+    assert flat is None or flat.path is None or np.ptp(np.log(flat.path.factors)) < 0.15
+
+
+def test_the_model_runs_a_state_path_where_it_was() -> None:
+    """Gate 1 ms, expert 0.4 ms: in a window at factor 2 (10-20 ms) the gate takes 2 ms,
+    outside it 1 ms; an explicitly set state (SimConfig.state_sigma) runs instead."""
+    from sim.host_terms import HostTerms
+
+    from .test_host_preempt import host_timeline
+
+    path = StatePath(0.01, 0.01, (2.0,))
+    host = HostTerms(np.zeros(2), state=MachineState(0.1, 0.5, 0.01), state_path=path)
+    run = host_timeline([0.0, 0.012, 0.03], host)
+    assert (run.gate_done_s - run.gate_start_s).tolist() == pytest.approx([1e-3, 2e-3, 1e-3])
+    off = host_timeline([0.0, 0.012, 0.03], host, state_sigma=0.0)
+    assert (off.gate_done_s - off.gate_start_s).tolist() == pytest.approx([1e-3] * 3)
 
 
 def test_check_replays_each_b_with_its_runs_state(tmp_path: Path, host_profile_path: Path) -> None:
