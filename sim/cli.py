@@ -170,7 +170,8 @@ _CHECK_HOST_STATE_HELP = (
     "Shared-host model: the machine's state, a log-normal factor (SIGMA in log) on every "
     "step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation RHO: "
     "'run' (the default: read from each B's own gates that ran alone, as the profile reads "
-    "its chains; the profile's where a B has too few), 'profile' (the process fitted to "
+    "its chains, and replayed along the path they show; the profile's where a B has too "
+    "few), 'profile' (the process fitted to "
     "what hw profile measured), 'off', or SIGMA,RHO,WINDOW_S (e.g. 0.19,0.7,0.1)."
 )
 
@@ -189,7 +190,7 @@ def _state_label(
     gates show, replayed), for a table title."""
     label = "no machine state"
     if from_run:
-        label = "machine state from each B's alone gates"
+        label = "machine state along each B's alone gates"
     elif state is not None:
         label = f"machine state σ {state.sigma:.2f} ρ {state.rho:.2f} per {state.window_s:g} s"
     label += (", gate preemption" if preempt else "") + (", worker joins" if join else "")

@@ -97,14 +97,12 @@ def run_stalls(rows: pl.DataFrame, state: StatePath | None = None) -> StallEpiso
     """The stall episodes in the gates of one B's rows (module docstring), warm-up included
     (the replay runs it too); None where the B has fewer than :data:`MIN_STALL_GATES`
     timed gates. ``state``: the machine state's path during the run (``sim.run_state``),
-    replayed with the stalls: every step is first taken over the state's factor of its
-    moment, so that a stall is slow against the state around it and its factor is its own
-    (in a spell at 1.3 a gate at 3 times the block's median is a stall of 2.3)."""
+    replayed with the stalls: an episode is found against its block as without it, and its
+    factor taken over the state's at its start, since the replay multiplies the two (in a
+    spell at 1.3 a gate at 3 times the block's median is a stall of 2.3)."""
     starts, walls, busy_share = gate_company(rows)
     if len(starts) < max(MIN_STALL_GATES, STALL_MIN_RUN):
         return None
-    if state is not None:
-        walls = walls / state.at(starts)
     company = np.digitize(busy_share, COMPANY_EDGES, right=True)
     found = find_stalls(starts, walls, bridge=RUN_STALL_BRIDGE)
     own = block_ratios(starts, walls, classes=company)  # against the gate's own company
@@ -116,10 +114,10 @@ def run_stalls(rows: pl.DataFrame, state: StatePath | None = None) -> StallEpiso
         alone = inside & (company == 0)
         if alone.any():  # the gates alone in it: the stall's factor and nothing else
             factors[i] = float(np.median(own[alone]))
+    if state is not None:
+        factors = factors / state.at(found.starts_s)
     kept = replace(found, factors=np.maximum(factors, 1.0)).only(keep)
     spans, ratios = worker_steps(rows)
-    if state is not None and len(spans):
-        ratios = ratios / state.at(spans[:, 0])
     gate_spans = np.column_stack([starts, starts + walls])
     slow = np.concatenate(
         [

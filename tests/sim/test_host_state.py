@@ -245,7 +245,7 @@ def test_sim_run_and_check_say_which_state_ran(tmp_path: Path) -> None:
     assert got[("--host-state", "off")] is None
     assert got[("--host-state", "0.3,0.8,0.05")] == {"sigma": 0.3, "rho": 0.8, "window_s": 0.05}
     shown = " ".join(runner.invoke(app, check).stdout.split())
-    assert "machine state from each B's alone gates" in shown
+    assert "machine state along each B's alone gates" in shown
     shown = " ".join(runner.invoke(app, [*check, "--host-state", "profile"]).stdout.split())
     assert f"machine state σ {s.sigma:.2f}" in shown
     res = runner.invoke(app, [*check, "--no-host", "--host-state", "off"])
