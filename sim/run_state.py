@@ -80,14 +80,17 @@ def run_state(rows: pl.DataFrame) -> RunState | None:
     if not sigmas:
         return None
     fitted = fit_state(tuple(sigmas), tuple(sigmas.values()), block)
-    return RunState(fitted, sigmas, None if fitted is None else state_path(rows, fitted))
+    path = None if fitted is None else state_path(rows, starts, walls, fitted)
+    return RunState(fitted, sigmas, path)
 
 
-def state_path(rows: pl.DataFrame, state: MachineState) -> StatePath:
-    """The path ``state`` took during the rows of one B (module docstring): a factor per
-    window of ``state.window_s`` from the first arrival (warm-up included, as the replay
-    runs it) to the last completion, mean 1."""
-    starts, walls = alone_gates(rows)
+def state_path(
+    rows: pl.DataFrame, starts: np.ndarray, walls: np.ndarray, state: MachineState
+) -> StatePath:
+    """The path ``state`` took during the rows of one B, read from their alone gates
+    (``starts``, ``walls``: :func:`traces.alone_gates.alone_gates` of the rows; module
+    docstring): a factor per window of ``state.window_s`` from the first arrival (warm-up
+    included, as the replay runs it) to the last completion, mean 1."""
     first = float(rows["arrival_s"].min())
     ends = rows["complete_s"].cast(pl.Float64).to_numpy()
     last = float(np.nanmax(ends)) if np.isfinite(ends).any() else first

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -165,12 +166,17 @@ def host_timeline(arrivals: list[float], host: HostTerms, **cfg: object) -> RunR
     return simulate_host(config, ServiceTable.constant([[4e-4]] * 3), work, host)
 
 
-def _timeline(p: float, arrivals: list[float]) -> RunResult:
+def preempt_timeline(p: float, arrivals: list[float], **terms: Any) -> RunResult:
     """:func:`host_timeline` with no other host costs; the lock shared evenly at 0.5 each; a
     woken gate preempts a worker at work with probability ``p`` and then runs at the host's
-    speed."""
+    speed (``terms``: more HostTerms fields)."""
     host = HostTerms(
-        np.zeros(2), gate_rate=0.5, worker_rate=0.5, preempt_duty=(0.0, 1.0), preempt_p=(p, p)
+        np.zeros(2),
+        gate_rate=0.5,
+        worker_rate=0.5,
+        preempt_duty=(0.0, 1.0),
+        preempt_p=(p, p),
+        **terms,
     )
     return host_timeline(arrivals, host)
 
@@ -180,11 +186,11 @@ def test_a_preempting_gate_keeps_the_host_while_it_goes_straight_on() -> None:
     and wakes the gate, which takes the host whole: the expert call (0.2 ms done) waits.
     Request 2 arrives at 1.5 ms, during gate 1: the gate goes straight on, still holding,
     so the call resumes only at 3.2 ms and ends at 3.4 ms."""
-    held = _timeline(1.0, [0.0, 1.2e-3, 1.5e-3])
+    held = preempt_timeline(1.0, [0.0, 1.2e-3, 1.5e-3])
     assert held.gate_done_s.tolist() == pytest.approx([1e-3, 2.2e-3, 3.2e-3])
     assert held.batch_start_s[0] == pytest.approx(1e-3)
     assert held.batch_end_s[0] == pytest.approx(3.4e-3)
-    shared = _timeline(0.0, [0.0, 1.2e-3, 1.5e-3])
+    shared = preempt_timeline(0.0, [0.0, 1.2e-3, 1.5e-3])
     # shared at 0.5 each from 1.2 ms: the call's last 0.2 ms take 0.4; the gate has 0.8 ms
     # left then, alone
     assert shared.batch_end_s[0] == pytest.approx(1.6e-3)
@@ -195,7 +201,7 @@ def test_a_gate_woken_while_no_worker_is_at_work_takes_nothing() -> None:
     """Requests 2 ms apart: each gate and its expert call run alone, with or without
     preemption."""
     arrivals = [0.0, 2e-3, 4e-3]
-    a, b = _timeline(1.0, arrivals), _timeline(0.0, arrivals)
+    a, b = preempt_timeline(1.0, arrivals), preempt_timeline(0.0, arrivals)
     assert a.completion_s.tolist() == pytest.approx(b.completion_s.tolist())
     assert a.completion_s.tolist() == pytest.approx([1.4e-3, 3.4e-3, 5.4e-3])
 

@@ -14,12 +14,13 @@ import simpy
 
 from sim.host import GATE, SharedHost
 from sim.host_terms import HostTerms
+from sim.records import RunResult
 from sim.workload import streams
 from traces.errors import FormatError
 from traces.profile import SCHED_TICK, profile_from_frame, sched_tick_s
 
 from .test_host import host_profile_frame
-from .test_host_preempt import host_timeline
+from .test_host_preempt import preempt_timeline
 
 
 def _tick_frame(latency_s: float | None, rows: int = 1) -> pl.DataFrame:
@@ -77,19 +78,11 @@ def test_a_released_host_is_shared_again() -> None:
     assert done[GATE] == pytest.approx(1.4 + (0.3 - 1.0 * 0.25))
 
 
-def _held(tick_s: float) -> object:
+def _held(tick_s: float) -> RunResult:
     """Request 0 at 0: gate 0-1 ms, its expert call (0.4 ms) from 1 ms. Request 1 arrives at
     1.2 ms and wakes the gate, which takes the host whole; request 2 arrives at 1.5 ms and
     the gate goes straight on to it."""
-    host = HostTerms(
-        np.zeros(2),
-        gate_rate=0.5,
-        worker_rate=0.5,
-        preempt_duty=(0.0, 1.0),
-        preempt_p=(1.0, 1.0),
-        sched_tick_s=tick_s,
-    )
-    return host_timeline([0.0, 1.2e-3, 1.5e-3], host)
+    return preempt_timeline(1.0, [0.0, 1.2e-3, 1.5e-3], sched_tick_s=tick_s)
 
 
 def test_a_hold_ends_at_the_schedulers_next_tick() -> None:
@@ -98,11 +91,11 @@ def test_a_hold_ends_at_the_schedulers_next_tick() -> None:
     tick after 1.2 ms and, sharing at 0.5 with the gate, ends 0.4 ms later; the gate loses
     those 0.2 ms of work to it and ends gate 1 at 2.4 ms whenever the tick fell."""
     untimed = _held(0.0)
-    assert untimed.batch_end_s[0] == pytest.approx(3.4e-3)  # type: ignore[attr-defined]
+    assert untimed.batch_end_s[0] == pytest.approx(3.4e-3)
     tick = 5e-4
     phase = float(streams(0)["tick"].uniform(0.0, tick))
     released = phase + (np.floor((1.2e-3 - phase) / tick) + 1) * tick
     assert 1.2e-3 < released <= 1.7e-3
     ticked = _held(tick)
-    assert ticked.batch_end_s[0] == pytest.approx(released + 4e-4)  # type: ignore[attr-defined]
-    assert ticked.gate_done_s.tolist() == pytest.approx([1e-3, 2.4e-3, 3.4e-3])  # type: ignore[attr-defined]
+    assert ticked.batch_end_s[0] == pytest.approx(released + 4e-4)
+    assert ticked.gate_done_s.tolist() == pytest.approx([1e-3, 2.4e-3, 3.4e-3])
