@@ -318,6 +318,19 @@ class HostTerms:
                 "host model: contention is a gate time and (dispatch, expert, combine) "
                 "worker times, all >= 0"
             )
+        if not 0.0 <= self.sched_tick_s < 1.0:
+            raise SimConfigError(
+                f"host model: the scheduler tick is 0 (none) or a time under 1 s, "
+                f"got {self.sched_tick_s}"
+            )
+        path = self.state_path
+        if path is not None and (
+            not (0.0 < path.window_s < float("inf") and np.isfinite(path.start_s))
+            or any(not 0.0 < f < float("inf") for f in path.factors)
+        ):
+            raise SimConfigError(
+                "host model: a state path has windows > 0 s and factors > 0, all finite"
+            )
         for curve in (self.handoff_gate_s, self.handoff_worker_s):
             if curve and (len(curve) != len(self.handoff_idle_s) or min(curve) < 0):
                 raise SimConfigError("host model: one hand-off time >= 0 per idle time")

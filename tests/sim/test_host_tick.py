@@ -12,8 +12,10 @@ import polars as pl
 import pytest
 import simpy
 
+from sim.errors import SimConfigError
 from sim.host import GATE, SharedHost
 from sim.host_terms import HostTerms
+from sim.machine_state import StatePath
 from sim.records import RunResult
 from sim.workload import streams
 from traces.errors import FormatError
@@ -54,6 +56,27 @@ def test_the_profiles_tick_is_read_and_none_is_no_bound() -> None:
 def test_a_bad_tick_row_is_one_clear_error(latency_s: float | None, rows: int, needle: str) -> None:
     with pytest.raises(FormatError, match=needle):
         HostTerms.from_profile(profile_from_frame(_tick_frame(latency_s, rows)), 1)
+
+
+@pytest.mark.parametrize("tick_s", [-0.004, 1.0, float("nan")])
+def test_hand_built_terms_with_a_bad_tick_are_one_clear_error(tick_s: float) -> None:
+    with pytest.raises(SimConfigError, match="scheduler tick"):
+        HostTerms(np.zeros(2), sched_tick_s=tick_s)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        StatePath(0.0, 0.0, (1.0,)),
+        StatePath(0.0, float("inf"), (1.0,)),
+        StatePath(float("nan"), 0.1, (1.0,)),
+        StatePath(0.0, 0.1, (1.0, 0.0)),
+        StatePath(0.0, 0.1, (float("nan"),)),
+    ],
+)
+def test_hand_built_terms_with_a_bad_state_path_are_one_clear_error(path: StatePath) -> None:
+    with pytest.raises(SimConfigError, match="state path"):
+        HostTerms(np.zeros(2), state_path=path)
 
 
 def test_a_released_host_is_shared_again() -> None:
