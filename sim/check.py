@@ -34,6 +34,7 @@ from sim.run_speed import (
 )
 from sim.run_stalls import matched_stalls, run_stalls, with_stalls
 from sim.run_state import run_state, with_state
+from sim.run_wakes import run_wake_tails, with_wake_tails
 from sim.runner import default_profile_path, load_service
 from sim.sensitivity import scale_costs
 from sim.service import ServiceTable
@@ -174,6 +175,9 @@ class CheckRow:
     # episodes per second of the B (several runs: the mean); None: not read (the profile's
     # drawn stalls, --host-stalls profile or off, or too few gates)
     run_stalls_hz: float | None = None
+    # whether the replay's hand-offs got the tail of the run's own wake-ups (sim.run_wakes;
+    # several runs or profiles: every one's); None: the ideal model
+    wakes_from_run: bool | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -257,6 +261,7 @@ class CheckRow:
             "stalls": self.stalls,
             "state_from_run": self.state_from_run,
             "run_stalls_hz": self.run_stalls_hz,
+            "wakes_from_run": self.wakes_from_run,
             **extra,
         }
 
@@ -357,6 +362,7 @@ def check_run(
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
     stalls_from_run: bool = True,
+    wakes_from_run: bool = True,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -386,12 +392,15 @@ def check_run(
     ``stalls_from_run``: where the stalls are on (``host_stalls``), each B replays the
     stalls its own gates show (:mod:`sim.run_stalls`) where it has enough gates, in place
     of the profile's drawn ones.
+    ``wakes_from_run``: each B's hand-offs get the tail of its own wake-ups
+    (:mod:`sim.run_wakes`) where it has enough of them, on top of the profile's.
     """
     options = (tolerance, service, terms, host, sensitivity, host_speed, host_lock, replays, parts)
     # one run: its own rows
     return check_runs(
         [measured_path], profile_path, *options, host_state=host_state,
         state_from_run=state_from_run, stalls_from_run=stalls_from_run,
+        wakes_from_run=wakes_from_run,
     )  # fmt: skip
 
 
@@ -424,6 +433,7 @@ def _check_loaded(
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
     stalls_from_run: bool = True,
+    wakes_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -461,6 +471,10 @@ def _check_loaded(
             got = run_state(rows)
             if got is not None:
                 b_table, from_run, path = with_state(table, got.state, got.path), True, got.path
+        tails = None
+        if host and wakes_from_run:
+            tails = run_wake_tails(rows)
+            b_table = with_wake_tails(b_table, tails)
         stalls_hz = None
         if host and stalls_from_run and sim_cfg.host_stalls:
             met = run_stalls(rows, path)
@@ -532,6 +546,7 @@ def _check_loaded(
             else None,
             state_from_run=from_run if host else None,
             run_stalls_hz=stalls_hz,
+            wakes_from_run=tails is not None if host else None,
         )
         if sim_parts:
             row = replace(
@@ -592,6 +607,7 @@ def check_runs(
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
     stalls_from_run: bool = True,
+    wakes_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -615,7 +631,8 @@ def check_runs(
     ``only_b``: check only these B values (each must be in every run), e.g. B = 1 of a
     ``--B 1..64`` run, without replaying the others. ``state_from_run``: as in
     :func:`check_run`, each run's machine state from its own alone gates;
-    ``stalls_from_run``: as there, each run's stalls from its own gates.
+    ``stalls_from_run``: as there, each run's stalls from its own gates;
+    ``wakes_from_run``: as there, each run's wake-up tails from its own wake-ups.
     """
     if not measured_paths:
         raise CheckError("give at least one measured run")
@@ -662,6 +679,7 @@ def check_runs(
                 host_state,
                 state_from_run,
                 stalls_from_run,
+                wakes_from_run,
             )
             for records, cfg in loaded
         ]
@@ -732,6 +750,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 stalls=None if not rows[0].host else all(r.stalls for r in rows),
                 state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
                 run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
+                wakes_from_run=None if not rows[0].host else all(r.wakes_from_run for r in rows),
             )
         )
     return out
@@ -811,6 +830,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         stalls=None if not rows[0].host else all(r.stalls for r in rows),
         state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
         run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
+        wakes_from_run=None if not rows[0].host else all(r.wakes_from_run for r in rows),
     )
 
 

@@ -166,6 +166,12 @@ _CHECK_HOST_STALLS_HELP = (
     "them; none where the profile lacks them) or 'off'."
 )
 
+_CHECK_HOST_WAKES_HELP = (
+    "Shared-host model: a woken thread's hand-off: 'run' (the default: the profile's, plus "
+    "the tail of each B's own wake-ups above their median, drawn per wake-up) or 'profile' "
+    "(the profile's alone)."
+)
+
 _CHECK_HOST_STATE_HELP = (
     "Shared-host model: the machine's state, a log-normal factor (SIGMA in log) on every "
     "step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation RHO: "
@@ -493,6 +499,7 @@ def check_cmd(
     host_state: Annotated[str | None, typer.Option(help=_CHECK_HOST_STATE_HELP)] = None,
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
     host_stalls: Annotated[str | None, typer.Option(help=_CHECK_HOST_STALLS_HELP)] = None,
+    host_wakes: Annotated[str, typer.Option(help=_CHECK_HOST_WAKES_HELP)] = "run",
     sensitivity: Annotated[
         float | None,
         typer.Option(
@@ -555,6 +562,8 @@ def check_cmd(
     state: dict[str, float | bool] | None = None
     from_run = host_state is None or host_state.strip() == "run"
     stalls_from_run = host_stalls is None or host_stalls.strip() == "run"
+    if host_wakes.strip() not in ("run", "profile"):
+        raise SimConfigError(f"--host-wakes {host_wakes!r}: expected run or profile")
     if host_stalls is not None and host_stalls.strip() not in ("run", "profile", "off"):
         raise SimConfigError(f"--host-stalls {host_stalls!r}: expected run, profile or off")
     if host_state is not None or host_preempt is not None or host_stalls is not None:
@@ -567,6 +576,7 @@ def check_cmd(
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed, host_lock, replays,
         parts, only_b, state, state_from_run=from_run, stalls_from_run=stalls_from_run,
+        wakes_from_run=host_wakes.strip() == "run",
     )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
@@ -592,6 +602,8 @@ def check_cmd(
                 first.run_stalls_hz is not None,
             )
             model += f", {label}"
+            if any(r.wakes_from_run for r in rows):
+                model += ", wake-up tails from each B's own"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
         t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")

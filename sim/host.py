@@ -78,6 +78,7 @@ from sim.machine_state import MachineState, StatePath, state_factors
 from sim.queues import DRAINED, EXACT, FLUSHED
 from sim.records import RunResult
 from sim.service import ServiceTable, draw_service, two_piece_lognormal, two_piece_normal
+from sim.wake_tails import WakeTails
 from sim.workload import Workload, streams
 from traces.profile import STATE_BLOCK_S
 
@@ -431,6 +432,7 @@ def _simulate_at(
     if duty is not None and config.gate_preempt:
         busy_handoff = host.gate_busy_handoff(duty)
     handoff_draw, own_draw, join_draw = draws["handoff"], draws["gate_spread"], draws["join"]
+    tails, tail_draw = host.wake_tails or WakeTails(), draws["wake_tail"]
     spell = None if duty is None else host.spell_at_duty(duty)  # (window, p10, p90)
     stalling = config.host_stalls and host.stalls
     spell_spread = None if spell is None else (spell[1], spell[2])
@@ -484,14 +486,16 @@ def _simulate_at(
             if arrival[i] > env.now:  # the gate waits on its inbox: the arrival must wake it
                 waited = arrival[i] - free_since
                 if busy_handoff is None and not stalling:  # the wake-up is known now
-                    yield env.timeout(arrival[i] - env.now + host.gate_handoff(waited))
+                    hand = host.gate_handoff(waited) + tails.draw(tails.gate_idle, tail_draw)
+                    yield env.timeout(arrival[i] - env.now + hand)
                 else:  # what the arrival meets decides the wake-up
                     yield env.timeout(arrival[i] - env.now)
                     if busy_handoff is not None and any(t != GATE for t in cpu.active()):
                         # a worker at work when the arrival comes makes it longer
                         hand = two_piece_lognormal(handoff_draw, *busy_handoff)
+                        hand += tails.draw(tails.gate_busy, tail_draw)
                     else:
-                        hand = host.gate_handoff(waited)
+                        hand = host.gate_handoff(waited) + tails.draw(tails.gate_idle, tail_draw)
                     yield env.timeout(hand * cpu.stall)  # a stall slows the wake-up too
                 holds = preempts()
                 if holds:
@@ -590,9 +594,12 @@ def _simulate_at(
                     if waker_busy[d] and host.shares_lock:  # the gate keeps the lock meanwhile
                         waker_busy[d] = False
                         yield gate_job[0]
-                        yield env.timeout(host.worker_handoff_after_gate(waited) * cpu.stall)
+                        hand = host.worker_handoff_after_gate(waited)
+                        hand += tails.draw(tails.worker_after_gate, tail_draw)
+                        yield env.timeout(hand * cpu.stall)
                     else:
-                        yield env.timeout(host.worker_handoff(waited) * cpu.stall)
+                        hand = host.worker_handoff(waited) + tails.draw(tails.worker, tail_draw)
+                        yield env.timeout(hand * cpu.stall)
                         cold[d] = host.worker_wake_cost(waited)
                         cold_gather[d] = host.worker_wake_gather_cost(waited)
                 continue

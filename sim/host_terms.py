@@ -14,6 +14,7 @@ import polars as pl
 
 from sim.errors import SimConfigError
 from sim.machine_state import MachineState, StatePath, fit_state
+from sim.wake_tails import WakeTails
 from traces.profile import (
     COMPLETION_COMPONENTS,
     GATE_STAMPED_OVERHEAD,
@@ -161,6 +162,9 @@ class HostTerms:
     # the kernel scheduler's tick (s): a thread that took the host whole holds it at most
     # until the next one (hw profile's ``sched_tick`` row); 0: until it waits
     sched_tick_s: float = 0.0
+    # the tails a measured run's own wake-ups add to these hand-offs (sim.run_wakes); None:
+    # the hand-offs as profiled
+    wake_tails: WakeTails | None = None
     speed_scale: float = 1.0
     # the combine job's wall time over the profile's at the host's speed (sim.run_speed)
     combine_factor: float = 1.0

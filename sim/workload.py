@@ -35,6 +35,7 @@ def streams(seed: int) -> dict[str, np.random.Generator]:
         "join",
         "stall",
         "tick",
+        "wake_tail",
     )
     children = np.random.SeedSequence(seed).spawn(len(names))
     return {n: np.random.default_rng(s) for n, s in zip(names, children, strict=True)}

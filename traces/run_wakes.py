@@ -1,0 +1,172 @@
+"""The wake-ups of one B's ``serve-records/1`` rows: how long each thread the run woke took to
+run, read the same way from a measured run and from its replay.
+
+Why: on this machine a woken thread's wait has a long tail that ``hw profile``'s hand-off
+rows do not show (a hundred or two wake-ups per level, on a quiet host: p10, median, p90). In
+the server at B = 1 and 500 req/s the gate woken on an idle host starts within 28-34 µs of
+its arrival at the median as profiled, but its p99 is 380-600 µs, against the model's 80-130;
+woken while a worker is at work its p90 is 270-550 µs, the profile's 130-170; a worker woken
+by a batch starts it 90-110 µs after its forming at the median as modelled, its p99 550-890
+µs against 140-490 (``benchmarks/README.md``, "Fidelity, session 26"). A request's p99 at
+B = 1 is made of such waits.
+
+What counts as a wake-up (every request and batch, warm-up included):
+
+- a gate's: a request that arrived after the previous request's gate was done and its loop
+  over (the gate thread was waiting on its inbox; the loop's part after the done stamp is
+  the median gap between a gate's done and the next one's start where it went straight
+  on): arrival to gate start, split by whether a device worker was at work (an expert call
+  or a combine) when it arrived;
+- a worker's: a batch formed while its device's worker had no job (after the end of that
+  device's previous expert call and combines): forming to the batch's start (the hand-off,
+  then its gather), less the time gates ran meanwhile (the woken worker then waited for the
+  lock, which the model plays out itself). Where the gate went straight on to the next
+  request (that request had arrived by the end of this one's loop), the server's worker runs
+  once that next gate is done: the wait counts from that gate's done instead (when
+  positive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import polars as pl
+
+from traces.alone_gates import _busy_intervals, _per_request
+
+__all__ = ["RunWakes", "run_wakes"]
+
+
+class RunWakes(NamedTuple):
+    """Wake-up waits (s) of one B's rows, by kind (module docstring)."""
+
+    gate_idle: np.ndarray  # a gate woken with no worker at work
+    gate_busy: np.ndarray  # a gate woken while a worker was at work
+    worker: np.ndarray  # a worker woken by a batch, the gate then waiting
+    worker_after_gate: np.ndarray  # a worker woken by a batch while the gate went straight on
+
+
+def run_wakes(rows: pl.DataFrame) -> RunWakes:
+    """The wake-ups of one B's ``rows`` (module docstring)."""
+    none = np.zeros(0)
+    if rows.height == 0:
+        return RunWakes(none, none, none, none)
+    reqs = _per_request(
+        rows, "arrival_s", "gate_start_s", "gate_done_s", "combine_start_s", "complete_s"
+    )
+    gate_idle, gate_busy = _gate_wakes(rows, reqs)
+    worker, after = _worker_wakes(rows, reqs)
+    return RunWakes(gate_idle, gate_busy, worker, after)
+
+
+def _gate_wakes(rows: pl.DataFrame, reqs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(idle host, worker at work) waits of the gates woken by their request's arrival."""
+    arrival, start, done = (
+        reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s")
+    )
+    woken = np.concatenate([[True], arrival[1:] > done[:-1] + _loop_s(reqs)])
+    woken &= np.isfinite(start)
+    woken &= np.isfinite(arrival) & (start >= arrival)
+    busy = _busy_intervals(rows, reqs)
+    busy = busy[np.isfinite(busy).all(axis=1)]
+    at_work = np.zeros(len(arrival), dtype=bool)
+    if len(busy):
+        latest_end = np.maximum.accumulate(busy[:, 1])  # by start: any job begun still on?
+        before = np.searchsorted(busy[:, 0], arrival, side="right") - 1
+        at_work = (before >= 0) & (latest_end[np.maximum(before, 0)] > arrival)
+    wait = start - arrival
+    return wait[woken & ~at_work], wait[woken & at_work]
+
+
+def _loop_s(reqs: pl.DataFrame) -> float:
+    """The gate loop's part after its done stamp (storing, the queues): the median gap from a
+    gate's done to the next one's start where that request had arrived by the done (the
+    thread went straight on); an arrival within it finds the thread still in its loop."""
+    arrival, start, done = (
+        reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s")
+    )
+    queued = arrival[1:] <= done[:-1]
+    gaps = (start[1:] - done[:-1])[queued]
+    gaps = gaps[np.isfinite(gaps) & (gaps >= 0)]
+    return float(np.median(gaps)) if len(gaps) else 0.0
+
+
+def _worker_wakes(rows: pl.DataFrame, reqs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(gate waiting, gate gone on) waits of the workers woken by a batch."""
+    batches = (
+        rows.group_by("batch")
+        .agg(
+            pl.col("device").first(),
+            pl.col("batch_kind").first(),
+            pl.col("batch_formed_s").first(),
+            pl.col("batch_start_s").first(),
+            pl.col("batch_end_s").first(),
+            pl.col("request").max().alias("last"),
+        )
+        .drop_nulls()
+        .sort("batch_start_s")
+    )
+    combines = (
+        rows.select("request", "combine_batch", "complete_s")
+        .unique("request")
+        .drop_nulls()
+        .join(batches.select("batch", "device"), left_on="combine_batch", right_on="batch")
+    )
+    arrival, gate_start, gate_done = (
+        reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s")
+    )
+    index = {r: i for i, r in enumerate(reqs["request"].to_list())}
+    loop = _loop_s(reqs)
+    gated = _gate_time(gate_start, gate_done)
+    plain: list[float] = []
+    after: list[float] = []
+    for device in batches["device"].unique().to_list():
+        own = batches.filter(pl.col("device") == device)
+        ends = np.sort(
+            np.concatenate(
+                [
+                    own["batch_end_s"].to_numpy().astype(float),
+                    combines.filter(pl.col("device") == device)["complete_s"].to_numpy(),
+                ]
+            )
+        )
+        formed, start = (
+            own[c].to_numpy().astype(float) for c in ("batch_formed_s", "batch_start_s")
+        )
+        before = np.searchsorted(ends, start, side="left") - 1
+        previous = np.where(before >= 0, ends[np.maximum(before, 0)], -np.inf)
+        waiting = (formed >= previous) & (start >= formed)
+        for f, s, last, kind, w in zip(
+            formed, start, own["last"].to_list(), own["batch_kind"].to_list(), waiting, strict=True
+        ):
+            if not w:
+                continue
+            i = index.get(last)
+            nxt = None if i is None or i + 1 >= len(arrival) else i + 1
+            # an exact batch forms at its last request's gate done; the gate goes straight
+            # on when the next request had arrived by then (flushed and drained: by a timer)
+            goes_on = kind == "exact" and nxt is not None and arrival[nxt] <= gate_done[i] + loop
+            if goes_on:
+                if s > gate_done[nxt] and gate_start[nxt] >= f:
+                    after.append(s - gate_done[nxt] - gated(gate_done[nxt], s))
+            else:
+                plain.append(s - f - gated(f, s))
+    return np.asarray(plain), np.asarray(after)
+
+
+def _gate_time(start: np.ndarray, done: np.ndarray) -> Callable[[float, float], float]:
+    """A function of (a, b): the time gates (``start``, ``done``: one thread's, in order)
+    ran between a and b."""
+    ok = np.isfinite(start) & np.isfinite(done) & (done > start)
+    start, done = start[ok], done[ok]
+    before = np.concatenate([[0.0], np.cumsum(done - start)])
+
+    def until(t: float) -> float:
+        i = int(np.searchsorted(start, t, side="right")) - 1
+        if i < 0:
+            return 0.0
+        return float(before[i] + min(max(t - start[i], 0.0), done[i] - start[i]))
+
+    return lambda a, b: until(b) - until(a)
