@@ -46,7 +46,9 @@ duty, so that a request's steps share their slowness as in the server; the
 measured cold starts below stretch with the spell and the machine's state as the
 work does (the profile measured both on whole chains, cold starts included).
 Every arrival that finds the gate waiting, and every batch that finds its
-worker waiting, first pays the measured hand-off time of waking that thread,
+worker waiting, first pays the measured hand-off time of waking that thread (plus, in
+``sim check``'s replay of a run, a draw from the tail of that run's own wake-ups of its
+kind: ``HostTerms.wake_tails``, :mod:`sim.run_wakes`),
 and a woken worker's next step also pays the measured cold start of a first
 step after a wake; a worker woken by a gate thread that goes straight on to
 its next request runs only once that gate is done (the gate thread keeps the
