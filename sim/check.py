@@ -471,10 +471,6 @@ def _check_loaded(
             got = run_state(rows)
             if got is not None:
                 b_table, from_run, path = with_state(table, got.state, got.path), True, got.path
-        tails = None
-        if host and wakes_from_run:
-            tails = run_wake_tails(rows)
-            b_table = with_wake_tails(b_table, tails)
         stalls_hz = None
         if host and stalls_from_run and sim_cfg.host_stalls:
             met = run_stalls(rows, path)
@@ -502,6 +498,10 @@ def _check_loaded(
                 )
             if factor is not None:
                 b_table = at_host_speed(b_table, profile, factor)
+        tails = None
+        if host and wakes_from_run:  # over the replay as it stands now, at the run's speed
+            tails = run_wake_tails(rows, sim_cfg, b_table, work)
+            b_table = with_wake_tails(b_table, tails)
         measured_terms = None
         if terms is Terms.REPLAY:
             measured_terms = replay_terms(rows, cfg.max_wait_s)

@@ -10,12 +10,18 @@ woken while a worker is at work 270-550 µs at its p90, the replay's 130-160
 (:mod:`traces.run_wakes`, ``benchmarks/README.md``, "Fidelity, session 26"). A request's p99
 at B = 1 is made of such waits, so the replay fell short of the run's p99.
 
-How: per kind of wake-up (:class:`traces.run_wakes.RunWakes`), the part of each of the run's
-waits above the run's own :data:`EXCESS_QUANTILE` of them (zero below it) is a sample; every
-wake-up of that kind in the replay adds one drawn from it to its modelled hand-off. The
-model's median stays the profile's, the run's tail is added on top: the part of a wait the
-profile's hand-off cannot know (the machine's scheduler that minute). A worker's wait is read
-without the gates that ran meanwhile (the model plays those out itself).
+How: per kind of wake-up (:class:`traces.run_wakes.RunWakes`), the replay of the run as the
+model stands (at the run's speed, without tails) is read the same way, and at each quantile u
+of the upper half, the run's wait at u less the replay's, where positive, is one of
+:data:`TAIL_POINTS` excesses (zero below the median); every wake-up of that kind in the replay
+then adds one drawn from them to its modelled hand-off. A hand-off the model makes the same
+every time (a thread woken on an idle host after a long wait) so takes the run's upper half
+exactly; the body stays the profile's (its median is the run's within a few µs), and only the
+part of the tail the model lacks is added: what the profile's hand-off cannot know (the
+machine's scheduler that minute). A worker's wait is read without the gates that ran
+meanwhile (the model plays those out itself). Added as excess over the run's own median
+instead, the tail raised B = 1's p50 by 2-5 points on blocks 36-37 where the model's body
+already spread; over its p90, it left the part between the p90s out.
 """
 
 from __future__ import annotations
@@ -25,32 +31,53 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
+from sim.config import SimConfig
+from sim.engine import simulate
+from sim.output import records_of
 from sim.service import ServiceTable
 from sim.wake_tails import WakeTails
+from sim.workload import Workload
 from traces.run_wakes import run_wakes
 
-__all__ = ["EXCESS_QUANTILE", "MIN_WAKES", "run_wake_tails", "with_wake_tails"]
+__all__ = ["MIN_WAKES", "TAIL_POINTS", "run_wake_tails", "wake_tails", "with_wake_tails"]
 
-EXCESS_QUANTILE = 0.5  # a wait's excess over the run's own median of its kind
-MIN_WAKES = 50  # fewer wake-ups of a kind in the run: no tail read for it
+MIN_WAKES = 50  # fewer wake-ups of a kind in the run or its replay: no tail for it
+TAIL_POINTS = 400  # quantiles (k + 0.5) / TAIL_POINTS the excesses are taken at
 
 
-def _excess(waits: np.ndarray) -> tuple[float, ...]:
-    """Each wait's part above the waits' :data:`EXCESS_QUANTILE` (none: too few waits)."""
-    waits = waits[np.isfinite(waits) & (waits >= 0)]
-    if len(waits) < MIN_WAKES:
+def _excess(run: np.ndarray, replay: np.ndarray) -> tuple[float, ...]:
+    """At each of :data:`TAIL_POINTS` quantiles, the run's wait less the replay's where
+    positive, in the upper half (zero below the median); none with too few waits."""
+    run, replay = (w[np.isfinite(w) & (w >= 0)] for w in (run, replay))
+    if min(len(run), len(replay)) < MIN_WAKES:
         return ()
-    return tuple(np.maximum(0.0, waits - np.quantile(waits, EXCESS_QUANTILE)).tolist())
+    u = (np.arange(TAIL_POINTS) + 0.5) / TAIL_POINTS
+    gap = np.maximum(0.0, np.quantile(run, u) - np.quantile(replay, u))
+    return tuple(np.where(u >= 0.5, gap, 0.0).tolist())
 
 
-def run_wake_tails(rows: pl.DataFrame) -> WakeTails | None:
-    """The tails of one B's measured ``rows``' wake-ups (module docstring); None where no
-    kind has :data:`MIN_WAKES` of them."""
-    waits = run_wakes(rows)
-    tails = WakeTails(*(_excess(w) for w in waits))
-    if not any((tails.gate_idle, tails.gate_busy, tails.worker, tails.worker_after_gate)):
+def wake_tails(run_rows: pl.DataFrame, replay_rows: pl.DataFrame) -> WakeTails | None:
+    """The tails one B's measured ``run_rows`` have over its replay's ``replay_rows``, per
+    kind of wake-up (module docstring); None where no kind has any."""
+    tails = WakeTails(
+        *(_excess(a, b) for a, b in zip(run_wakes(run_rows), run_wakes(replay_rows), strict=True))
+    )
+    kinds = (tails.gate_idle, tails.gate_busy, tails.worker, tails.worker_after_gate)
+    if not any(any(x > 0 for x in k) for k in kinds):
         return None
     return tails
+
+
+def run_wake_tails(
+    rows: pl.DataFrame, sim_cfg: SimConfig, table: ServiceTable, work: Workload
+) -> WakeTails | None:
+    """:func:`wake_tails` of one B's measured ``rows`` over a replay of them (``sim_cfg``,
+    ``table`` as the check has it, at the run's speed; ``work``: the run's arrivals and
+    routing) with no tails; None without host terms."""
+    if table.host is None:
+        return None
+    bare = with_wake_tails(table, None)
+    return wake_tails(rows, records_of(simulate(sim_cfg, bare, work)))
 
 
 def with_wake_tails(table: ServiceTable, tails: WakeTails | None) -> ServiceTable:

@@ -18,7 +18,7 @@ from sim.config import SimConfig
 from sim.engine import simulate
 from sim.errors import SimConfigError
 from sim.output import records_of
-from sim.run_wakes import EXCESS_QUANTILE, MIN_WAKES, run_wake_tails, with_wake_tails
+from sim.run_wakes import MIN_WAKES, TAIL_POINTS, run_wake_tails, wake_tails, with_wake_tails
 from sim.service import ServiceTable
 from sim.wake_tails import WakeTails
 from sim.workload import make_workload
@@ -71,31 +71,37 @@ def _tailed_run() -> tuple[ServiceTable, pl.DataFrame]:
 
 
 def test_the_tails_read_from_a_run_give_its_wake_ups_back() -> None:
-    """Replayed with the tails read from the run (another seed of the model's draws), the
-    gates' and the workers' wake-ups have the run's p90 and p99; without them, a p99 far
-    below."""
+    """Replayed with the tails the run has over its plain replay (another seed of the
+    model's draws), the gates' and the workers' wake-ups have the run's p50, p90 and p99;
+    the plain replay's p99 is far below."""
     table, run = _tailed_run()
-    tails = run_wake_tails(run)
+    cfg = SimConfig(
+        batch_size=1, n_experts=8, rate_rps=700.0, n_requests=1500, max_backlog=None,
+        gate_latency_s=200e-6, combine_latency_s=60e-6, seed=4, host=True, warmup=100,
+    )  # fmt: skip
+    tails = run_wake_tails(run, cfg, table, make_workload(replace(cfg, seed=3)))
     assert tails is not None
     for name in ("gate_idle", "gate_busy", "worker"):
         excess = np.asarray(getattr(tails, name))
-        assert len(excess) >= MIN_WAKES and (excess >= 0).all()
-        assert np.mean(excess == 0) == pytest.approx(EXCESS_QUANTILE, abs=0.02)
+        assert len(excess) == TAIL_POINTS and (excess >= 0).all()
+        assert (excess[: TAIL_POINTS // 2] == 0).all() and excess[-1] > 5e-4
     replay = run_wakes(_records(with_wake_tails(table, tails), 700.0, seed=4))
     bare = run_wakes(_records(table, 700.0, seed=4))
     measured = run_wakes(run)
     for name in ("gate_idle", "worker"):
-        want = np.percentile(getattr(measured, name), [90, 99])
-        got = np.percentile(getattr(replay, name), [90, 99])
-        assert got == pytest.approx(want, rel=0.25), name
-        assert np.percentile(getattr(bare, name), 99) < 0.5 * want[1], name
+        want = np.percentile(getattr(measured, name), [50, 90, 99])
+        got = np.percentile(getattr(replay, name), [50, 90, 99])
+        assert got == pytest.approx(want, rel=0.2), name
+        assert np.percentile(getattr(bare, name), 99) < 0.5 * want[2], name
 
 
-def test_too_few_wake_ups_read_no_tail() -> None:
+def test_no_tail_where_the_replay_waits_as_long() -> None:
+    """A run's own records have no tail over themselves; with too few wake-ups, none."""
     table = _table()
-    assert run_wake_tails(_records(table, 700.0).head(0)) is None
+    rows = _records(table, 700.0)
+    assert wake_tails(rows, rows) is None
     few = _records(table, 2.0, n=300).filter(pl.col("request") < MIN_WAKES - 1)
-    assert run_wake_tails(few) is None
+    assert wake_tails(few, rows) is None
     assert with_wake_tails(replace(table, host=None), WakeTails()).host is None
 
 
@@ -127,7 +133,7 @@ def test_sim_check_host_wakes_run_is_the_default(tmp_path: Path) -> None:
     assert docs["default"] == docs["run"] and docs["run"]["wakes_from_run"] is True
     profile = json.loads(runner.invoke(app, [*check, "--host-wakes", "profile"]).stdout)
     assert profile["wakes_from_run"] is False
-    # the profile's hand-offs alone: p50 -13 %, p99 -21 %; with the tails +0.3 %, -10 % (one
+    # the profile's hand-offs alone: p50 -13 %, p99 -21 %; with the tails +0.8 %, -10.8 % (one
     # run's p99 of 1800 requests moves by several percent with the model's draws)
     assert profile["error_pct"]["p99"] < -15.0 and profile["error_pct"]["p50"] < -10.0
     assert abs(docs["run"]["error_pct"]["p99"]) < 0.6 * abs(profile["error_pct"]["p99"])
