@@ -167,9 +167,9 @@ _CHECK_HOST_STALLS_HELP = (
 )
 
 _CHECK_HOST_WAKES_HELP = (
-    "Shared-host model: a woken thread's hand-off: 'run' (the default: the profile's, plus "
-    "the tail of each B's own wake-ups above their median, drawn per wake-up) or 'profile' "
-    "(the profile's alone)."
+    "Shared-host model: a woken thread's hand-off: 'profile' (the default: the profile's) or "
+    "'run' (the profile's, plus the tail each B's own wake-ups have over its replay's, drawn "
+    "per wake-up; docs/system-model.md §8)."
 )
 
 _CHECK_HOST_STATE_HELP = (
@@ -499,7 +499,7 @@ def check_cmd(
     host_state: Annotated[str | None, typer.Option(help=_CHECK_HOST_STATE_HELP)] = None,
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
     host_stalls: Annotated[str | None, typer.Option(help=_CHECK_HOST_STALLS_HELP)] = None,
-    host_wakes: Annotated[str, typer.Option(help=_CHECK_HOST_WAKES_HELP)] = "run",
+    host_wakes: Annotated[str, typer.Option(help=_CHECK_HOST_WAKES_HELP)] = "profile",
     sensitivity: Annotated[
         float | None,
         typer.Option(

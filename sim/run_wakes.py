@@ -1,5 +1,7 @@
 """The long tail of a measured run's own wake-ups, added to the model's hand-offs in the
-replay of that run (``sim check``).
+replay of that run (``sim check --host-wakes run``; off by default: on blocks 36-37 it
+raised B = 1's p50 by up to 4 points and left block 37's p99 at 500 req/s 16 % short,
+``docs/system-model.md`` §8).
 
 Why: the host model's hand-offs are the profile's: a median per idle time for a thread woken
 on an idle host, and a two-piece log-normal through the p10, median and p90 for a gate woken

@@ -345,10 +345,9 @@ def test_regression_shipped_measured_runs(name: str) -> None:
         assert r.simulated["p50"] < r.measured["p50"]  # the profile is the isolated best case
 
 
-PROFILE = HostSpeed.PROFILE  # the recorded regressions predate the run's own speed,
-# the run's own state (sim.run_state) and its wake-ups' tails (sim.run_wakes): the profile's,
-# as recorded
-AS_RECORDED = {"host_speed": PROFILE, "state_from_run": False, "wakes_from_run": False}
+PROFILE = HostSpeed.PROFILE  # the recorded regressions predate the run's own speed
+# and the run's own state (sim.run_state): both from the profile, as recorded
+AS_RECORDED = {"host_speed": PROFILE, "state_from_run": False}
 
 
 def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:
