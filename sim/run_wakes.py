@@ -10,7 +10,7 @@ host, and the server's wake-ups have a tail that those never show: at B = 1 and 
 run's gate woken on an idle host waits 380-600 µs at its p99, the replay's 80-130, and a gate
 woken while a worker is at work 270-550 µs at its p90, the replay's 130-160
 (:mod:`traces.run_wakes`, ``benchmarks/README.md``, "Fidelity, session 26"). A request's p99
-at B = 1 is made of such waits, so the replay fell short of the run's p99.
+at B = 1 is made of such waits (yet adding them did not bring block 37's p99 to the run's).
 
 How: per kind of wake-up (:class:`traces.run_wakes.RunWakes`), the replay of the run as the
 model stands (at the run's speed, without tails) is read the same way, and at each quantile u
