@@ -28,7 +28,7 @@ already spread; over its p90, it left the part between the p90s out.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import astuple, replace
 
 import numpy as np
 import polars as pl
@@ -64,8 +64,7 @@ def wake_tails(run_rows: pl.DataFrame, replay_rows: pl.DataFrame) -> WakeTails |
     tails = WakeTails(
         *(_excess(a, b) for a, b in zip(run_wakes(run_rows), run_wakes(replay_rows), strict=True))
     )
-    kinds = (tails.gate_idle, tails.gate_busy, tails.worker, tails.worker_after_gate)
-    if not any(any(x > 0 for x in k) for k in kinds):
+    if not any(x > 0 for kind in astuple(tails) for x in kind):
         return None
     return tails
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -23,9 +23,11 @@ class WakeTails:
     worker_after_gate: tuple[float, ...] = ()  # ... after the gate that went straight on
 
     def __post_init__(self) -> None:
-        for name in ("gate_idle", "gate_busy", "worker", "worker_after_gate"):
-            if any(not 0.0 <= x < float("inf") for x in getattr(self, name)):
-                raise SimConfigError(f"host model: wake tails' {name} are seconds >= 0, all finite")
+        for f in fields(self):
+            if any(not 0.0 <= x < float("inf") for x in getattr(self, f.name)):
+                raise SimConfigError(
+                    f"host model: wake tails' {f.name} are seconds >= 0, all finite"
+                )
 
     @staticmethod
     def draw(excess: tuple[float, ...], rng: np.random.Generator) -> float:

@@ -13,6 +13,8 @@ and nothing else: no contention, no queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
@@ -21,6 +23,7 @@ __all__ = [
     "alone_expert_calls_s",
     "alone_gates",
     "alone_gates_s",
+    "covered_until",
     "gate_company",
     "worker_steps",
 ]
@@ -94,6 +97,29 @@ def _busy_intervals(rows: pl.DataFrame, reqs: pl.DataFrame) -> np.ndarray:
     return busy[np.argsort(busy[:, 0], kind="stable")]
 
 
+def covered_until(intervals: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function of times ``t``: the seconds before each that some of the (start, end)
+    ``intervals`` (any order, overlapping or not; non-finite or empty ones dropped) cover."""
+    spans = intervals[np.isfinite(intervals).all(axis=1) & (intervals[:, 1] > intervals[:, 0])]
+    spans = spans[np.argsort(spans[:, 0], kind="stable")]
+    union: list[list[float]] = []  # the covered time as disjoint intervals
+    for lo, hi in spans.tolist():
+        if union and lo <= union[-1][1]:
+            union[-1][1] = max(union[-1][1], hi)
+        else:
+            union.append([lo, hi])
+    merged = np.array(union).reshape(-1, 2)
+    before = np.concatenate([[0.0], np.cumsum(merged[:, 1] - merged[:, 0])])
+
+    def until(t: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(merged[:, 0], t, side="right") - 1  # the last interval begun
+        j = np.maximum(i, 0)
+        inside = np.clip(t - merged[j, 0], 0.0, merged[j, 1] - merged[j, 0]) if len(merged) else 0.0
+        return np.where(i >= 0, before[j] + inside, 0.0)
+
+    return until
+
+
 def gate_company(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start times, wall times, busy shares) of every gate of one B's rows (warm-up
     included), in request order; a gate's busy share is the part of its wall time during
@@ -106,24 +132,7 @@ def gate_company(rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     start, done = (reqs[c].to_numpy().astype(float) for c in ("gate_start_s", "gate_done_s"))
     ok = np.isfinite(start) & np.isfinite(done) & (done > start)
     start, done = start[ok], done[ok]
-    busy = _busy_intervals(rows, reqs)
-    busy = busy[np.isfinite(busy).all(axis=1) & (busy[:, 1] > busy[:, 0])]
-    union: list[list[float]] = []  # the busy time as disjoint intervals
-    for lo, hi in busy.tolist():
-        if union and lo <= union[-1][1]:
-            union[-1][1] = max(union[-1][1], hi)
-        else:
-            union.append([lo, hi])
-    spans = np.array(union).reshape(-1, 2)
-    before = np.concatenate([[0.0], np.cumsum(spans[:, 1] - spans[:, 0])])
-
-    def busy_until(t: np.ndarray) -> np.ndarray:
-        """Busy seconds before each time ``t``."""
-        i = np.searchsorted(spans[:, 0], t, side="right") - 1  # the last interval begun
-        j = np.maximum(i, 0)
-        inside = np.clip(t - spans[j, 0], 0.0, spans[j, 1] - spans[j, 0]) if len(spans) else 0.0
-        return np.where(i >= 0, before[j] + inside, 0.0)
-
+    busy_until = covered_until(_busy_intervals(rows, reqs))
     share = (busy_until(done) - busy_until(start)) / (done - start)
     return start, done - start, np.clip(share, 0.0, 1.0)
 

@@ -28,13 +28,12 @@ What counts as a wake-up (every request and batch, warm-up included):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 
-from traces.alone_gates import _busy_intervals, _per_request
+from traces.alone_gates import _busy_intervals, _per_request, covered_until
 
 __all__ = ["RunWakes", "run_wakes"]
 
@@ -56,17 +55,37 @@ def run_wakes(rows: pl.DataFrame) -> RunWakes:
     reqs = _per_request(
         rows, "arrival_s", "gate_start_s", "gate_done_s", "combine_start_s", "complete_s"
     )
-    gate_idle, gate_busy = _gate_wakes(rows, reqs)
-    worker, after = _worker_wakes(rows, reqs)
+    gates = _Gates(
+        *(reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s"))
+    )
+    gate_idle, gate_busy = _gate_wakes(rows, reqs, gates)
+    worker, after = _worker_wakes(rows, reqs, gates)
     return RunWakes(gate_idle, gate_busy, worker, after)
 
 
-def _gate_wakes(rows: pl.DataFrame, reqs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+class _Gates(NamedTuple):
+    """Each request's arrival, gate start and gate done (s), in request order."""
+
+    arrival: np.ndarray
+    start: np.ndarray
+    done: np.ndarray
+
+    def loop_s(self) -> float:
+        """The gate loop's part after its done stamp (storing, the queues): the median gap
+        from a gate's done to the next one's start where that request had arrived by the done
+        (the thread went straight on); an arrival within it finds the thread in its loop."""
+        queued = self.arrival[1:] <= self.done[:-1]
+        gaps = (self.start[1:] - self.done[:-1])[queued]
+        gaps = gaps[np.isfinite(gaps) & (gaps >= 0)]
+        return float(np.median(gaps)) if len(gaps) else 0.0
+
+
+def _gate_wakes(
+    rows: pl.DataFrame, reqs: pl.DataFrame, gates: _Gates
+) -> tuple[np.ndarray, np.ndarray]:
     """(idle host, worker at work) waits of the gates woken by their request's arrival."""
-    arrival, start, done = (
-        reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s")
-    )
-    woken = np.concatenate([[True], arrival[1:] > done[:-1] + _loop_s(reqs)])
+    arrival, start, done = gates
+    woken = np.concatenate([[True], arrival[1:] > done[:-1] + gates.loop_s()])
     woken &= np.isfinite(start)
     woken &= np.isfinite(arrival) & (start >= arrival)
     busy = _busy_intervals(rows, reqs)
@@ -80,20 +99,9 @@ def _gate_wakes(rows: pl.DataFrame, reqs: pl.DataFrame) -> tuple[np.ndarray, np.
     return wait[woken & ~at_work], wait[woken & at_work]
 
 
-def _loop_s(reqs: pl.DataFrame) -> float:
-    """The gate loop's part after its done stamp (storing, the queues): the median gap from a
-    gate's done to the next one's start where that request had arrived by the done (the
-    thread went straight on); an arrival within it finds the thread still in its loop."""
-    arrival, start, done = (
-        reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s")
-    )
-    queued = arrival[1:] <= done[:-1]
-    gaps = (start[1:] - done[:-1])[queued]
-    gaps = gaps[np.isfinite(gaps) & (gaps >= 0)]
-    return float(np.median(gaps)) if len(gaps) else 0.0
-
-
-def _worker_wakes(rows: pl.DataFrame, reqs: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _worker_wakes(
+    rows: pl.DataFrame, reqs: pl.DataFrame, gates: _Gates
+) -> tuple[np.ndarray, np.ndarray]:
     """(gate waiting, gate gone on) waits of the workers woken by a batch."""
     batches = (
         rows.group_by("batch")
@@ -114,12 +122,15 @@ def _worker_wakes(rows: pl.DataFrame, reqs: pl.DataFrame) -> tuple[np.ndarray, n
         .drop_nulls()
         .join(batches.select("batch", "device"), left_on="combine_batch", right_on="batch")
     )
-    arrival, gate_start, gate_done = (
-        reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s")
-    )
+    arrival, gate_start, gate_done = gates
     index = {r: i for i, r in enumerate(reqs["request"].to_list())}
-    loop = _loop_s(reqs)
-    gated = _gate_time(gate_start, gate_done)
+    loop = gates.loop_s()
+    gate_until = covered_until(np.column_stack([gate_start, gate_done]))
+
+    def gated(a: float, b: float) -> float:
+        """The time gates ran between a and b."""
+        return float(gate_until(np.array(b)) - gate_until(np.array(a)))
+
     plain: list[float] = []
     after: list[float] = []
     for device in batches["device"].unique().to_list():
@@ -154,19 +165,3 @@ def _worker_wakes(rows: pl.DataFrame, reqs: pl.DataFrame) -> tuple[np.ndarray, n
             else:
                 plain.append(s - f - gated(f, s))
     return np.asarray(plain), np.asarray(after)
-
-
-def _gate_time(start: np.ndarray, done: np.ndarray) -> Callable[[float, float], float]:
-    """A function of (a, b): the time gates (``start``, ``done``: one thread's, in order)
-    ran between a and b."""
-    ok = np.isfinite(start) & np.isfinite(done) & (done > start)
-    start, done = start[ok], done[ok]
-    before = np.concatenate([[0.0], np.cumsum(done - start)])
-
-    def until(t: float) -> float:
-        i = int(np.searchsorted(start, t, side="right")) - 1
-        if i < 0:
-            return 0.0
-        return float(before[i] + min(max(t - start[i], 0.0), done[i] - start[i]))
-
-    return lambda a, b: until(b) - until(a)
