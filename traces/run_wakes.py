@@ -4,11 +4,13 @@ run, read the same way from a measured run and from its replay.
 Why: on this machine a woken thread's wait has a long tail that ``hw profile``'s hand-off
 rows do not show (a hundred or two wake-ups per level, on a quiet host: p10, median, p90). In
 the server at B = 1 and 500 req/s the gate woken on an idle host starts within 28-34 µs of
-its arrival at the median as profiled, but its p99 is 380-600 µs, against the model's 80-130;
-woken while a worker is at work its p90 is 270-550 µs, the profile's 130-170; a worker woken
-by a batch starts it 90-110 µs after its forming at the median as modelled, its p99 550-890
-µs against 140-490 (``benchmarks/README.md``, "Fidelity, session 26"). A request's p99 at
-B = 1 is made of such waits.
+its arrival at the median as profiled, but its p99 is 380-600 µs, against the replay's
+80-130; woken while a worker is at work its p90 is 270-550 µs, the replay's 130-160; a worker
+woken by a batch starts it 96 µs after its forming at the median, 226 at the p99, the gates
+meanwhile left out (the replay's 100 and 163; block 37's run 1; counted with those gates, the
+runs' p99 read 540-890 µs, much of it the gates' own doing, which the model plays out)
+(``benchmarks/README.md``, "Fidelity, session 26"). A request's p99 at B = 1 is made of such
+waits.
 
 What counts as a wake-up (every request and batch, warm-up included):
 
