@@ -3,7 +3,7 @@ run, read the same way from a measured run and from its replay.
 
 Why: on this machine a woken thread's wait has a long tail that ``hw profile``'s hand-off
 rows do not show (a hundred or two wake-ups per level, on a quiet host: p10, median, p90). In
-the server at B = 1 and 500 req/s the gate woken on an idle host starts within 28-34 µs of
+the server at B = 1 and 500 req/s the gate woken on an idle host starts within 27-34 µs of
 its arrival at the median as profiled, but its p99 is 380-600 µs, against the replay's
 80-130; woken while a worker is at work its p90 is 270-550 µs, the replay's 130-160; a worker
 woken by a batch starts it 96 µs after its forming at the median, 226 at the p99, the gates
