@@ -464,10 +464,10 @@ class HostTerms:
         going-on gate's end in the server, not what that curve times). The overheads
         and penalties are the ``gate_overhead``, ``batch_overhead``,
         ``completion_overhead``, ``arrival_penalty_gate`` and
-        ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``; none
-        measured: 0). The machine's state is fitted to the ``state_window`` rows
-        (σ_w = ln(p90 / p10) / 2.563 per window length, within blocks of
-        ``traces.profile.STATE_BLOCK_S``; :func:`sim.machine_state.fit_state`). The gate's
+        ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``,
+        ``hw.profiling.arrival_penalty``; none measured: 0). The machine's state is fitted
+        to the ``state_window`` rows (σ_w = ln(p90 / p10) / 2.563 per window length, within
+        blocks of ``traces.profile.STATE_BLOCK_S``; :func:`sim.machine_state.fit_state`). The gate's
         preemption per level of load is the ``preempt_held`` gates' share of those counted
         (``samples`` of ``preempt_held`` and ``preempt_shared``), at the level's duty
         busy ÷ (busy + idle) from its ``preempt_busy`` row (``hw.profiling.preemption``).

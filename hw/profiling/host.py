@@ -78,7 +78,7 @@ simulator's shared-host model.
 - the server's own loops (``gate_overhead``, ``batch_overhead``,
   ``completion_overhead``) and the load generator's per-arrival penalties
   (``arrival_penalty_gate``, ``arrival_penalty_worker``):
-  :mod:`hw.profiling.server_loops`.
+  :mod:`hw.profiling.server_loops`, :mod:`hw.profiling.arrival_penalty`.
 - ``handoff_gate`` / ``handoff_worker`` (one row per idle time): wall time
   from handing work to a thread blocked on it to that thread running, after
   it waited ``idle_s``: a ``SimpleQueue.put`` to a thread in ``get`` (the
@@ -112,11 +112,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from hw.profiling.arrival_penalty import PENALTY_S, arrival_penalties
 from hw.profiling.host_state import STATE_GAP_S, stall_rows, state_rows, state_samples
 from hw.profiling.model import ServedModel
 from hw.profiling.preemption import level_rows, preempt_levels, server_threads
 from hw.profiling.sched_tick import kernel_tick_s
-from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
+from hw.profiling.server_loops import server_loop_overheads
 from hw.profiling.speed_probe import PROBE_GAP_S, probe_samples
 from hw.profiling.worker_join import join_pairs, join_rows
 from hw.timing import LatencyStats, gc_paused, measure_samples
@@ -559,7 +560,7 @@ def measure_host(
                 )
             found.update(curves)
             loops = server_loop_overheads(served, max(3, timing.idle_calls // 5))
-            loops |= arrival_penalties(served, max(3, timing.idle_calls // 3), seed)
+            loops |= arrival_penalties(served, PENALTY_S * min(1.0, timing.idle_calls / 100), seed)
             found.update({(name, None): got for name, got in loops.items()})
     finally:
         sys.setswitchinterval(old)

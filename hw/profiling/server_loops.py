@@ -25,14 +25,8 @@ request routed to the same k experts of device 0), back to back:
   the last completing it, minus k such batches and the bare collect and
   combine.
 
-- ``arrival_penalty_gate`` / ``arrival_penalty_worker``: wall time each
-  arrival costs the gate loop / the worker loop while it runs: the loop timed
-  while a load-generator thread (exponential sleeps at ``PENALTY_RATE_RPS``,
-  then a ``SimpleQueue.put``, as ``QueuedServer.run`` does) wakes up, minus
-  the loop alone in the same round, divided by the arrivals during it. Each
-  wake-up takes the interpreter lock from the loop, and winning it back
-  costs far more than the generator's own few microseconds (150–250 µs per
-  arrival on this box).
+(The load generator's per-arrival penalties, timed on the same loops:
+:mod:`hw.profiling.arrival_penalty`.)
 
 Each overhead is a difference of a loop and its bare calls timed in the same
 round, one after the other, so that the machine's drift (±20% between
@@ -43,11 +37,7 @@ combine jobs (``sim.host_terms.HostTerms.from_profile``).
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -58,17 +48,21 @@ from hw.profiling.model import ServedModel
 from hw.serving.plan import Workload
 from hw.serving.server import QueuedServer
 
-__all__ = ["LOOP_REQUESTS", "PENALTY_RATE_RPS", "arrival_penalties", "server_loop_overheads"]
+__all__ = [
+    "LOOP_REQUESTS",
+    "run_gate_loop",
+    "run_worker_loop",
+    "server_loop_overheads",
+    "synthetic_requests",
+]
 
 LOOP_REQUESTS = 32  # requests per timed round: one sample = one round's time / its units
-PENALTY_RATE_RPS = 1000.0  # the generator's arrival rate while the penalties are measured
-PENALTY_BLOCKS = 4  # loop rounds per penalty sample (about 40 arrivals)
 
 
 def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[float]]:
     """``rounds`` paired samples of each overhead (module docstring), after one untimed round."""
     dev = served.devices[0]
-    wl, x = _synthetic_requests(served)
+    wl, x = synthetic_requests(served)
     n, experts = wl.n, _experts_of(wl)
     k = len(experts)
     h = torch.zeros(n, served.d_model, device=dev, dtype=served.dtype)
@@ -130,77 +124,14 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
     return out
 
 
-def arrival_penalties(served: ServedModel, rounds: int, seed: int) -> dict[str, list[float]]:
-    """``rounds`` paired samples of the per-arrival penalty of each loop (module docstring)."""
-    wl, x = _synthetic_requests(served)
-
-    def gate_loops() -> None:
-        for _ in range(PENALTY_BLOCKS):
-            _gate_round(QueuedServer(served, 1), wl, x)
-
-    def worker_loops() -> None:
-        for _ in range(PENALTY_BLOCKS):
-            _server_round(served, wl, x, completing=True)
-
-    out: dict[str, list[float]] = {"arrival_penalty_gate": [], "arrival_penalty_worker": []}
-    rng = np.random.default_rng(seed)
-    with torch.inference_mode():
-        gate_loops()  # warm-up
-        worker_loops()
-        for _ in range(rounds):
-            for name, loops in (("arrival_penalty_gate", gate_loops),
-                                ("arrival_penalty_worker", worker_loops)):  # fmt: skip
-                t0 = time.perf_counter()
-                loops()
-                alone = time.perf_counter() - t0
-                with _generator(rng) as count:
-                    t0 = time.perf_counter()
-                    before = count[0]
-                    loops()
-                    loaded = time.perf_counter() - t0
-                    arrivals = count[0] - before
-                out[name].append((loaded - alone) / max(arrivals, 1))
-    return out
-
-
-@contextmanager
-def _generator(rng: np.random.Generator) -> Iterator[list[int]]:
-    """A thread that sleeps exponential gaps at PENALTY_RATE_RPS and puts into a queue,
-    like the server's load generator; yields its running count of arrivals."""
-    stop = threading.Event()
-    count = [0]
-    gaps = rng.exponential(1.0 / PENALTY_RATE_RPS, size=100_000).tolist()
-
-    def run() -> None:
-        inbox: queue.SimpleQueue[int] = queue.SimpleQueue()
-        next_at = time.perf_counter()
-        for gap in gaps:
-            if stop.is_set():
-                return
-            next_at += gap
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            inbox.put(count[0])
-            count[0] += 1
-
-    thread = threading.Thread(target=run, name="penalty-generator", daemon=True)
-    thread.start()
-    time.sleep(0.005)
-    try:
-        yield count
-    finally:
-        stop.set()
-        thread.join()
-
-
-def _synthetic_requests(served: ServedModel) -> tuple[Workload, torch.Tensor]:
-    """LOOP_REQUESTS requests, all routed to the first k experts of device 0, and inputs."""
+def synthetic_requests(
+    served: ServedModel, n: int = LOOP_REQUESTS
+) -> tuple[Workload, torch.Tensor]:
+    """``n`` requests, all routed to the first k experts of device 0, and their inputs."""
     on_first = [e for e in range(served.n_experts) if served.placement[e] == 0]
     k = min(served.cfg.k, len(on_first))
     if k < 1:
         raise ProfilingError("no expert is placed on device 0: cannot time the server's loops")
-    n = LOOP_REQUESTS
     return Workload(np.zeros(n), [on_first[:k]] * n, [[1.0 / k] * k] * n), served.inputs(n)
 
 
@@ -223,7 +154,8 @@ def _server_round(
     delivered but no request ever completes (only the per-batch work is timed)."""
     timed = _TimedGate(served) if time_gate_calls else None
     server = QueuedServer(timed or served, 1)  # type: ignore[arg-type]
-    gate_s = _gate_round(server, wl, x)
+    start, end = run_gate_loop(server, wl, x)
+    gate_s = end - start
     stamped = np.full(wl.n, np.nan)
     if timed is not None:
         calls = np.asarray(timed.calls_s)
@@ -233,13 +165,8 @@ def _server_round(
         server.served = served
     if not completing:
         server._remaining[:] = len(_experts_of(wl)) + 1
-    t0 = time.perf_counter()
-    server._worker_loop(0)
-    worker_s = time.perf_counter() - t0
-    _raise_failure(server)
-    if server._completed != (wl.n if completing else 0):
-        raise ProfilingError("server loop timing: unexpected completions")
-    return gate_s, stamped, worker_s
+    start, end = run_worker_loop(server, wl.n if completing else 0)
+    return gate_s, stamped, end - start
 
 
 class _TimedGate:
@@ -260,8 +187,9 @@ class _TimedGate:
         return getattr(self._served, name)
 
 
-def _gate_round(server: QueuedServer, wl: Workload, x: torch.Tensor) -> float:
-    """Run the gate loop over every request of ``wl`` (the inbox filled up front); seconds."""
+def run_gate_loop(server: QueuedServer, wl: Workload, x: torch.Tensor) -> tuple[float, float]:
+    """Run the server's gate loop over every request of ``wl`` (the inbox filled up front, the
+    server reset first); its (start, end) ``perf_counter`` times."""
     server._reset(wl, x)
     server._t0 = time.perf_counter()
     for i in range(wl.n):
@@ -270,9 +198,21 @@ def _gate_round(server: QueuedServer, wl: Workload, x: torch.Tensor) -> float:
     server._inbox.put(None)
     t0 = time.perf_counter()
     server._gate_loop()
-    took = time.perf_counter() - t0
+    t1 = time.perf_counter()
     _raise_failure(server)
-    return took
+    return t0, t1
+
+
+def run_worker_loop(server: QueuedServer, completing: int) -> tuple[float, float]:
+    """Run device 0's worker loop over the batches the gate loop formed; its (start, end)
+    ``perf_counter`` times. ``completing``: the completions it must reach (else an error)."""
+    t0 = time.perf_counter()
+    server._worker_loop(0)
+    t1 = time.perf_counter()
+    _raise_failure(server)
+    if server._completed != completing:
+        raise ProfilingError("server loop timing: unexpected completions")
+    return t0, t1
 
 
 def _raise_failure(server: QueuedServer) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from hw.profiling.errors import ProfilingError
 from hw.profiling.model import ServedModel, model_from_spec
-from hw.profiling.server_loops import arrival_penalties, server_loop_overheads
+from hw.profiling.server_loops import server_loop_overheads
 from hw.serving.server import QueuedServer
 
 SPEC = {"n_experts": 4, "d_model": 8, "expert_hidden": 8, "k": 2, "seed": 0}
@@ -82,11 +82,3 @@ def test_the_loops_time_the_servers_own_code(monkeypatch: pytest.MonkeyPatch) ->
 def test_no_expert_on_the_first_device_is_a_clear_error() -> None:
     with pytest.raises(ProfilingError, match="device 0"):
         server_loop_overheads(_served([1, 1, 1, 1]), rounds=1)
-
-
-def test_arrival_penalties_are_paired_samples_per_arrival() -> None:
-    got = arrival_penalties(_served([0, 0, 1, 1]), rounds=3, seed=0)
-    assert set(got) == {"arrival_penalty_gate", "arrival_penalty_worker"}
-    assert all(len(v) == 3 and all(np.isfinite(v)) for v in got.values())
-    # a difference of two timings per arrival: bounded by the loops' own length, not wild
-    assert all(abs(x) < 0.05 for v in got.values() for x in v)

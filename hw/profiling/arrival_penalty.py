@@ -1,0 +1,225 @@
+"""The wall time each arrival of the load generator costs the server's loops (system-model §8).
+
+``hw serve``'s load generator is a third thread: at every arrival it wakes from its sleep,
+takes the interpreter lock from the thread at work, puts into the gate's inbox, and the
+thread at work has to win the lock back. ``arrival_penalty_gate`` /
+``arrival_penalty_worker`` price that: the progress the server's own gate loop / worker
+loop loses per arrival.
+
+The earlier measurement timed a loop alone, then with a generator running, and divided the
+difference by the ~40 arrivals during it: the machine's drift between two timings tens of
+milliseconds apart (±20 %) is several milliseconds, as large as the whole effect, so each
+sample was mostly noise (block 36-37's profiles read the gate's median 0-22 µs, p10 0,
+p90 85-142) and its median over 33 rounds moved from profile to profile.
+
+Here the loops run back to back (a fresh :class:`~hw.serving.server.QueuedServer` per
+round, its gate loop then its worker loop, as ``server_loops`` runs them) for a few seconds
+while a generator thread follows a schedule of short windows (``PENALTY_WINDOW_S``), each
+on or off at random: Poisson arrivals at ``PENALTY_RATE_RPS`` inside the on windows, one
+sleep through the off ones. The loops' progress is stamped (each gate call, each expert
+call); the off windows give each loop's rate of progress, and the time lost per arrival is
+
+    (loop time in on windows - progress made in them / off windows' rate) / arrivals in them,
+
+with the loop's time the part of each window its spans cover. On and off windows
+alternate every few milliseconds, so the machine's drift cancels, and the windows are
+drawn before the run, so neither a slow loop nor a fast one chooses how many arrivals it
+meets (a per-iteration regression of wall time on the arrivals during it reads the long
+iterations' length as penalty). The samples are the estimate over ``PENALTY_BLOCKS``
+consecutive stretches of the run, each against its own off windows; the profile row is
+their median.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hw.profiling.model import ServedModel
+from hw.profiling.server_loops import run_gate_loop, run_worker_loop, synthetic_requests
+from hw.serving.server import QueuedServer
+from traces.alone_gates import covered_until
+
+__all__ = [
+    "PENALTY_BLOCKS",
+    "PENALTY_RATE_RPS",
+    "PENALTY_S",
+    "PENALTY_WINDOW_S",
+    "Windows",
+    "arrival_penalties",
+    "lost_per_arrival",
+]
+
+PENALTY_RATE_RPS = 1000.0  # the generator's arrival rate inside the on windows
+PENALTY_WINDOW_S = 0.005  # on / off windows: many loop iterations, shorter than the drift
+PENALTY_BLOCKS = 16  # samples per loop: stretches of the run estimated apart
+PENALTY_S = 8.0  # seconds of loops (gate and worker alternating) in a full profile
+PENALTY_REQUESTS = 128  # requests per round: the server's reset between rounds stays small
+
+
+@dataclass(frozen=True)
+class Windows:
+    """The generator's schedule: window ``w`` is [t0 + w·window_s, t0 + (w + 1)·window_s),
+    ``on[w]`` whether arrivals come in it."""
+
+    t0: float
+    window_s: float
+    on: np.ndarray
+
+    def index(self, t: np.ndarray) -> np.ndarray:
+        """The window of each time (may fall outside 0 .. len(on) - 1)."""
+        return np.floor((np.asarray(t, dtype=float) - self.t0) / self.window_s).astype(np.int64)
+
+    def arrivals(self, rng: np.random.Generator, rate_rps: float) -> np.ndarray:
+        """Poisson arrival times at ``rate_rps`` inside the on windows, none in the others."""
+        times: list[np.ndarray] = []
+        for w in np.flatnonzero(self.on):
+            lo = self.t0 + w * self.window_s
+            gaps = rng.exponential(1.0 / rate_rps, size=max(8, int(3 * rate_rps * self.window_s)))
+            at = lo + np.cumsum(gaps)
+            times.append(at[at < lo + self.window_s])
+        return np.concatenate(times) if times else np.zeros(0)
+
+
+def lost_per_arrival(
+    progress_s: np.ndarray,
+    arrivals_s: np.ndarray,
+    spans: np.ndarray,
+    windows: Windows,
+    among: np.ndarray | None = None,
+) -> float:
+    """Seconds of a loop's progress lost per arrival (module docstring): ``progress_s`` its
+    progress stamps, ``spans`` the (start, end) rows when it ran, ``arrivals_s`` when the
+    generator put; over the windows ``among`` (default all). NaN where the windows hold no
+    arrival during the loop or no progress while off."""
+    n = len(windows.on)
+    w = np.arange(n) if among is None else np.asarray(among)
+    covered = covered_until(np.asarray(spans, dtype=float).reshape(-1, 2))
+    edges = windows.t0 + windows.window_s * np.arange(n + 1)
+    exposure = np.diff(covered(edges))[w]
+    progress = np.bincount(_inside(windows, progress_s), minlength=n + 1)[:n][w]
+    during = _within(np.asarray(spans, dtype=float).reshape(-1, 2), np.asarray(arrivals_s))
+    arrived = np.bincount(_inside(windows, during), minlength=n + 1)[:n][w]
+    on = windows.on[w]
+    off_time, off_progress = exposure[~on].sum(), progress[~on].sum()
+    if arrived[on].sum() == 0 or off_progress == 0:
+        return float("nan")
+    rate = off_progress / off_time
+    return float((exposure[on].sum() - progress[on].sum() / rate) / arrived[on].sum())
+
+
+def _within(spans: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The times of ``t`` inside one of ``spans`` (disjoint (start, end) rows, any order)."""
+    spans = spans[np.argsort(spans[:, 0])]
+    i = np.searchsorted(spans[:, 0], t, side="right") - 1
+    return t[(i >= 0) & (t < spans[np.maximum(i, 0), 1])]
+
+
+def _inside(windows: Windows, t: np.ndarray) -> np.ndarray:
+    """Window index of each time, those outside the schedule mapped to one spare bin."""
+    i = windows.index(t)
+    return np.where((i >= 0) & (i < len(windows.on)), i, len(windows.on))
+
+
+def arrival_penalties(served: ServedModel, seconds: float, seed: int) -> dict[str, list[float]]:
+    """``PENALTY_BLOCKS`` samples of each loop's penalty per arrival, from ``seconds`` of the
+    server's gate and worker loops run back to back under an on / off generator."""
+    wl, x = synthetic_requests(served, PENALTY_REQUESTS)
+    rng = np.random.default_rng(seed)
+    n_windows = int(np.ceil(seconds / PENALTY_WINDOW_S))
+    progress = _Progress(served)
+    spans: dict[str, list[tuple[float, float]]] = {"gate": [], "worker": []}
+    with torch.inference_mode():
+        _round(progress, wl, x, spans)  # warm-up, untimed
+        progress.clear()
+        spans = {"gate": [], "worker": []}
+        on = rng.random(n_windows) < 0.5
+        windows = Windows(time.perf_counter() + 0.002, PENALTY_WINDOW_S, on)
+        with _generator(windows.arrivals(rng, PENALTY_RATE_RPS)) as put_s:
+            end = windows.t0 + n_windows * PENALTY_WINDOW_S
+            while time.perf_counter() < end:
+                _round(progress, wl, x, spans)
+    blocks = np.array_split(np.arange(n_windows), PENALTY_BLOCKS)
+    arrivals = np.asarray(put_s)
+    out: dict[str, list[float]] = {}
+    for name, stamps in (("gate", progress.gate_s), ("worker", progress.expert_s)):
+        got = [
+            lost_per_arrival(np.asarray(stamps), arrivals, np.asarray(spans[name]), windows, b)
+            for b in blocks
+        ]
+        out[f"arrival_penalty_{name}"] = [g for g in got if np.isfinite(g)]
+    return out
+
+
+def _round(
+    progress: _Progress, wl: Any, x: torch.Tensor, spans: dict[str, list[tuple[float, float]]]
+) -> None:
+    """One fresh server: its gate loop over every request, then its worker loop; their spans."""
+    server = QueuedServer(progress, 1)  # type: ignore[arg-type]
+    spans["gate"].append(run_gate_loop(server, wl, x))
+    spans["worker"].append(run_worker_loop(server, wl.n))
+
+
+class _Progress:
+    """``served`` with the start of each gate call and each expert call stamped: the loops'
+    progress (the rest passed through)."""
+
+    def __init__(self, served: ServedModel) -> None:
+        self._served = served
+        self.gate_s: list[float] = []
+        self.expert_s: list[float] = []
+
+    def clear(self) -> None:
+        self.gate_s.clear()
+        self.expert_s.clear()
+
+    def gate(self, *args: Any, **kwargs: Any) -> Any:
+        self.gate_s.append(time.perf_counter())
+        return self._served.gate(*args, **kwargs)
+
+    def expert(self, *args: Any, **kwargs: Any) -> Any:
+        self.expert_s.append(time.perf_counter())
+        return self._served.expert(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._served, name)
+
+
+def _arrive(inbox: queue.SimpleQueue[int], i: int) -> None:
+    """One arrival's work in the generator thread, as ``QueuedServer.run`` does it."""
+    inbox.put(i)
+
+
+@contextmanager
+def _generator(arrivals_s: np.ndarray) -> Iterator[list[float]]:
+    """A thread that sleeps until each of ``arrivals_s`` (perf_counter times) and puts into a
+    queue; yields the times it put (it stops early when the block exits)."""
+    stop = threading.Event()
+    put_s: list[float] = []
+
+    def run() -> None:
+        inbox: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i, at in enumerate(arrivals_s.tolist()):
+            delay = at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if stop.is_set():
+                return
+            _arrive(inbox, i)
+            put_s.append(time.perf_counter())
+
+    thread = threading.Thread(target=run, name="penalty-generator", daemon=True)
+    thread.start()
+    try:
+        yield put_s
+    finally:
+        stop.set()
+        thread.join()
