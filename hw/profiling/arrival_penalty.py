@@ -26,8 +26,8 @@ alternate every few milliseconds, so the machine's drift cancels, and the window
 drawn before the run, so neither a slow loop nor a fast one chooses how many arrivals it
 meets (a per-iteration regression of wall time on the arrivals during it reads the long
 iterations' length as penalty). The samples are the estimate over ``PENALTY_BLOCKS``
-consecutive stretches of the run, each against its own off windows; the profile row is
-their median.
+consecutive stretches of the run (fewer in a short run: at least ``BLOCK_WINDOWS`` windows
+each), each against its own off windows; the profile row is their median.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from hw.profiling.errors import ProfilingError
 from hw.profiling.model import ServedModel
 from hw.profiling.server_loops import run_gate_loop, run_worker_loop, synthetic_requests
+from hw.serving.plan import Workload
 from hw.serving.server import QueuedServer
 from traces.alone_gates import covered_until
 
@@ -61,6 +63,7 @@ __all__ = [
 PENALTY_RATE_RPS = 1000.0  # the generator's arrival rate inside the on windows
 PENALTY_WINDOW_S = 0.005  # on / off windows: many loop iterations, shorter than the drift
 PENALTY_BLOCKS = 16  # samples per loop: stretches of the run estimated apart
+BLOCK_WINDOWS = 25  # at least so many windows per stretch (a shorter run has fewer stretches)
 PENALTY_S = 8.0  # seconds of loops (gate and worker alternating) in a full profile
 PENALTY_REQUESTS = 128  # requests per round: the server's reset between rounds stays small
 
@@ -147,20 +150,29 @@ def arrival_penalties(served: ServedModel, seconds: float, seed: int) -> dict[st
             end = windows.t0 + n_windows * PENALTY_WINDOW_S
             while time.perf_counter() < end:
                 _round(progress, wl, x, spans)
-    blocks = np.array_split(np.arange(n_windows), PENALTY_BLOCKS)
+    stretches = max(1, min(PENALTY_BLOCKS, n_windows // BLOCK_WINDOWS))
+    blocks = np.array_split(np.arange(n_windows), stretches)
     arrivals = np.asarray(put_s)
     out: dict[str, list[float]] = {}
     for name, stamps in (("gate", progress.gate_s), ("worker", progress.expert_s)):
-        got = [
-            lost_per_arrival(np.asarray(stamps), arrivals, np.asarray(spans[name]), windows, b)
-            for b in blocks
-        ]
-        out[f"arrival_penalty_{name}"] = [g for g in got if np.isfinite(g)]
+        loop = np.asarray(stamps), arrivals, np.asarray(spans[name]), windows
+        got = [g for b in blocks if np.isfinite(g := lost_per_arrival(*loop, b))]
+        if not got:  # no stretch had both kinds of window: the run as one
+            got = [g] if np.isfinite(g := lost_per_arrival(*loop)) else []
+        if not got:
+            raise ProfilingError(
+                f"arrival penalty: {seconds:.2f} s of the {name} loop met no arrival in an on "
+                "window or made no progress in an off one; time it longer"
+            )
+        out[f"arrival_penalty_{name}"] = got
     return out
 
 
 def _round(
-    progress: _Progress, wl: Any, x: torch.Tensor, spans: dict[str, list[tuple[float, float]]]
+    progress: _Progress,
+    wl: Workload,
+    x: torch.Tensor,
+    spans: dict[str, list[tuple[float, float]]],
 ) -> None:
     """One fresh server: its gate loop over every request, then its worker loop; their spans."""
     server = QueuedServer(progress, 1)  # type: ignore[arg-type]

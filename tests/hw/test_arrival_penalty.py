@@ -12,6 +12,7 @@ import torch
 
 from hw.profiling import arrival_penalty
 from hw.profiling.arrival_penalty import Windows, arrival_penalties, lost_per_arrival
+from hw.profiling.errors import ProfilingError
 from hw.profiling.model import ServedModel, model_from_spec
 
 SPEC = {"n_experts": 4, "d_model": 8, "expert_hidden": 8, "k": 2, "seed": 0}
@@ -89,6 +90,14 @@ def test_nothing_to_read_is_nan() -> None:
     assert np.isnan(lost_per_arrival(stamps[stamps < 0.005], at, spans, windows))  # no off rate
 
 
+def test_a_short_run_is_one_sample_and_too_short_a_clear_error() -> None:
+    served = _served()
+    got = arrival_penalties(served, seconds=0.2, seed=0)  # 40 windows: one stretch
+    assert all(len(v) == 1 and np.isfinite(v[0]) for v in got.values())
+    with pytest.raises(ProfilingError, match="time it longer"):
+        arrival_penalties(served, seconds=0.004, seed=0)  # one window: on or off, not both
+
+
 def _served() -> ServedModel:
     return ServedModel(model_from_spec(SPEC), [torch.device("cpu")], dtype=torch.float32)
 
@@ -97,8 +106,8 @@ def test_the_real_loops_read_a_cost_added_to_each_arrival(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """On the server's own gate and worker loops: each arrival made to hold the interpreter
-    lock 0.4 ms longer (a busy wait in the generator's thread) reads ~0.4 ms more per arrival
-    for both loops; without it, a penalty far below that."""
+    lock 0.4 ms longer (a busy wait in the generator's thread) reads about 0.4 ms more per
+    arrival for both loops; without it, a penalty far below that."""
     served = _served()
     base = arrival_penalties(served, seconds=1.2, seed=0)
     assert set(base) == {"arrival_penalty_gate", "arrival_penalty_worker"}
@@ -116,4 +125,6 @@ def test_the_real_loops_read_a_cost_added_to_each_arrival(
     slowed = arrival_penalties(served, seconds=1.2, seed=0)
     for name in base:
         rise = np.median(slowed[name]) - np.median(base[name])
-        assert 2e-4 < rise < 8e-4, (name, rise)
+        # ~0.4 ms on a quiet box; a box busy with other work hides part of it (the loop
+        # would have waited for a core anyway): 0.17 ms with two other processes on 2 cores
+        assert 1.2e-4 < rise < 8e-4, (name, rise)
