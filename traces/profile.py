@@ -29,6 +29,7 @@ from traces.errors import FormatError
 from traces.sidecar import meta_path  # where hw profile records how it measured a profile
 
 __all__ = [
+    "COMPANY_PENALTY_COMPONENTS",
     "COMPLETION_COMPONENTS",
     "COMPONENTS",
     "GATE_STAMPED_OVERHEAD",
@@ -138,6 +139,10 @@ LOOP_COMPONENTS = (
     "arrival_penalty_gate",
     "arrival_penalty_worker",
 )
+# the same penalties with the gate and the worker at work together, in the server's own threads
+# under its own load generator (hw.profiling.arrival_penalty.company_penalties; a loop that
+# waited for the other has none; optional: profiles before 2026-12-06 lack them; not read yet)
+COMPANY_PENALTY_COMPONENTS = ("arrival_penalty_gate_company", "arrival_penalty_worker_company")
 # the part of ``gate_overhead`` that falls between the server's own gate_start and gate_done
 # stamps (its stamps hold the gate call and this; the rest of the loop lies outside them):
 # the model stamps its gate where the server does (optional: profiles before 2026-12-04)
@@ -198,8 +203,8 @@ STALL_COMPONENTS = (STALL_WATCH, STALL_SPAN, STALL_GATE)
 SCHED_TICK = "sched_tick"
 COMPONENTS = (
     "expert", "gate", "combine", *HOST_COMPONENTS, *IDLE_COMPONENTS, *LOOP_COMPONENTS,
-    GATE_STAMPED_OVERHEAD, *COMPLETION_COMPONENTS, "wake", SPEED_PROBE, STATE_WINDOW,
-    *PREEMPT_COMPONENTS, *JOIN_COMPONENTS, *STALL_COMPONENTS, SCHED_TICK,
+    *COMPANY_PENALTY_COMPONENTS, GATE_STAMPED_OVERHEAD, *COMPLETION_COMPONENTS, "wake",
+    SPEED_PROBE, STATE_WINDOW, *PREEMPT_COMPONENTS, *JOIN_COMPONENTS, *STALL_COMPONENTS, SCHED_TICK,
 )  # fmt: skip
 STEP_ONLY_COLUMNS = ("component", "idle_s")
 PROFILE_SCHEMA = {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}

@@ -51,12 +51,14 @@ from hw.serving.server import QueuedServer
 from traces.alone_gates import covered_until
 
 __all__ = [
+    "MIN_PENALTY_S",
     "PENALTY_BLOCKS",
     "PENALTY_RATE_RPS",
     "PENALTY_S",
     "PENALTY_WINDOW_S",
     "Windows",
     "arrival_penalties",
+    "company_penalties",
     "lost_per_arrival",
 ]
 
@@ -65,7 +67,11 @@ PENALTY_WINDOW_S = 0.005  # on / off windows: many loop iterations, shorter than
 PENALTY_BLOCKS = 16  # samples per loop: stretches of the run estimated apart
 BLOCK_WINDOWS = 25  # at least so many windows per stretch (a shorter run has fewer stretches)
 PENALTY_S = 8.0  # seconds of loops (gate and worker alternating) in a full profile
+MIN_PENALTY_S = 0.5  # in a quick profile (fewer calls asked): enough windows to read
 PENALTY_REQUESTS = 128  # requests per round: the server's reset between rounds stays small
+COMPANY_LEAD_S = 0.2  # the windows start after the run's: the worker has fallen behind
+COMPANY_BACKLOG_RPS = 1000.0  # requests queued up front per second: more than the gate passes
+COMPANY_K = 8  # experts per request: the worker falls behind the gate, and both stay at work
 
 
 @dataclass(frozen=True)
@@ -150,22 +156,81 @@ def arrival_penalties(served: ServedModel, seconds: float, seed: int) -> dict[st
             end = windows.t0 + n_windows * PENALTY_WINDOW_S
             while time.perf_counter() < end:
                 _round(progress, wl, x, spans)
-    stretches = max(1, min(PENALTY_BLOCKS, n_windows // BLOCK_WINDOWS))
-    blocks = np.array_split(np.arange(n_windows), stretches)
     arrivals = np.asarray(put_s)
+    return {
+        f"arrival_penalty_{name}": _samples(
+            name, np.asarray(stamps), arrivals, np.asarray(spans[name]), windows
+        )
+        for name, stamps in (("gate", progress.gate_s), ("worker", progress.expert_s))
+    }
+
+
+def company_penalties(served: ServedModel, seconds: float, seed: int) -> dict[str, list[float]]:
+    """Samples of each loop's penalty per arrival with both loops at work together, in the
+    server's own threads under its own load generator (``QueuedServer.run``): a backlog
+    queued up front keeps the gate and the worker busy while ``seconds`` of on / off windows
+    of arrivals come on top; each loop is read up to the first time it waited (a loop that
+    waited before the windows' first stretch was over has no samples: no key)."""
+    rng = np.random.default_rng(seed)
+    n_windows = int(np.ceil(seconds / PENALTY_WINDOW_S))
+    windows = Windows(COMPANY_LEAD_S, PENALTY_WINDOW_S, rng.random(n_windows) < 0.5)
+    backlog = int(COMPANY_BACKLOG_RPS * (COMPANY_LEAD_S + seconds))
+    arrival = np.concatenate([np.zeros(backlog), windows.arrivals(rng, PENALTY_RATE_RPS)])
+    routed, x = synthetic_requests(served, len(arrival), COMPANY_K)
+    server = QueuedServer(served, 1, max_backlog=len(arrival) + 1)
+    server.run(Workload(arrival, routed.experts, routed.weights), x)
+    n, t0, end = len(arrival), windows.t0, windows.t0 + n_windows * windows.window_s
+    gate_start, gate_done = server._gate_start[:n], server._gate_done[:n]
+    order = np.argsort(gate_start)
+    done_before = gate_done[order][:-1]
+    waited = (server._arrival[order][1:] > done_before) & (done_before > t0)  # inbox empty
+    batches = sorted(server._batches.values(), key=lambda b: b.start_s)
+    starts, ends = np.array([b.start_s for b in batches]), np.array([b.end_s for b in batches])
+    free = dict(zip((b.id for b in batches), ends.tolist(), strict=True))
+    for i in range(n):  # the worker is free after the combines its batch ran
+        bid = int(server._combine_batch[i])
+        free[bid] = max(free[bid], float(server._complete[i]))
+    ends = np.array([free[b.id] for b in batches])
+    idle = (np.array([b.formed_s for b in batches])[1:] > ends[:-1]) & (ends[:-1] > t0)
+    arrivals = server._arrival[backlog:n]
     out: dict[str, list[float]] = {}
-    for name, stamps in (("gate", progress.gate_s), ("worker", progress.expert_s)):
-        loop = np.asarray(stamps), arrivals, np.asarray(spans[name]), windows
-        got = [g for b in blocks if np.isfinite(g := lost_per_arrival(*loop, b))]
-        if not got:  # no stretch had both kinds of window: the run as one
-            got = [g] if np.isfinite(g := lost_per_arrival(*loop)) else []
-        if not got:
-            raise ProfilingError(
-                f"arrival penalty: {seconds:.2f} s of the {name} loop met no arrival in an on "
-                "window or made no progress in an off one; time it longer"
-            )
-        out[f"arrival_penalty_{name}"] = got
+    for name, stamps, until in (
+        ("gate", gate_start, done_before[waited].min(initial=end)),
+        ("worker", starts, ends[:-1][idle].min(initial=end)),
+    ):
+        spans = np.array([[t0, min(end, until)]])
+        if got := _samples(name, stamps, arrivals, spans, windows, strict=False):
+            out[f"arrival_penalty_{name}_company"] = got
     return out
+
+
+def _samples(
+    name: str,
+    stamps: np.ndarray,
+    arrivals: np.ndarray,
+    spans: np.ndarray,
+    windows: Windows,
+    strict: bool = True,
+) -> list[float]:
+    """The loop's penalty over each stretch of the windows (module docstring); none readable:
+    a ``ProfilingError`` (``strict``) or no samples."""
+    n_windows = len(windows.on)
+    stretches = max(1, min(PENALTY_BLOCKS, n_windows // BLOCK_WINDOWS))
+    loop = stamps, arrivals, spans, windows
+    got = [
+        g
+        for b in np.array_split(np.arange(n_windows), stretches)
+        if np.isfinite(g := lost_per_arrival(*loop, b))
+    ]
+    if not got:  # no stretch had both kinds of window: the run as one
+        got = [g] if np.isfinite(g := lost_per_arrival(*loop)) else []
+    if not got and strict:
+        span = n_windows * windows.window_s
+        raise ProfilingError(
+            f"arrival penalty: {span:.2f} s of the {name} loop met no arrival in an on "
+            "window or made no progress in an off one; time it longer"
+        )
+    return got
 
 
 def _round(

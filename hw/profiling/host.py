@@ -77,7 +77,8 @@ simulator's shared-host model.
   of load, from the server's two threads fed open loop (:mod:`hw.profiling.preemption`).
 - the server's own loops (``gate_overhead``, ``batch_overhead``,
   ``completion_overhead``) and the load generator's per-arrival penalties
-  (``arrival_penalty_gate``, ``arrival_penalty_worker``):
+  (``arrival_penalty_gate``, ``arrival_penalty_worker``; with both loops at work together,
+  ``arrival_penalty_gate_company`` / ``arrival_penalty_worker_company`` where readable):
   :mod:`hw.profiling.server_loops`, :mod:`hw.profiling.arrival_penalty`.
 - ``handoff_gate`` / ``handoff_worker`` (one row per idle time): wall time
   from handing work to a thread blocked on it to that thread running, after
@@ -112,7 +113,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from hw.profiling.arrival_penalty import PENALTY_S, arrival_penalties
+from hw.profiling.arrival_penalty import (
+    MIN_PENALTY_S,
+    PENALTY_S,
+    arrival_penalties,
+    company_penalties,
+)
 from hw.profiling.host_state import STATE_GAP_S, stall_rows, state_rows, state_samples
 from hw.profiling.model import ServedModel
 from hw.profiling.preemption import level_rows, preempt_levels, server_threads
@@ -560,7 +566,9 @@ def measure_host(
                 )
             found.update(curves)
             loops = server_loop_overheads(served, max(3, timing.idle_calls // 5))
-            loops |= arrival_penalties(served, PENALTY_S * min(1.0, timing.idle_calls / 100), seed)
+            penalty_s = max(MIN_PENALTY_S, PENALTY_S * min(1.0, timing.idle_calls / 100))
+            loops |= arrival_penalties(served, penalty_s, seed)
+            loops |= company_penalties(served, penalty_s / 2, seed)
             found.update({(name, None): got for name, got in loops.items()})
     finally:
         sys.setswitchinterval(old)

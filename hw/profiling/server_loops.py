@@ -125,11 +125,12 @@ def server_loop_overheads(served: ServedModel, rounds: int) -> dict[str, list[fl
 
 
 def synthetic_requests(
-    served: ServedModel, n: int = LOOP_REQUESTS
+    served: ServedModel, n: int = LOOP_REQUESTS, k: int | None = None
 ) -> tuple[Workload, torch.Tensor]:
-    """``n`` requests, all routed to the first k experts of device 0, and their inputs."""
+    """``n`` requests, all routed to the first k experts of device 0 (default the model's k),
+    and their inputs."""
     on_first = [e for e in range(served.n_experts) if served.placement[e] == 0]
-    k = min(served.cfg.k, len(on_first))
+    k = min(served.cfg.k if k is None else k, len(on_first))
     if k < 1:
         raise ProfilingError("no expert is placed on device 0: cannot time the server's loops")
     return Workload(np.zeros(n), [on_first[:k]] * n, [[1.0 / k] * k] * n), served.inputs(n)
