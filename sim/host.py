@@ -649,7 +649,7 @@ def _simulate_at(
         for t in arrival.tolist():
             if t > env.now:
                 yield env.timeout(t - env.now)
-            cpu.delay_active(host.arrival_penalty_gate_s, host.arrival_penalty_worker_s)
+            cpu.delay_active(*host.arrival_penalties(len(cpu.active()) > 1))
 
     def spells(window_s: float, p10: float, p90: float) -> Generator[simpy.Event, None, None]:
         """The machine's spells: a new factor on every step's wall time each window (one
@@ -709,7 +709,8 @@ def _simulate_at(
         env.process(replayed_state(host.state_path))
     elif run_state is not None:
         env.process(machine_state(run_state))
-    if host.arrival_penalty_gate_s > 0 or host.arrival_penalty_worker_s > 0:
+    penalties = (host.arrival_penalty_gate_s, host.arrival_penalty_worker_s)
+    if any(x > 0 for x in (*penalties, *host.arrival_penalty_company_s)):
         env.process(generator())
     procs = [env.process(gate())] + [env.process(worker(d)) for d in range(n_dev)]
     if spell is not None:

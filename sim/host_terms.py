@@ -16,6 +16,7 @@ from sim.errors import SimConfigError
 from sim.machine_state import MachineState, StatePath, fit_state
 from sim.wake_tails import WakeTails
 from traces.profile import (
+    COMPANY_PENALTY_COMPONENTS,
     COMPLETION_COMPONENTS,
     GATE_STAMPED_OVERHEAD,
     HOST_COMPONENTS,
@@ -131,6 +132,9 @@ class HostTerms:
     completion_overhead_s: float = 0.0
     arrival_penalty_gate_s: float = 0.0
     arrival_penalty_worker_s: float = 0.0
+    # (gate, worker) penalties with both threads at work (the profile's ``*_company`` rows);
+    # empty: the ones above in company too
+    arrival_penalty_company_s: tuple[float, ...] = ()
     # additive contention: wall time company adds to a gate job, and to a worker's
     # (dispatch, expert, combine) jobs; None = the fixed rates above
     gate_contention_s: float | None = None
@@ -173,6 +177,14 @@ class HostTerms:
     def stalls(self) -> bool:
         """Whether the machine stalls in this model: stalls replayed from a run, or drawn."""
         return bool(self.stall_times) or self.stall_rate_hz > 0
+
+    def arrival_penalties(self, together: bool) -> tuple[float, float]:
+        """(gate, worker) wall time an arrival costs each thread at work: as measured with
+        both threads at work when ``together`` and the profile has it, else alone."""
+        if together and self.arrival_penalty_company_s:
+            gate, worker = self.arrival_penalty_company_s
+            return gate, worker
+        return self.arrival_penalty_gate_s, self.arrival_penalty_worker_s
 
     def worker_contention(self, job: int) -> float | None:
         """Additive contention of a worker's job 0 (dispatch), 1 (expert), 2 (combine)."""
@@ -309,6 +321,12 @@ class HostTerms:
             < 0
         ):
             raise SimConfigError("host model: loop overheads must be >= 0")
+        company = self.arrival_penalty_company_s
+        if company and (len(company) != 2 or not all(0 <= x < float("inf") for x in company)):
+            raise SimConfigError(
+                "host model: the arrival penalties in company are (gate, worker), each >= 0 "
+                f"and finite, got {company}"
+            )
         if not 0.0 <= self.gate_stamped_overhead_s <= self.gate_overhead_s:
             raise SimConfigError(
                 "host model: the gate's stamped overhead is a part of its loop overhead "
@@ -465,7 +483,8 @@ class HostTerms:
         and penalties are the ``gate_overhead``, ``batch_overhead``,
         ``completion_overhead``, ``arrival_penalty_gate`` and
         ``arrival_penalty_worker`` rows (``hw.profiling.server_loops``,
-        ``hw.profiling.arrival_penalty``; none measured: 0). The machine's state is fitted
+        ``hw.profiling.arrival_penalty``; none measured: 0), and with both threads at work
+        the ``arrival_penalty_*_company`` rows (none: the ones alone). The machine's state is fitted
         to the ``state_window`` rows (σ_w = ln(p90 / p10) / 2.563 per window length, within
         blocks of ``traces.profile.STATE_BLOCK_S``; :func:`sim.machine_state.fit_state`). The gate's
         preemption per level of load is the ``preempt_held`` gates' share of those counted
@@ -592,6 +611,7 @@ class HostTerms:
             completion_overhead_s=float(over["completion_overhead"] or 0.0),
             arrival_penalty_gate_s=float(over["arrival_penalty_gate"] or 0.0),
             arrival_penalty_worker_s=float(over["arrival_penalty_worker"] or 0.0),
+            arrival_penalty_company_s=_company_penalties(profile, over),
             state=_state(comps),
             preempt_duty=tuple(pt.duty for pt in curve),
             preempt_p=tuple(pt.p for pt in curve),
@@ -603,6 +623,20 @@ class HostTerms:
             stall_factor=() if stalls is None or not stalls.rate_hz else stalls.factor,
             sched_tick_s=(None if comps is None else sched_tick_s(comps, profile.source)) or 0.0,
         )
+
+
+def _company_penalties(
+    profile: LatencyProfile, alone: dict[str, float | None]
+) -> tuple[float, ...]:
+    """(gate, worker) per-arrival penalties with both threads at work, from the profile's
+    ``*_company`` rows (a loop without its row: its penalty alone; neither: empty)."""
+    gate, worker = (profile.component_latency_s(c) for c in COMPANY_PENALTY_COMPONENTS)
+    if gate is None and worker is None:
+        return ()
+    return (
+        float(alone["arrival_penalty_gate"] or 0.0) if gate is None else gate,
+        float(alone["arrival_penalty_worker"] or 0.0) if worker is None else worker,
+    )
 
 
 def _state(comps: pl.DataFrame | None) -> MachineState | None:

@@ -63,6 +63,7 @@ def _scale_host(host: HostTerms, factor: float) -> HostTerms:
         completion_overhead_s=host.completion_overhead_s * factor,
         arrival_penalty_gate_s=host.arrival_penalty_gate_s * factor,
         arrival_penalty_worker_s=host.arrival_penalty_worker_s * factor,
+        arrival_penalty_company_s=times(host.arrival_penalty_company_s),
         gate_contention_s=None
         if host.gate_contention_s is None
         else host.gate_contention_s * factor,

@@ -263,6 +263,60 @@ def test_an_arrival_delays_the_threads_at_work_by_their_measured_penalty() -> No
     assert done[GATE] == pytest.approx(2.1)
 
 
+def test_an_arrival_costs_the_threads_their_penalty_in_company_when_both_work() -> None:
+    """Gate 100 µs, expert 1 ms (the worker at work from 0.1 ms to past 3 ms); the gate's
+    penalty 10 µs alone, 50 µs with the worker at work. Request 2 arrives at 250 µs, during
+    request 1's gate (200 µs on) with the worker at work: that gate ends at 350 µs, not
+    310. Request 4 arrives at 5050 µs during request 3's gate, the worker idle since request
+    2's batch: 10 µs (5110). Without company rows every arrival costs the alone penalty."""
+    cfg = SimConfig(
+        batch_size=1, n_experts=1, gate=GateSpec(k=1), n_requests=5, max_backlog=None,
+        gate_latency_s=1e-4, warmup=0, host=True,
+    )  # fmt: skip
+    work = Workload.from_lists([0.0, 2e-4, 2.5e-4, 5e-3, 5.05e-3], [[0]] * 5)
+    alone = HostTerms(np.zeros(2), arrival_penalty_gate_s=1e-5)
+    company = replace(alone, arrival_penalty_company_s=(5e-5, 0.0))
+    table = ServiceTable.constant([[1e-3]])
+    got = simulate_host(cfg, table, work, company).gate_done_s.tolist()
+    assert got == pytest.approx([1e-4, 3.5e-4, 4.5e-4, 5.11e-3, 5.21e-3])
+    got = simulate_host(cfg, table, work, alone).gate_done_s.tolist()
+    assert got == pytest.approx([1e-4, 3.1e-4, 4.1e-4, 5.11e-3, 5.21e-3])
+    assert company.arrival_penalties(True) == (5e-5, 0.0)
+    assert company.arrival_penalties(False) == alone.arrival_penalties(True) == (1e-5, 0.0)
+    for bad in ((1e-5,), (1e-5, -1e-6), (1e-5, float("nan")), (1e-5, 2e-5, 3e-5)):
+        with pytest.raises(SimConfigError, match="in company"):
+            replace(alone, arrival_penalty_company_s=bad)
+
+
+def test_the_company_penalties_are_read_from_their_rows() -> None:
+    """``arrival_penalty_*_company`` rows give the penalties in company; a loop without its
+    row keeps its penalty alone; a profile with neither row has none (the alone ones)."""
+
+    def terms_with(rows: dict[str, float]) -> HostTerms:
+        extra = pl.DataFrame(
+            {
+                "expert": [-1] * len(rows),
+                "batch_size": [1] * len(rows),
+                "latency_s": [v * 1e-6 for v in rows.values()],
+                "component": list(rows),
+            }
+        )
+        frame = pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
+        terms = HostTerms.from_profile(profile_from_frame(frame), 64)
+        assert terms is not None
+        return terms
+
+    alone = {"arrival_penalty_gate": 20.0, "arrival_penalty_worker": 30.0}
+    both = terms_with(
+        alone | {"arrival_penalty_gate_company": 45.0, "arrival_penalty_worker_company": 55.0}
+    )
+    assert both.arrival_penalty_company_s == pytest.approx((45e-6, 55e-6))
+    assert both.arrival_penalties(False) == pytest.approx((20e-6, 30e-6))
+    gate_only = terms_with(alone | {"arrival_penalty_gate_company": 45.0})
+    assert gate_only.arrival_penalty_company_s == pytest.approx((45e-6, 30e-6))
+    assert terms_with(alone).arrival_penalty_company_s == ()
+
+
 # B = 1, k = 1, gate 100 µs, expert 200 µs; requests 0 and 1 arrive together at 0.5 ms,
 # request 2 alone at 2 ms. Gate hand-off 10 µs after no wait rising to 30 µs after 1 ms
 # (20 µs after 0.5 ms); worker hand-off a flat 50 µs.

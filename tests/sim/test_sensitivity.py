@@ -52,6 +52,7 @@ def _host() -> HostTerms:
         completion_overhead_s=2e-5,
         arrival_penalty_gate_s=5e-5,
         arrival_penalty_worker_s=4e-5,
+        arrival_penalty_company_s=(7e-5, 6e-5),
         gate_contention_s=9e-4,
         worker_contention_s=(1e-5, 6e-5, 3e-5),
         busy_handoff_duty=(0.2, 0.8),
