@@ -244,6 +244,7 @@ def _host_terms_line(frame: Any) -> str:
     import polars as pl
 
     from traces.profile import (
+        COMPANY_PENALTY_COMPONENTS,
         GATE_STAMPED_OVERHEAD,
         LOOP_COMPONENTS,
         SPEED_PROBE,
@@ -317,6 +318,13 @@ def _host_terms_line(frame: Any) -> str:
             f"{v['completion_overhead']:.0f} (gate/batch/completion), per arrival "
             f"+{v['arrival_penalty_gate']:.0f}/{v['arrival_penalty_worker']:.0f} (gate/worker)"
         )
+        company = [
+            at1.filter(pl.col("component") == c)["latency_s"].median()
+            for c in COMPANY_PENALTY_COMPONENTS
+        ]
+        if any(x is not None for x in company):  # newer profiles: both threads at work
+            shown = "/".join("–" if x is None else f"{float(x) * 1e6:.0f}" for x in company)  # type: ignore[arg-type]
+            line += f", in company +{shown}"
         stamped = at1.filter(pl.col("component") == GATE_STAMPED_OVERHEAD)["latency_s"].median()
         if stamped is not None:  # newer profiles: the gate loop's part inside its stamps
             line += f", {float(stamped) * 1e6:.0f} µs of the gate's loop inside its stamps"  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from hw.profiling.model import ServedModel, load_checkpoint, random_model, save_
 from hw.profiling.profile import ProfileConfig, run_profile
 from hw.timing import LatencyStats, TimingError, measure_latency, measure_samples
 from traces.profile import (
+    COMPANY_PENALTY_COMPONENTS,
     PREEMPT_HANDOFF,
     busy_handoff_curve,
     preempt_curve,
@@ -474,6 +475,10 @@ def test_cli_writes_profile_and_how_it_was_measured(
     assert len(busy_handoff_curve(steps)) == timed
     assert sched_tick_s(steps) == tick  # read from the kernel, where it says
     assert ("scheduler tick" in printed) == (tick is not None)
+    # the penalties in company, where a loop could be read (one row each at most)
+    company = steps.filter(pl.col("component").is_in(COMPANY_PENALTY_COMPONENTS))
+    assert company.height <= 2
+    assert ("in company +" in printed) == (company.height > 0)
 
 
 @pytest.mark.parametrize(
