@@ -28,6 +28,13 @@ meets (a per-iteration regression of wall time on the arrivals during it reads t
 iterations' length as penalty). The samples are the estimate over ``PENALTY_BLOCKS``
 consecutive stretches of the run (fewer in a short run: at least ``BLOCK_WINDOWS`` windows
 each), each against its own off windows; the profile row is their median.
+
+:func:`company_penalties` reads the same with both loops at work together, as in the
+server's busy spells: ``QueuedServer.run`` itself, its own generator putting a backlog at the
+start (each request routed to ``COMPANY_K`` experts, so that the worker falls behind the gate
+and neither waits) and the windows' arrivals on top; progress is the server's own stamps
+(gate starts, batch starts), each loop read until it first waits. Rows
+``arrival_penalty_gate_company`` / ``arrival_penalty_worker_company``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from hw.profiling import arrival_penalty
-from hw.profiling.arrival_penalty import Windows, arrival_penalties, lost_per_arrival
+from hw.profiling.arrival_penalty import (
+    Windows,
+    arrival_penalties,
+    company_penalties,
+    lost_per_arrival,
+)
 from hw.profiling.errors import ProfilingError
 from hw.profiling.model import ServedModel, model_from_spec
 
@@ -96,6 +101,14 @@ def test_a_short_run_is_one_sample_and_too_short_a_clear_error() -> None:
     assert all(len(v) == 1 and np.isfinite(v[0]) for v in got.values())
     with pytest.raises(ProfilingError, match="time it longer"):
         arrival_penalties(served, seconds=0.004, seed=0)  # one window: on or off, not both
+
+
+def test_the_penalties_in_company_come_from_the_servers_own_run() -> None:
+    """Both loops at work in ``QueuedServer.run`` on a backlog: a row per loop it could read,
+    each a finite sample per stretch (their size is a timing, checked in the benchmarks)."""
+    got = company_penalties(_served(), seconds=0.5, seed=0)
+    assert got and set(got) <= {"arrival_penalty_gate_company", "arrival_penalty_worker_company"}
+    assert all(1 <= len(v) <= 4 and np.all(np.isfinite(v)) for v in got.values())
 
 
 def _served() -> ServedModel:
