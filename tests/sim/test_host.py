@@ -292,29 +292,15 @@ def test_the_company_penalties_are_read_from_their_rows() -> None:
     """``arrival_penalty_*_company`` rows give the penalties in company; a loop without its
     row keeps its penalty alone; a profile with neither row has none (the alone ones)."""
 
-    def terms_with(rows: dict[str, float]) -> HostTerms:
-        extra = pl.DataFrame(
-            {
-                "expert": [-1] * len(rows),
-                "batch_size": [1] * len(rows),
-                "latency_s": [v * 1e-6 for v in rows.values()],
-                "component": list(rows),
-            }
-        )
-        frame = pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
-        terms = HostTerms.from_profile(profile_from_frame(frame), 64)
-        assert terms is not None
-        return terms
-
     alone = {"arrival_penalty_gate": 20.0, "arrival_penalty_worker": 30.0}
-    both = terms_with(
-        alone | {"arrival_penalty_gate_company": 45.0, "arrival_penalty_worker_company": 55.0}
+    both = _terms_with_rows(
+        **alone, arrival_penalty_gate_company=45.0, arrival_penalty_worker_company=55.0
     )
     assert both.arrival_penalty_company_s == pytest.approx((45e-6, 55e-6))
     assert both.arrival_penalties(False) == pytest.approx((20e-6, 30e-6))
-    gate_only = terms_with(alone | {"arrival_penalty_gate_company": 45.0})
+    gate_only = _terms_with_rows(**alone, arrival_penalty_gate_company=45.0)
     assert gate_only.arrival_penalty_company_s == pytest.approx((45e-6, 30e-6))
-    assert terms_with(alone).arrival_penalty_company_s == ()
+    assert _terms_with_rows(**alone).arrival_penalty_company_s == ()
 
 
 # B = 1, k = 1, gate 100 µs, expert 200 µs; requests 0 and 1 arrive together at 0.5 ms,
@@ -544,24 +530,30 @@ def host_profile_frame() -> pl.DataFrame:
     return pl.concat([base, steps], how="diagonal_relaxed")
 
 
+def _terms_with_rows(**rows_us: float) -> HostTerms:
+    """The host terms of ``host_profile_frame`` plus one batch-size-1 row per component
+    named, its latency in µs."""
+    extra = pl.DataFrame(
+        {
+            "expert": [-1] * len(rows_us),
+            "batch_size": [1] * len(rows_us),
+            "latency_s": [v * 1e-6 for v in rows_us.values()],
+            "component": list(rows_us),
+        }
+    )
+    frame = pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
+    terms = HostTerms.from_profile(profile_from_frame(frame), 64)
+    assert terms is not None
+    return terms
+
+
 def test_the_combine_gets_its_own_measured_contention() -> None:
     """With the completion pair (collect + combine alone / while the gate loops) the combine
     job's contention is their difference, not the worker step's scaled by cost; the
     dispatch and expert jobs keep theirs; a contended time below the alone one gives 0."""
 
     def with_pair(alone_us: float, contended_us: float) -> HostTerms:
-        extra = pl.DataFrame(
-            {
-                "expert": [-1, -1],
-                "batch_size": [1, 1],
-                "latency_s": [alone_us * 1e-6, contended_us * 1e-6],
-                "component": ["completion_alone", "completion_contended"],
-            }
-        )
-        frame = pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
-        terms = HostTerms.from_profile(profile_from_frame(frame), 64)
-        assert terms is not None
-        return terms
+        return _terms_with_rows(completion_alone=alone_us, completion_contended=contended_us)
 
     terms = with_pair(80, 130)
     assert terms.worker_contention_s == pytest.approx((50e-6 * 11 / 67, 50e-6 * 56 / 67, 50e-6))
@@ -1027,27 +1019,12 @@ def test_the_gates_stamped_overhead_is_read_as_a_part_of_its_loop_overhead() -> 
     """``gate_stamped_overhead`` (the part of the gate loop inside the server's own gate
     stamps) is read as measured, held within ``gate_overhead``, and 0 where a profile
     predates it (the model then stamps its gate after the call alone)."""
-
-    def read(**rows_us: float) -> HostTerms:
-        extra = pl.DataFrame(
-            {
-                "expert": [-1] * len(rows_us),
-                "batch_size": [1] * len(rows_us),
-                "latency_s": [v * 1e-6 for v in rows_us.values()],
-                "component": list(rows_us),
-            }
-        )
-        frame = pl.concat([host_profile_frame(), extra], how="diagonal_relaxed")
-        terms = HostTerms.from_profile(profile_from_frame(frame), 64)
-        assert terms is not None
-        return terms
-
-    got = read(gate_overhead=30, gate_stamped_overhead=12)
+    got = _terms_with_rows(gate_overhead=30, gate_stamped_overhead=12)
     assert (got.gate_overhead_s, got.gate_stamped_overhead_s) == pytest.approx((30e-6, 12e-6))
-    assert read(gate_overhead=30).gate_stamped_overhead_s == 0.0
+    assert _terms_with_rows(gate_overhead=30).gate_stamped_overhead_s == 0.0
     # a noisy difference of two timings (floored at a clock tick when written): held within
     # gate_overhead
-    held = read(gate_overhead=30, gate_stamped_overhead=34)
+    held = _terms_with_rows(gate_overhead=30, gate_stamped_overhead=34)
     assert held.gate_stamped_overhead_s == held.gate_overhead_s
 
 
