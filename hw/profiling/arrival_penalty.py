@@ -118,11 +118,11 @@ def lost_per_arrival(
     arrival during the loop or no progress while off."""
     n = len(windows.on)
     w = np.arange(n) if among is None else np.asarray(among)
-    covered = covered_until(np.asarray(spans, dtype=float).reshape(-1, 2))
+    rows = np.asarray(spans, dtype=float).reshape(-1, 2)
     edges = windows.t0 + windows.window_s * np.arange(n + 1)
-    exposure = np.diff(covered(edges))[w]
+    exposure = np.diff(covered_until(rows)(edges))[w]
     progress = np.bincount(_inside(windows, progress_s), minlength=n + 1)[:n][w]
-    during = _within(np.asarray(spans, dtype=float).reshape(-1, 2), np.asarray(arrivals_s))
+    during = _within(rows, np.asarray(arrivals_s))
     arrived = np.bincount(_inside(windows, during), minlength=n + 1)[:n][w]
     on = windows.on[w]
     off_time, off_progress = exposure[~on].sum(), progress[~on].sum()
