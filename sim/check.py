@@ -27,6 +27,7 @@ from sim.host_speed import at_host_speed, speed_factor
 from sim.machine_state import MachineState
 from sim.output import records_of
 from sim.parts import mean_parts, request_parts
+from sim.run_absences import run_absences, with_absences
 from sim.run_speed import (
     MIN_ALONE_GATES,
     at_run_speeds,
@@ -178,6 +179,10 @@ class CheckRow:
     # whether the replay's hand-offs got the tail of the run's own wake-ups (sim.run_wakes;
     # several runs or profiles: every one's); None: the ideal model
     wakes_from_run: bool | None = None
+    # the spells the run's own workers sat out with a batch ready, replayed where they were
+    # (sim.run_absences): absences per second of the B (several runs: the mean); None: not
+    # read (--worker-absences off, the ideal model, or too few batches)
+    run_absences_hz: float | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -262,6 +267,7 @@ class CheckRow:
             "state_from_run": self.state_from_run,
             "run_stalls_hz": self.run_stalls_hz,
             "wakes_from_run": self.wakes_from_run,
+            "run_absences_hz": self.run_absences_hz,
             **extra,
         }
 
@@ -363,6 +369,7 @@ def check_run(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
+    absences_from_run: bool = True,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -396,13 +403,15 @@ def check_run(
     replay's (:mod:`sim.run_wakes`) where it has enough of them, on top of the profile's
     (off by default: on blocks 36-37 it raised B = 1's p50 by up to 4 points and left the
     p99 it was meant for where it was).
+    ``absences_from_run``: each B replays the spells its own device workers sat out with a
+    batch ready (:mod:`sim.run_absences`) where it has enough batches.
     """
     options = (tolerance, service, terms, host, sensitivity, host_speed, host_lock, replays, parts)
     # one run: its own rows
     return check_runs(
         [measured_path], profile_path, *options, host_state=host_state,
         state_from_run=state_from_run, stalls_from_run=stalls_from_run,
-        wakes_from_run=wakes_from_run,
+        wakes_from_run=wakes_from_run, absences_from_run=absences_from_run,
     )  # fmt: skip
 
 
@@ -436,6 +445,7 @@ def _check_loaded(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
+    absences_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -473,6 +483,11 @@ def _check_loaded(
             got = run_state(rows)
             if got is not None:
                 b_table, from_run, path = with_state(table, got.state, got.path), True, got.path
+        absences_hz = None
+        if host and absences_from_run:
+            away = run_absences(rows)
+            if away is not None:
+                b_table, absences_hz = with_absences(b_table, away), away.rate_hz
         stalls_hz = None
         if host and stalls_from_run and sim_cfg.host_stalls:
             met = run_stalls(rows, path)
@@ -549,6 +564,7 @@ def _check_loaded(
             state_from_run=from_run if host else None,
             run_stalls_hz=stalls_hz,
             wakes_from_run=tails is not None if host else None,
+            run_absences_hz=absences_hz,
         )
         if sim_parts:
             row = replace(
@@ -610,6 +626,7 @@ def check_runs(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
+    absences_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -634,7 +651,8 @@ def check_runs(
     ``--B 1..64`` run, without replaying the others. ``state_from_run``: as in
     :func:`check_run`, each run's machine state from its own alone gates;
     ``stalls_from_run``: as there, each run's stalls from its own gates;
-    ``wakes_from_run``: as there, each run's wake-up tails from its own wake-ups.
+    ``wakes_from_run``: as there, each run's wake-up tails from its own wake-ups;
+    ``absences_from_run``: as there, each run's workers' absences from its own records.
     """
     if not measured_paths:
         raise CheckError("give at least one measured run")
@@ -682,6 +700,7 @@ def check_runs(
                 state_from_run,
                 stalls_from_run,
                 wakes_from_run,
+                absences_from_run,
             )
             for records, cfg in loaded
         ]
@@ -753,6 +772,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
                 run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
                 wakes_from_run=None if not rows[0].host else all(r.wakes_from_run for r in rows),
+                run_absences_hz=_mean_or_none([r.run_absences_hz for r in rows]),
             )
         )
     return out
@@ -833,6 +853,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
         run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
         wakes_from_run=None if not rows[0].host else all(r.wakes_from_run for r in rows),
+        run_absences_hz=_mean_or_none([r.run_absences_hz for r in rows]),
     )
 
 

@@ -172,6 +172,13 @@ _CHECK_HOST_WAKES_HELP = (
     "per wake-up; docs/system-model.md §8)."
 )
 
+_CHECK_WORKER_ABSENCES_HELP = (
+    "Shared-host model: 'run' (the default) replays the spells each B's own device workers "
+    "sat out with a batch ready (ready gaps over two median gates: the gate thread kept the "
+    "interpreter lock from them), where they were; 'off' replays none (docs/system-model.md "
+    "§8)."
+)
+
 _CHECK_HOST_STATE_HELP = (
     "Shared-host model: the machine's state, a log-normal factor (SIGMA in log) on every "
     "step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation RHO: "
@@ -500,6 +507,7 @@ def check_cmd(
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
     host_stalls: Annotated[str | None, typer.Option(help=_CHECK_HOST_STALLS_HELP)] = None,
     host_wakes: Annotated[str, typer.Option(help=_CHECK_HOST_WAKES_HELP)] = "profile",
+    worker_absences: Annotated[str, typer.Option(help=_CHECK_WORKER_ABSENCES_HELP)] = "run",
     sensitivity: Annotated[
         float | None,
         typer.Option(
@@ -564,6 +572,8 @@ def check_cmd(
     stalls_from_run = host_stalls is None or host_stalls.strip() == "run"
     if host_wakes.strip() not in ("run", "profile"):
         raise SimConfigError(f"--host-wakes {host_wakes!r}: expected run or profile")
+    if worker_absences.strip() not in ("run", "off"):
+        raise SimConfigError(f"--worker-absences {worker_absences!r}: expected run or off")
     if host_stalls is not None and host_stalls.strip() not in ("run", "profile", "off"):
         raise SimConfigError(f"--host-stalls {host_stalls!r}: expected run, profile or off")
     if host_state is not None or host_preempt is not None or host_stalls is not None:
@@ -577,6 +587,7 @@ def check_cmd(
         measured, profiles, tol, service, which, host, spread, speed, host_lock, replays,
         parts, only_b, state, state_from_run=from_run, stalls_from_run=stalls_from_run,
         wakes_from_run=host_wakes.strip() == "run",
+        absences_from_run=worker_absences.strip() == "run",
     )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
@@ -604,6 +615,8 @@ def check_cmd(
             model += f", {label}"
             if any(r.wakes_from_run for r in rows):
                 model += ", wake-up tails from each B's own"
+            if any(r.run_absences_hz is not None for r in rows):
+                model += ", worker absences from each B's records"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
         t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")

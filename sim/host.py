@@ -583,6 +583,8 @@ def _simulate_at(
         return float(preempt_draw.random()) < preempt_p
 
     def worker(d: int) -> Generator[simpy.Event, None, None]:
+        away = host.absences_of(d)  # (start, end) of the run's absences, in order
+        next_away = 0
         while True:
             if not ready[d]:
                 worker_holds[d] = False
@@ -605,6 +607,10 @@ def _simulate_at(
                         cold[d] = host.worker_wake_cost(waited)
                         cold_gather[d] = host.worker_wake_gather_cost(waited)
                 continue
+            while next_away < len(away) and away[next_away][0] <= env.now:
+                if env.now < away[next_away][1]:  # the run's worker sat this out: so does it
+                    yield env.timeout(away[next_away][1] - env.now)
+                next_away += 1
             j = heapq.heappop(ready[d])[2]
             if worker_holds[d] and env.now >= worker_hold_end[d]:
                 worker_holds[d] = False

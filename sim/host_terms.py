@@ -96,6 +96,9 @@ class HostTerms:
     :mod:`traces.stalls`);
     ``stall_times``: instead, the stalls a measured run met, (start on the run's clock,
     span, factor) each, replayed where they were (``sim.run_stalls``; empty: the drawn ones);
+    ``absence_times``: the spells a measured run's device workers sat out with a batch
+    ready, (device, start on the run's clock, span) each: that worker starts no job
+    inside one (``sim.run_absences``; empty: none);
     ``speed_scale``: the host's speed at every duty over the profile's (below 1: a slower
     machine state than the profile's; ``sim.run_speed`` finds it from a measured run);
     ``combine_factor``: a worker's combine job (collect, combine and their loop overhead)
@@ -163,6 +166,9 @@ class HostTerms:
     # the stalls a measured run met (start s, span s, factor), replayed in place of the drawn
     # ones (sim.run_stalls); empty: the drawn ones above, if any
     stall_times: tuple[tuple[float, float, float], ...] = ()
+    # the spells a measured run's workers sat out with a batch ready (device, start s, span
+    # s), replayed where they were (sim.run_absences); empty: none
+    absence_times: tuple[tuple[int, float, float], ...] = ()
     # the kernel scheduler's tick (s): a thread that took the host whole holds it at most
     # until the next one (hw profile's ``sched_tick`` row); 0: until it waits
     sched_tick_s: float = 0.0
@@ -438,6 +444,19 @@ class HostTerms:
                 "host model: replayed stalls need finite starts in order, spans > 0 and "
                 "factors >= 1"
             )
+        if any(
+            not (device >= 0 and math.isfinite(t) and 0.0 < span < math.inf)
+            for device, t, span in self.absence_times
+        ) or [t for _, t, _ in self.absence_times] != sorted(t for _, t, _ in self.absence_times):
+            raise SimConfigError(
+                "host model: replayed worker absences need a device >= 0, finite starts in "
+                "order and spans > 0"
+            )
+
+    def absences_of(self, device: int) -> list[tuple[float, float]]:
+        """(start, end) of the replayed absences of ``device``'s worker, in start order
+        (:attr:`absence_times`)."""
+        return [(t, t + span) for d, t, span in self.absence_times if d == device]
 
     @classmethod
     def neutral(cls, max_batch: int) -> HostTerms:

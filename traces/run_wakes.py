@@ -36,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from traces.alone_gates import _busy_intervals, _per_request, covered_until
+from traces.worker_absences import batches_after_previous
 
 __all__ = ["RunWakes", "run_wakes"]
 
@@ -105,24 +106,8 @@ def _worker_wakes(
     rows: pl.DataFrame, reqs: pl.DataFrame, gates: _Gates
 ) -> tuple[np.ndarray, np.ndarray]:
     """(gate waiting, gate gone on) waits of the workers woken by a batch."""
-    batches = (
-        rows.group_by("batch")
-        .agg(
-            pl.col("device").first(),
-            pl.col("batch_kind").first(),
-            pl.col("batch_formed_s").first(),
-            pl.col("batch_start_s").first(),
-            pl.col("batch_end_s").first(),
-            pl.col("request").max().alias("last"),
-        )
-        .drop_nulls()
-        .sort("batch_start_s")
-    )
-    combines = (
-        rows.select("request", "combine_batch", "complete_s")
-        .unique("request")
-        .drop_nulls()
-        .join(batches.select("batch", "device"), left_on="combine_batch", right_on="batch")
+    batches = batches_after_previous(
+        rows, pl.col("batch_kind").first(), pl.col("request").max().alias("last")
     )
     arrival, gate_start, gate_done = gates
     index = {r: i for i, r in enumerate(reqs["request"].to_list())}
@@ -137,19 +122,10 @@ def _worker_wakes(
     after: list[float] = []
     for device in batches["device"].unique().to_list():
         own = batches.filter(pl.col("device") == device)
-        ends = np.sort(
-            np.concatenate(
-                [
-                    own["batch_end_s"].to_numpy().astype(float),
-                    combines.filter(pl.col("device") == device)["complete_s"].to_numpy(),
-                ]
-            )
+        formed, start, previous = (
+            own[c].to_numpy().astype(float)
+            for c in ("batch_formed_s", "batch_start_s", "previous_s")
         )
-        formed, start = (
-            own[c].to_numpy().astype(float) for c in ("batch_formed_s", "batch_start_s")
-        )
-        before = np.searchsorted(ends, start, side="left") - 1
-        previous = np.where(before >= 0, ends[np.maximum(before, 0)], -np.inf)
         waiting = (formed >= previous) & (start >= formed)
         for f, s, last, kind, w in zip(
             formed, start, own["last"].to_list(), own["batch_kind"].to_list(), waiting, strict=True
