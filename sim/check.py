@@ -369,7 +369,7 @@ def check_run(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
-    absences_from_run: bool = True,
+    absences_from_run: bool = False,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -404,7 +404,9 @@ def check_run(
     (off by default: on blocks 36-37 it raised B = 1's p50 by up to 4 points and left the
     p99 it was meant for where it was).
     ``absences_from_run``: each B replays the spells its own device workers sat out with a
-    batch ready (:mod:`sim.run_absences`) where it has enough batches.
+    batch ready (:mod:`sim.run_absences`) where it has enough batches (off by default: on
+    blocks 36-40 it brought B = 1's p99 at 500 req/s within on the two blocks short of it and
+    overshot three cells that were within, ``benchmarks/README.md``, session 28).
     """
     options = (tolerance, service, terms, host, sensitivity, host_speed, host_lock, replays, parts)
     # one run: its own rows
@@ -445,7 +447,7 @@ def _check_loaded(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
-    absences_from_run: bool = True,
+    absences_from_run: bool = False,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -626,7 +628,7 @@ def check_runs(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
-    absences_from_run: bool = True,
+    absences_from_run: bool = False,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
