@@ -120,26 +120,30 @@ def _worker_wakes(
 
     plain: list[float] = []
     after: list[float] = []
-    for device in batches["device"].unique().to_list():
-        own = batches.filter(pl.col("device") == device)
-        formed, start, previous = (
-            own[c].to_numpy().astype(float)
-            for c in ("batch_formed_s", "batch_start_s", "previous_s")
-        )
-        waiting = (formed >= previous) & (start >= formed)
-        for f, s, last, kind, w in zip(
-            formed, start, own["last"].to_list(), own["batch_kind"].to_list(), waiting, strict=True
-        ):
-            if not w:
-                continue
-            i = index.get(last)
-            nxt = None if i is None or i + 1 >= len(arrival) else i + 1
-            # an exact batch forms at its last request's gate done; the gate goes straight
-            # on when the next request had arrived by then (flushed and drained: by a timer)
-            goes_on = kind == "exact" and nxt is not None and arrival[nxt] <= gate_done[i] + loop
-            if goes_on:
-                if s > gate_done[nxt] and gate_start[nxt] >= f:
-                    after.append(s - gate_done[nxt] - gated(gate_done[nxt], s))
-            else:
-                plain.append(s - f - gated(f, s))
+    # each batch against its own worker's previous job (batches_after_previous: per device)
+    formed, start, previous = (
+        batches[c].to_numpy().astype(float)
+        for c in ("batch_formed_s", "batch_start_s", "previous_s")
+    )
+    waiting = (formed >= previous) & (start >= formed)
+    for f, s, last, kind, w in zip(
+        formed,
+        start,
+        batches["last"].to_list(),
+        batches["batch_kind"].to_list(),
+        waiting,
+        strict=True,
+    ):
+        if not w:
+            continue
+        i = index.get(last)
+        nxt = None if i is None or i + 1 >= len(arrival) else i + 1
+        # an exact batch forms at its last request's gate done; the gate goes straight
+        # on when the next request had arrived by then (flushed and drained: by a timer)
+        goes_on = kind == "exact" and nxt is not None and arrival[nxt] <= gate_done[i] + loop
+        if goes_on:
+            if s > gate_done[nxt] and gate_start[nxt] >= f:
+                after.append(s - gate_done[nxt] - gated(gate_done[nxt], s))
+        else:
+            plain.append(s - f - gated(f, s))
     return np.asarray(plain), np.asarray(after)
