@@ -28,6 +28,7 @@ from sim.machine_state import MachineState
 from sim.output import records_of
 from sim.parts import mean_parts, request_parts
 from sim.run_absences import run_absences, with_absences
+from sim.run_contention import RunContention, at_contention, run_contention
 from sim.run_speed import (
     MIN_ALONE_GATES,
     at_run_speeds,
@@ -183,6 +184,10 @@ class CheckRow:
     # (sim.run_absences): absences per second of the B (several runs: the mean); None: not
     # read (--worker-absences off, the ideal model, or too few batches)
     run_absences_hz: float | None = None
+    # what company cost the run's steps, as factors on the profile's contention of the gate,
+    # the expert call and the combine (sim.run_contention; several runs: the means); None:
+    # not read (--host-contention profile, the ideal model, or none of the three readable)
+    run_contention: RunContention | None = None
 
     def unresolved(self) -> bool:
         """Past tolerance, but every metric's error within two standard errors of the runs'
@@ -268,6 +273,9 @@ class CheckRow:
             "run_stalls_hz": self.run_stalls_hz,
             "wakes_from_run": self.wakes_from_run,
             "run_absences_hz": self.run_absences_hz,
+            "run_contention": None
+            if self.run_contention is None
+            else self.run_contention._asdict(),
             **extra,
         }
 
@@ -370,6 +378,7 @@ def check_run(
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
     absences_from_run: bool = False,
+    contention_from_run: bool = False,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -414,6 +423,7 @@ def check_run(
         [measured_path], profile_path, *options, host_state=host_state,
         state_from_run=state_from_run, stalls_from_run=stalls_from_run,
         wakes_from_run=wakes_from_run, absences_from_run=absences_from_run,
+        contention_from_run=contention_from_run,
     )  # fmt: skip
 
 
@@ -448,6 +458,7 @@ def _check_loaded(
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
     absences_from_run: bool = False,
+    contention_from_run: bool = False,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -485,7 +496,7 @@ def _check_loaded(
             got = run_state(rows)
             if got is not None:
                 b_table, from_run, path = with_state(table, got.state, got.path), True, got.path
-        absences_hz = None
+        absences_hz, contention, priced = None, None, False
         if host and absences_from_run:
             away = run_absences(rows)
             if away is not None:
@@ -506,6 +517,10 @@ def _check_loaded(
                 )
             # the host, the worker's calls and its combines each at their own speed in the run
             b_table = at_run_speeds(b_table, scale, expert_factor, combine_factor)
+            if contention_from_run:  # what company cost the run's steps, at those speeds
+                priced, contention = True, run_contention(rows, sim_cfg, b_table, work)
+                if contention is not None:
+                    b_table = at_contention(b_table, contention)
             if stalls_hz:
                 b_table = matched_stalls(rows, sim_cfg, b_table, work)
         if host and scale is None and host_speed in (None, HostSpeed.PROBE):
@@ -517,6 +532,10 @@ def _check_loaded(
                 )
             if factor is not None:
                 b_table = at_host_speed(b_table, profile, factor)
+        if host and contention_from_run and not priced:  # at the probe's or profile's speed
+            contention = run_contention(rows, sim_cfg, b_table, work)
+            if contention is not None:
+                b_table = at_contention(b_table, contention)
         tails = None
         if host and wakes_from_run:  # over the replay as it stands now, at the run's speed
             tails = run_wake_tails(rows, sim_cfg, b_table, work)
@@ -567,6 +586,7 @@ def _check_loaded(
             run_stalls_hz=stalls_hz,
             wakes_from_run=tails is not None if host else None,
             run_absences_hz=absences_hz,
+            run_contention=contention,
         )
         if sim_parts:
             row = replace(
@@ -629,6 +649,7 @@ def check_runs(
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
     absences_from_run: bool = False,
+    contention_from_run: bool = False,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -703,6 +724,7 @@ def check_runs(
                 stalls_from_run,
                 wakes_from_run,
                 absences_from_run,
+                contention_from_run,
             )
             for records, cfg in loaded
         ]
@@ -775,9 +797,17 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
                 wakes_from_run=None if not rows[0].host else all(r.wakes_from_run for r in rows),
                 run_absences_hz=_mean_or_none([r.run_absences_hz for r in rows]),
+                run_contention=_contention_mean([r.run_contention for r in rows]),
             )
         )
     return out
+
+
+def _contention_mean(values: list[RunContention | None]) -> RunContention | None:
+    """Each factor's mean over the rows (None unless every row has them)."""
+    if not values or any(v is None for v in values):
+        return None
+    return RunContention(*np.mean(np.array(values, dtype=float), axis=0).tolist())
 
 
 def _mean_or_none(values: list[float | None]) -> float | None:
@@ -856,6 +886,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
         wakes_from_run=None if not rows[0].host else all(r.wakes_from_run for r in rows),
         run_absences_hz=_mean_or_none([r.run_absences_hz for r in rows]),
+        run_contention=_contention_mean([r.run_contention for r in rows]),
     )
 
 

@@ -178,6 +178,13 @@ _CHECK_WORKER_ABSENCES_HELP = (
     "from them), where they were; 'off' (the default) replays none (docs/system-model.md §8)."
 )
 
+_CHECK_HOST_CONTENTION_HELP = (
+    "Shared-host model: what company costs a step. 'run' (the default) takes it from each "
+    "B's own records: the gate's in company, the expert call's and the combine's beside a "
+    "gate, as factors on the profile's; 'profile' keeps the profile's contended pairs "
+    "(docs/system-model.md §8)."
+)
+
 _CHECK_HOST_STATE_HELP = (
     "Shared-host model: the machine's state, a log-normal factor (SIGMA in log) on every "
     "step's wall time, redrawn every WINDOW_S as an AR(1) with lag-one correlation RHO: "
@@ -507,6 +514,7 @@ def check_cmd(
     host_stalls: Annotated[str | None, typer.Option(help=_CHECK_HOST_STALLS_HELP)] = None,
     host_wakes: Annotated[str, typer.Option(help=_CHECK_HOST_WAKES_HELP)] = "profile",
     worker_absences: Annotated[str, typer.Option(help=_CHECK_WORKER_ABSENCES_HELP)] = "off",
+    host_contention: Annotated[str, typer.Option(help=_CHECK_HOST_CONTENTION_HELP)] = "run",
     sensitivity: Annotated[
         float | None,
         typer.Option(
@@ -573,6 +581,8 @@ def check_cmd(
         raise SimConfigError(f"--host-wakes {host_wakes!r}: expected run or profile")
     if worker_absences.strip() not in ("run", "off"):
         raise SimConfigError(f"--worker-absences {worker_absences!r}: expected run or off")
+    if host_contention.strip() not in ("run", "profile"):
+        raise SimConfigError(f"--host-contention {host_contention!r}: expected run or profile")
     if host_stalls is not None and host_stalls.strip() not in ("run", "profile", "off"):
         raise SimConfigError(f"--host-stalls {host_stalls!r}: expected run, profile or off")
     if host_state is not None or host_preempt is not None or host_stalls is not None:
@@ -587,6 +597,7 @@ def check_cmd(
         parts, only_b, state, state_from_run=from_run, stalls_from_run=stalls_from_run,
         wakes_from_run=host_wakes.strip() == "run",
         absences_from_run=worker_absences.strip() == "run",
+        contention_from_run=host_contention.strip() == "run",
     )  # fmt: skip
     if which is Terms.PROFILE:  # the costs came from the profiles: say which moved
         for path in profiles:
@@ -616,6 +627,8 @@ def check_cmd(
                 model += ", wake-up tails from each B's own"
             if any(r.run_absences_hz is not None for r in rows):
                 model += ", worker absences from each B's records"
+            if any(r.run_contention is not None for r in rows):
+                model += ", company's cost from each B's records"
         names = measured[0].name if len(measured) == 1 else f"mean of {len(measured)} runs"
         source = f", mean of {len(profiles)} profiles" if len(profiles) > 1 else ""
         t = Table(title=f"sim ({model}, --terms {which.value}{source}) vs measured: {names}")
