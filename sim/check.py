@@ -377,8 +377,8 @@ def check_run(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
-    absences_from_run: bool = False,
-    contention_from_run: bool = False,
+    absences_from_run: bool = True,
+    contention_from_run: bool = True,
 ) -> list[CheckRow]:
     """Replay every B of a measured run; compare throughput, p50 and p99.
 
@@ -413,9 +413,14 @@ def check_run(
     (off by default: on blocks 36-37 it raised B = 1's p50 by up to 4 points and left the
     p99 it was meant for where it was).
     ``absences_from_run``: each B replays the spells its own device workers sat out with a
-    batch ready (:mod:`sim.run_absences`) where it has enough batches (off by default: on
-    blocks 36-40 it brought B = 1's p99 at 500 req/s within on the two blocks short of it and
-    overshot three cells that were within, ``benchmarks/README.md``, session 28).
+    batch ready (:mod:`sim.run_absences`) where it has enough batches.
+    ``contention_from_run``: each B's replay pays for company what its own steps paid
+    (:mod:`sim.run_contention`: the gate's, the expert call's and the combine's contention as
+    factors on the profile's). Both on by default since session 29: alone, the absences
+    overshot three cells of blocks 36-40 that were within, because the replay charged the
+    worker for company the run's did not pay; with the run's price of company, B = 1's p99
+    at 500 req/s came within on four of the five blocks (``benchmarks/README.md``, "Fidelity,
+    session 29").
     """
     options = (tolerance, service, terms, host, sensitivity, host_speed, host_lock, replays, parts)
     # one run: its own rows
@@ -457,8 +462,8 @@ def _check_loaded(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
-    absences_from_run: bool = False,
-    contention_from_run: bool = False,
+    absences_from_run: bool = True,
+    contention_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` on records already read."""
     tol = tolerance or parse_tolerance(DEFAULT_TOLERANCE)
@@ -648,8 +653,8 @@ def check_runs(
     state_from_run: bool = True,
     stalls_from_run: bool = True,
     wakes_from_run: bool = False,
-    absences_from_run: bool = False,
-    contention_from_run: bool = False,
+    absences_from_run: bool = True,
+    contention_from_run: bool = True,
 ) -> list[CheckRow]:
     """:func:`check_run` over repeated runs of one ``hw serve`` command, judged on the means,
     predicted from one profile or the mean of several.
@@ -675,7 +680,8 @@ def check_runs(
     :func:`check_run`, each run's machine state from its own alone gates;
     ``stalls_from_run``: as there, each run's stalls from its own gates;
     ``wakes_from_run``: as there, each run's wake-up tails from its own wake-ups;
-    ``absences_from_run``: as there, each run's workers' absences from its own records.
+    ``absences_from_run``: as there, each run's workers' absences from its own records;
+    ``contention_from_run``: as there, each run's price of company from its own records.
     """
     if not measured_paths:
         raise CheckError("give at least one measured run")

@@ -173,9 +173,10 @@ _CHECK_HOST_WAKES_HELP = (
 )
 
 _CHECK_WORKER_ABSENCES_HELP = (
-    "Shared-host model: 'run' replays the spells each B's own device workers sat out with a "
-    "batch ready (ready gaps over two median gates: the gate thread kept the interpreter lock "
-    "from them), where they were; 'off' (the default) replays none (docs/system-model.md §8)."
+    "Shared-host model: 'run' (the default) replays the spells each B's own device workers sat "
+    "out with a batch ready (ready gaps over two median gates: the gate thread kept the "
+    "interpreter lock from them), where they were; 'off' replays none (docs/system-model.md "
+    "§8)."
 )
 
 _CHECK_HOST_CONTENTION_HELP = (
@@ -513,7 +514,7 @@ def check_cmd(
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
     host_stalls: Annotated[str | None, typer.Option(help=_CHECK_HOST_STALLS_HELP)] = None,
     host_wakes: Annotated[str, typer.Option(help=_CHECK_HOST_WAKES_HELP)] = "profile",
-    worker_absences: Annotated[str, typer.Option(help=_CHECK_WORKER_ABSENCES_HELP)] = "off",
+    worker_absences: Annotated[str, typer.Option(help=_CHECK_WORKER_ABSENCES_HELP)] = "run",
     host_contention: Annotated[str, typer.Option(help=_CHECK_HOST_CONTENTION_HELP)] = "run",
     sensitivity: Annotated[
         float | None,

@@ -17,9 +17,13 @@ under way at its start ends as the model has it, a batch ready meanwhile waits f
 and the gate runs on as it would. What this takes from the run is when its workers sat out
 and for how long; the queues behind them and the latencies are the model's.
 
-Off by default (``sim check --worker-absences run``): on blocks 36-40 it brought within the
-two B = 1 p99 cells at 500 req/s that were short (−16.6 → −4.6 %, −18.5 → +0.6 %) and took
-three that were within past +10 % (``benchmarks/README.md``, "Fidelity, session 28").
+On by default since session 29 (``sim check --worker-absences run|off``). Alone, on blocks
+36-40 it brought within the two B = 1 p99 cells at 500 req/s that were short (−16.6 → −4.6 %,
+−18.5 → +0.6 %) and took three that were within past +10 % (``benchmarks/README.md``,
+"Fidelity, session 28"): the replay then charged the worker catching up after an absence for
+company the run's worker did not pay. With the run's own price of company
+(:mod:`sim.run_contention`, also on by default) those three came back within
+(``benchmarks/README.md``, "Fidelity, session 29").
 """
 
 from __future__ import annotations

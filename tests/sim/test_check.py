@@ -347,8 +347,13 @@ def test_regression_shipped_measured_runs(name: str) -> None:
 
 PROFILE = HostSpeed.PROFILE  # the recorded regressions predate the run's own speed
 # and the run's own state (sim.run_state): both from the profile, as recorded; and the
-# workers' absences (sim.run_absences): none replayed
-AS_RECORDED = {"host_speed": PROFILE, "state_from_run": False, "absences_from_run": False}
+# workers' absences (sim.run_absences): none replayed; company priced by the profile
+AS_RECORDED = {
+    "host_speed": PROFILE,
+    "state_from_run": False,
+    "absences_from_run": False,
+    "contention_from_run": False,
+}
 
 
 def test_regression_shipped_run_predicted_by_the_shared_host_model() -> None:

