@@ -501,7 +501,7 @@ def _check_loaded(
             got = run_state(rows)
             if got is not None:
                 b_table, from_run, path = with_state(table, got.state, got.path), True, got.path
-        absences_hz, contention, priced = None, None, False
+        absences_hz, contention = None, None
         if host and absences_from_run:
             away = run_absences(rows)
             if away is not None:
@@ -523,9 +523,7 @@ def _check_loaded(
             # the host, the worker's calls and its combines each at their own speed in the run
             b_table = at_run_speeds(b_table, scale, expert_factor, combine_factor)
             if contention_from_run:  # what company cost the run's steps, at those speeds
-                priced, contention = True, run_contention(rows, sim_cfg, b_table, work)
-                if contention is not None:
-                    b_table = at_contention(b_table, contention)
+                b_table, contention = _at_run_contention(rows, sim_cfg, b_table, work)
             if stalls_hz:
                 b_table = matched_stalls(rows, sim_cfg, b_table, work)
         if host and scale is None and host_speed in (None, HostSpeed.PROBE):
@@ -537,10 +535,9 @@ def _check_loaded(
                 )
             if factor is not None:
                 b_table = at_host_speed(b_table, profile, factor)
-        if host and contention_from_run and not priced:  # at the probe's or profile's speed
-            contention = run_contention(rows, sim_cfg, b_table, work)
-            if contention is not None:
-                b_table = at_contention(b_table, contention)
+        if host and contention_from_run and host_speed not in (None, HostSpeed.RUN):
+            # at the probe's or the profile's speed
+            b_table, contention = _at_run_contention(rows, sim_cfg, b_table, work)
         tails = None
         if host and wakes_from_run:  # over the replay as it stands now, at the run's speed
             tails = run_wake_tails(rows, sim_cfg, b_table, work)
@@ -807,6 +804,15 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
             )
         )
     return out
+
+
+def _at_run_contention(
+    rows: pl.DataFrame, sim_cfg: SimConfig, table: ServiceTable, work: Workload
+) -> tuple[ServiceTable, RunContention | None]:
+    """``table`` at what company cost the run's steps (:func:`run_contention`), and the
+    factors; ``table`` as it is where they cannot be read."""
+    got = run_contention(rows, sim_cfg, table, work)
+    return (table if got is None else at_contention(table, got)), got
 
 
 def _contention_mean(values: list[RunContention | None]) -> RunContention | None:
