@@ -142,15 +142,20 @@ def fidelity_markdown(runs: list[Path], profile: Path | None) -> str:
 
 
 def repeated_markdown(
-    group: list[Path], profile: Path | None, sensitivity: float | None = None
+    group: list[Path],
+    profile: Path | None,
+    sensitivity: float | None = None,
+    **model: Any,
 ) -> str:
     """Per B over runs of one command (``sim check`` on several runs): measured mean and
     spread ((max - min) / mean), the default prediction's mean, the error of the means,
     runs within tolerance; with ``sensitivity`` (a fraction) also the mean band of p50 and
-    p99 predictions with every cost ×(1 ± it) and whether the measured mean lies in it."""
+    p99 predictions with every cost ×(1 ± it) and whether the measured mean lies in it.
+    ``model``: options of :func:`sim.check.check_runs` other than the defaults (the
+    benchmark's tables use the defaults)."""
     from sim.check import METRICS, check_runs
 
-    rows = check_runs(group, profile, sensitivity=sensitivity)
+    rows = check_runs(group, profile, sensitivity=sensitivity, **model)
     head = " | ".join(f"{k} meas (spread) | {k} sim | {k} err" for k in METRICS)
     band_cols = ("p50", "p99") if sensitivity is not None else ()
     band_head = "".join(f" {k} band ±{100 * sensitivity:g}% |" for k in band_cols if sensitivity)

@@ -93,14 +93,31 @@ def run_speed_scale(
     search's first guess."""
     if table.host is None:
         return None
+    return _scale_search(
+        rows, table, start, lambda scale: _replay(sim_cfg, at_scale(table, scale), work)
+    )
+
+
+def _replay(sim_cfg: SimConfig, table: ServiceTable, work: Workload) -> pl.DataFrame:
+    """The records of the model's replay of ``work`` with ``table``."""
+    return records_of(simulate(sim_cfg, table, work))
+
+
+def _scale_search(
+    rows: pl.DataFrame,
+    table: ServiceTable,
+    start: float,
+    replay_at: Callable[[float], pl.DataFrame],
+) -> float | None:
+    """:func:`run_speed_scale`'s search, ``replay_at`` giving the replay's records at a
+    scale (``table``, with host terms, says which alone gates compare)."""
+    assert table.host is not None
     warm = None if table.host.gate_cold_cost_s else WARM_WITHIN_S
     # the replay's gate too slow (its median over the run's > 1): a faster host
     return _search(
         alone_gates_s(rows, warm),
         start,
-        lambda scale: alone_gates_s(
-            records_of(simulate(sim_cfg, at_scale(table, scale), work)), warm
-        ),
+        lambda scale: alone_gates_s(replay_at(scale), warm),
         lambda replayed, target: replayed / target,
     )
 
@@ -175,11 +192,23 @@ def _worker_factor(
     its records have the run's median (None without host terms or with too few steps)."""
     if table.host is None:
         return None
+    return _factor_search(
+        rows, start, read, lambda factor: _replay(sim_cfg, at(table, factor), work)
+    )
+
+
+def _factor_search(
+    rows: pl.DataFrame,
+    start: float,
+    read: Callable[[pl.DataFrame], np.ndarray],
+    replay_at: Callable[[float], pl.DataFrame],
+) -> float | None:
+    """:func:`_worker_factor`'s search, ``replay_at`` giving the replay's records at a factor."""
     # the replay's step too short (the run's median over its > 1): a longer job
     return _search(
         read(rows),
         start,
-        lambda factor: read(records_of(simulate(sim_cfg, at(table, factor), work))),
+        lambda factor: read(replay_at(factor)),
         lambda replayed, target: target / replayed,
     )
 
@@ -219,19 +248,38 @@ def run_speeds(
     together: slower expert calls or combines keep the host busier, and its duty speed then
     speeds up the gates, so each is searched at the others' last values, ``rounds`` times.
     (None, None, None) without enough alone gates; None for a factor without enough alone
-    expert calls or combines (that factor then stays 1 in the others' searches)."""
+    expert calls or combines (that factor then stays 1 in the others' searches).
+
+    Each search starts at the value the one before it ended on, so its first replay is the
+    one that ended the search before: every replay is kept by its three values and run once
+    (a third of the replays, and the whole of a second round that finds nothing to move)."""
+    if table.host is None:
+        return None, None, None
+    profiled_combine = table.host.combine_factor
+    replays: dict[tuple[float, float, float], pl.DataFrame] = {}
+
+    def replay_at(scale: float, expert: float, combine: float) -> pl.DataFrame:
+        key = (scale, expert, combine)
+        if key not in replays:  # an expert factor of 1 leaves the calls as profiled, exactly
+            replays[key] = _replay(sim_cfg, at_run_speeds(table, scale, expert, combine), work)
+        return replays[key]
+
     scale: float | None = None
     expert: float | None = None
     combine: float | None = None
     for _ in range(rounds):  # each search from the others' last values and its own
-        at = at_run_speeds(table, None, expert, combine)
-        scale = run_speed_scale(rows, sim_cfg, at, work, scale or 1.0)
+        e, c = expert or 1.0, combine or profiled_combine
+        scale = _scale_search(rows, table, scale or 1.0, lambda v, e=e, c=c: replay_at(v, e, c))
         if scale is None:
             return None, None, None
-        at = at_run_speeds(table, scale, None, combine)
-        expert = run_expert_factor(rows, sim_cfg, at, work, expert or 1.0)
-        at = at_run_speeds(table, scale, expert, None)
-        combine = run_combine_factor(rows, sim_cfg, at, work, combine or 1.0)
+        s = scale
+        expert = _factor_search(
+            rows, expert or 1.0, alone_expert_calls_s, lambda v, s=s, c=c: replay_at(s, v, c)
+        )
+        e = expert or 1.0
+        combine = _factor_search(
+            rows, combine or 1.0, alone_combines_s, lambda v, s=s, e=e: replay_at(s, e, v)
+        )
     return scale, expert, combine
 
 

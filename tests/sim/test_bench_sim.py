@@ -6,12 +6,19 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
 from benchmarks import bench_sim
+from sim.check import HostSpeed
 
 runner = CliRunner()
+
+# the tables' arithmetic over runs, not the model's: at the profile's host speed, with the
+# run's absences and price of company left out, each check skips the searches that make the
+# default one slow (those are tested in tests/sim/test_run_speed.py and its neighbours)
+QUICK = {"host_speed": HostSpeed.PROFILE, "absences_from_run": False, "contention_from_run": False}
 
 
 @pytest.fixture()
@@ -35,8 +42,8 @@ def test_repeated_runs_of_one_command_are_judged_together(shipped_run: tuple[Pat
 
     run, copy = shipped_run
     profile = data_path("profiles/cpu-host.parquet")
-    table = bench_sim.repeated_markdown([run, copy], profile)
-    single = {r.B: r for r in check_run(run, profile)}
+    table = bench_sim.repeated_markdown([run, copy], profile, **QUICK)
+    single = {r.B: r for r in check_run(run, profile, **QUICK)}
     rows = [line for line in table.splitlines() if line.startswith("| cpu-q250 ×2 |")]
     assert len(rows) == len(single)
     for line in rows:
@@ -48,19 +55,39 @@ def test_repeated_runs_of_one_command_are_judged_together(shipped_run: tuple[Pat
         assert cells[7] == f"{single[b].error_pct['p50']:+.1f}%"
 
 
+def _only_b(run: Path, b: int, out: Path) -> Path:
+    """``run``'s records and summary at one B, written as a run of their own at ``out``."""
+    from traces.serving import read_records, read_summary, write_records, write_summary
+
+    records, config = read_records(run)
+    write_records(out, records.filter(pl.col("B") == b), config)
+    summary, config = read_summary(run.with_name(f"{run.stem}.summary.parquet"))
+    write_summary(
+        out.with_name(f"{out.stem}.summary.parquet"), summary.filter(pl.col("B") == b), config
+    )
+    return out
+
+
 def test_cli_prints_the_repeated_table_without_the_speed_part(
-    shipped_run: tuple[Path, Path],
+    shipped_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    """The benchmark's command with the check's defaults, on the shipped run's B = 16 alone
+    (twice): one row, for that B."""
     from traces import data_path
 
-    run, copy = shipped_run
+    run, _ = shipped_run
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = _only_b(run, 16, tmp_path / "a" / "cpu-q250.parquet")
+    again = _only_b(run, 16, tmp_path / "b" / "cpu-q250.parquet")
     res = runner.invoke(
         bench_sim.app,
         ["--no-speed", "--profile", str(data_path("profiles/cpu-host.parquet")),
-         "--repeated", f"{run},{copy}"],
+         "--repeated", f"{first},{again}"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "| cpu-q250 ×2 | 16 |" in res.stdout
+    rows = [line for line in res.stdout.splitlines() if line.startswith("| cpu-q250 ×2 |")]
+    assert len(rows) == 1 and rows[0].startswith("| cpu-q250 ×2 | 16 |"), res.stdout
 
 
 def test_repeated_table_with_the_sensitivity_band(shipped_run: tuple[Path, Path]) -> None:
@@ -72,9 +99,9 @@ def test_repeated_table_with_the_sensitivity_band(shipped_run: tuple[Path, Path]
 
     run, copy = shipped_run
     profile = data_path("profiles/cpu-host.parquet")
-    table = bench_sim.repeated_markdown([run, copy], profile, 0.05)
+    table = bench_sim.repeated_markdown([run, copy], profile, 0.05, **QUICK)
     assert "p50 band ±5% | p99 band ±5% |" in table.splitlines()[0]
-    single = {r.B: r for r in check_run(run, profile, sensitivity=0.05)}
+    single = {r.B: r for r in check_run(run, profile, sensitivity=0.05, **QUICK)}
     rows = [line for line in table.splitlines() if line.startswith("| cpu-q250 ×2 |")]
     assert len(rows) == len(single)
     for line in rows:

@@ -17,6 +17,7 @@ from sim.errors import CheckError, SimConfigError
 from sim.host import simulate_host
 from sim.host_terms import HostTerms
 from sim.output import records_of
+from sim.records import RunResult
 from sim.run_speed import (
     WARM_WITHIN_S,
     at_combine_factor,
@@ -154,6 +155,40 @@ def test_a_run_with_slower_combines_gives_every_factor_back(expert: float, combi
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         with pytest.raises(SimConfigError, match="combine_factor"):
             HostTerms(np.zeros(2), combine_factor=bad)
+
+
+def test_searched_together_each_replay_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_speeds`` finds exactly what the three searches in turn find (each from the others'
+    last values, two rounds) with the same replays, yet runs none twice: each search's first
+    replay is the one that ended the search before it."""
+    import sim.run_speed as run_speed
+
+    cfg, work = _b1(n=700)
+    table = _table()
+    truth = at_combine_factor(at_expert_factor(at_scale(table, 0.9), 1.2), 1.3)
+    run = records_of(simulate(cfg, truth, work))
+    replayed: list[tuple[float, float, float]] = []  # each replay's scale, call, combine factor
+    real = run_speed.simulate
+
+    def counted(c: SimConfig, t: ServiceTable, w: Workload) -> RunResult:
+        assert t.host is not None
+        replayed.append((t.host.speed_scale, float(t.median[0, 1]), t.host.combine_factor))
+        return real(c, t, w)
+
+    monkeypatch.setattr(run_speed, "simulate", counted)
+    scale = expert = combine = None
+    for _ in range(2):  # the searches in turn, as run_speeds' docstring says
+        at = at_run_speeds(table, None, expert, combine)
+        scale = run_speed_scale(run, cfg, at, work, scale or 1.0)
+        at = at_run_speeds(table, scale, None, combine)
+        expert = run_expert_factor(run, cfg, at, work, expert or 1.0)
+        at = at_run_speeds(table, scale, expert, None)
+        combine = run_combine_factor(run, cfg, at, work, combine or 1.0)
+    in_turn, replayed[:] = list(replayed), []
+    assert run_speeds(run, cfg, table, work) == (scale, expert, combine)
+    assert None not in (scale, expert, combine)
+    assert set(replayed) == set(in_turn) and len(replayed) == len(set(replayed))
+    assert len(in_turn) >= len(replayed) + 5  # the five searches after the first
 
 
 def test_the_run_speeds_land_on_their_own_parts_of_the_table() -> None:
