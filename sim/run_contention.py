@@ -17,7 +17,8 @@ the run's over the replay's: for the gate the median wall in company less the ru
 alone gate, for the worker's steps their excess (a floor of :data:`FLOOR_S` keeps a run
 whose steps beside a gate cost nothing from dividing by zero), until all are within
 :data:`GATE_TOLERANCE` (relative) or :data:`EXCESS_TOLERANCE_S`, or after
-:data:`MAX_STEPS` replays. A cost the run or its replay cannot read keeps its factor at 1.
+:data:`MAX_STEPS` replays. A cost the run or its replay cannot read keeps its factor at 1;
+a factor whose replayed cost moved against its last step is held where it was before it.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def run_contention(
     if all(t is None for t in targets):
         return None
     factors = RunContention(1.0, 1.0, 1.0)
+    held = [False, False, False]
+    before: tuple[RunContention, tuple[float | None, ...]] | None = None
     for _ in range(MAX_STEPS):
         replayed = records_of(simulate(sim_cfg, at_contention(table, factors), work))
         got = (
@@ -109,19 +112,49 @@ def run_contention(
             expert_call_excess_s(replayed),
             combine_excess_s(replayed),
         )
-        if _close(targets, got):
+        if before is not None:  # a factor whose cost went against its step is held before it
+            back = _against(before[0], factors, before[1], got)
+            held = [h or a for h, a in zip(held, back, strict=True)]
+            kept = zip(before[0], factors, back, strict=True)
+            factors = RunContention(*(b if a else f for b, f, a in kept))
+        if _close(targets, got, held):
             break
-        steps = (f * _step(t, g) for f, t, g in zip(factors, targets, got, strict=True))
+        steps = (
+            f if h else f * _step(t, g)
+            for f, t, g, h in zip(factors, targets, got, held, strict=True)
+        )
+        before = (factors, got)
         factors = RunContention(*steps)
     return factors
 
 
-def _close(targets: tuple[float | None, ...], got: tuple[float | None, ...]) -> bool:
+def _against(
+    was: RunContention,
+    now: RunContention,
+    got_was: tuple[float | None, ...],
+    got_now: tuple[float | None, ...],
+) -> list[bool]:
+    """Per factor, whether its replayed cost moved against its last step (the factor up and
+    the cost down, or the reverse). Past some length a step seldom lies wholly beside a
+    gate, so its measured cost stops following its contention and can fall as it rises
+    (block 41's `--B 1` run 3 at 500 req/s, one profile: the combine's contention doubled
+    five times while its cost read 7.7, 5.3, 7.8, -0.1, 1.0 and -0.7 µs against the run's
+    15.4, and B = 1's p99 came out +132 %): the search must not follow it there."""
+    return [
+        a is not None and b is not None and (n - w) * (b - a) < 0.0
+        for w, n, a, b in zip(was, now, got_was, got_now, strict=True)
+    ]
+
+
+def _close(
+    targets: tuple[float | None, ...], got: tuple[float | None, ...], held: list[bool]
+) -> bool:
+    """Every cost not held within its tolerance of the run's (or unreadable)."""
     gate_t, gate_g = targets[0], got[0]
     off = GATE_TOLERANCE * max(abs(gate_t or 0.0), FLOOR_S)
-    if gate_t is not None and gate_g is not None and abs(gate_g - gate_t) > off:
+    if not held[0] and gate_t is not None and gate_g is not None and abs(gate_g - gate_t) > off:
         return False
     return all(
-        t is None or g is None or abs(g - t) <= EXCESS_TOLERANCE_S
-        for t, g in zip(targets[1:], got[1:], strict=True)
+        h or t is None or g is None or abs(g - t) <= EXCESS_TOLERANCE_S
+        for t, g, h in zip(targets[1:], got[1:], held[1:], strict=True)
     )

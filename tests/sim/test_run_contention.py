@@ -5,8 +5,10 @@ are read back; the table's fields; the CLI."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -85,6 +87,47 @@ def _planted_run(tmp_path: Path) -> tuple[Path, Path]:
     planted = at_contention(_table(), PLANTED)
     run = host_model_run(tmp_path / "run.parquet", planted, rate_rps=1500.0, b_values=(1,))
     return run, prof
+
+
+def test_a_cost_that_falls_as_its_factor_rises_holds_the_factor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replayed cost that moves against its factor's step (a long combine seldom lies
+    wholly beside a gate, so its measured cost can fall as its contention rises) holds that
+    factor where it was before the step; the others go on to their targets. Costs here are
+    functions of the replayed table's contention, planted through the search's readers."""
+    import sim.run_contention as rc
+
+    table = _table()
+    assert table.host is not None and table.host.worker_contention_s
+    _, expert0, combine0 = table.host.worker_contention_s
+
+    def combine_cost(contention: float) -> float:  # rises to 1.5 x, then falls
+        ratio = contention / combine0
+        return 10e-6 * ratio if ratio <= 1.5 else 15e-6 - 20e-6 * (ratio - 1.5)
+
+    def reader(cost: str) -> Callable[[Any], float]:
+        def read(got: Any) -> float:
+            if isinstance(got, pl.DataFrame):  # the run: the targets
+                return {"expert": 4e-6, "combine": 30e-6}[cost]
+            _, expert, combine = got.host.worker_contention_s
+            return 8e-6 * expert / expert0 if cost == "expert" else combine_cost(combine)
+
+        return read
+
+    replays: list[RunContention] = []
+    monkeypatch.setattr(rc, "simulate", lambda c, t, w: replays.append(t) or t)
+    monkeypatch.setattr(rc, "records_of", lambda t: t)
+    monkeypatch.setattr(rc, "alone_gates_s", lambda rows: pl.Series([], dtype=pl.Float64))
+    monkeypatch.setattr(rc, "expert_call_excess_s", reader("expert"))
+    monkeypatch.setattr(rc, "combine_excess_s", reader("combine"))
+    rows = pl.DataFrame({"B": [1]})
+    got = run_contention(rows, _config(), table, make_workload(_config()))
+    assert got is not None and got.gate == 1.0
+    assert got.expert == pytest.approx(0.5)  # 8 µs at the profile's, 4 in the run
+    # the target (30 µs) is past the cost's peak: up x2 (cost 10 -> 5 µs), held at 1
+    assert got.combine == 1.0
+    assert len(replays) == 2  # the expert's cost met at the second replay, the combine held
 
 
 def test_check_takes_company_s_cost_from_the_run(tmp_path: Path) -> None:
