@@ -24,13 +24,14 @@ QUICK = {"host_speed": HostSpeed.PROFILE, "absences_from_run": False, "contentio
 @pytest.fixture()
 def shipped_run(tmp_path: Path) -> tuple[Path, Path]:
     from traces import data_path
+    from traces.serving import summary_path
 
     run, profile = data_path("serve/cpu-q250.parquet"), data_path("profiles/cpu-host.parquet")
     if not (run.exists() and profile.exists()):
         pytest.skip("the host-model regression data is not shipped")
     copy = tmp_path / "again.parquet"
     shutil.copy(run, copy)
-    shutil.copy(run.with_name("cpu-q250.summary.parquet"), tmp_path / "again.summary.parquet")
+    shutil.copy(summary_path(run), summary_path(copy))
     return run, copy
 
 
@@ -57,14 +58,18 @@ def test_repeated_runs_of_one_command_are_judged_together(shipped_run: tuple[Pat
 
 def _only_b(run: Path, b: int, out: Path) -> Path:
     """``run``'s records and summary at one B, written as a run of their own at ``out``."""
-    from traces.serving import read_records, read_summary, write_records, write_summary
+    from traces.serving import (
+        read_records,
+        read_summary,
+        summary_path,
+        write_records,
+        write_summary,
+    )
 
     records, config = read_records(run)
     write_records(out, records.filter(pl.col("B") == b), config)
-    summary, config = read_summary(run.with_name(f"{run.stem}.summary.parquet"))
-    write_summary(
-        out.with_name(f"{out.stem}.summary.parquet"), summary.filter(pl.col("B") == b), config
-    )
+    summary, config = read_summary(summary_path(run))
+    write_summary(summary_path(out), summary.filter(pl.col("B") == b), config)
     return out
 
 
