@@ -68,6 +68,7 @@ SIMCHECK_SCHEMA: dict[str, pl.DataType] = {
     "run_speed": pl.Float64(),
     "run_expert_factor": pl.Float64(),
     "run_combine_factor": pl.Float64(),
+    "run_handoff_factor": pl.Float64(),
     "state_from_run": pl.Boolean(),
     "worker_join": pl.Boolean(),
     "stalls": pl.Boolean(),
@@ -85,6 +86,9 @@ it from the run's own alone gates (null: not applied, or older outputs);
 the run's expert calls with no gate running (null: not applied, or older outputs);
 ``run_combine_factor``: the worker's combine's time during the run over the profile's, read
 from the run's combines with no gate running (null: not applied, or older outputs);
+``run_handoff_factor``: the worker's wake (its hand-off and cold gather) during the run over
+the profile's, read from the run's ways from a gate to the batch it formed with no other gate
+running (null: not applied, or older outputs);
 ``worker_join``: whether the host model let a worker woken while the gate went on join the
 next gate, as the profile measured (null: the ideal model, older outputs, or malformed);
 ``stalls``: whether the host model ran the machine's stalls (null: the ideal model, older
@@ -195,6 +199,7 @@ def read_simcheck(path: str | Path) -> pl.DataFrame:
                     "run_speed": _float_or_none(d.get("run_speed")),
                     "run_expert_factor": _float_or_none(d.get("run_expert_factor")),
                     "run_combine_factor": _float_or_none(d.get("run_combine_factor")),
+                    "run_handoff_factor": _float_or_none(d.get("run_handoff_factor")),
                     "state_from_run": _bool_or_none(d.get("state_from_run")),
                     "worker_join": _bool_or_none(d.get("worker_join")),
                     "stalls": _bool_or_none(d.get("stalls")),

@@ -298,6 +298,12 @@ def _probed_state(check: pl.DataFrame) -> str:
             f"took the worker's combine time from the run's combines with no gate "
             f"running: {_span(*combines)} the profile's."
         )
+    wakes = _range_of(check, "run_handoff_factor")
+    if wakes is not None:
+        said.append(
+            f"took the worker's wake (its hand-off and first gather after a wait) from the "
+            f"run's ways from a gate to the batch it formed: {_span(*wakes)} the profile's."
+        )
     if "worker_join" in check.columns and check["worker_join"].fill_null(False).any():
         said.append(
             "let a worker woken while the gate went on run during the next gate, "

@@ -31,6 +31,7 @@ from sim.run_absences import run_absences, with_absences
 from sim.run_contention import RunContention, at_contention, run_contention
 from sim.run_speed import (
     MIN_ALONE_GATES,
+    RunSpeeds,
     at_run_speeds,
     run_speeds,
 )
@@ -146,6 +147,9 @@ class CheckRow:
     # the worker's combine job in the run over the replay's at that speed, from the run's
     # combines with no gate running (sim.run_speed.run_combine_factor); None: not applied
     run_combine_factor: float | None = None
+    # the worker's hand-off factor read from the run's wake-ups from a gate, alone
+    # (sim.run_speed.run_handoff_factor); None: not applied
+    run_handoff_factor: float | None = None
     # several profiles (check_runs): ``simulated`` is the mean of their predictions, and
     # per metric the (lowest, highest) of the profiles' own predictions (each over the runs)
     profiles: int = 1
@@ -180,6 +184,8 @@ class CheckRow:
     # whether the replay's hand-offs got the tail of the run's own wake-ups (sim.run_wakes;
     # several runs or profiles: every one's); None: the ideal model
     wakes_from_run: bool | None = None
+    # whether the workers' hand-offs got theirs too (else the gates' only)
+    worker_wakes_from_run: bool | None = None
     # the spells the run's own workers sat out with a batch ready, replayed where they were
     # (sim.run_absences): absences per second of the B (several runs: the mean); None: not
     # read (--worker-absences off, the ideal model, or too few batches)
@@ -264,6 +270,7 @@ class CheckRow:
             "run_speed": self.run_speed,
             "run_expert_factor": self.run_expert_factor,
             "run_combine_factor": self.run_combine_factor,
+            "run_handoff_factor": self.run_handoff_factor,
             "host_lock": self.host_lock,
             "state": None if self.state is None else asdict(self.state),
             "gate_preempt": self.gate_preempt,
@@ -272,6 +279,7 @@ class CheckRow:
             "state_from_run": self.state_from_run,
             "run_stalls_hz": self.run_stalls_hz,
             "wakes_from_run": self.wakes_from_run,
+            "worker_wakes_from_run": self.worker_wakes_from_run,
             "run_absences_hz": self.run_absences_hz,
             "run_contention": None
             if self.run_contention is None
@@ -376,7 +384,8 @@ def check_run(
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
     stalls_from_run: bool = True,
-    wakes_from_run: bool = False,
+    wakes_from_run: bool = True,
+    worker_wakes_from_run: bool = False,
     absences_from_run: bool = True,
     contention_from_run: bool = True,
 ) -> list[CheckRow]:
@@ -408,10 +417,14 @@ def check_run(
     ``stalls_from_run``: where the stalls are on (``host_stalls``), each B replays the
     stalls its own gates show (:mod:`sim.run_stalls`) where it has enough gates, in place
     of the profile's drawn ones.
-    ``wakes_from_run``: each B's hand-offs get the tail its own wake-ups have over its
-    replay's (:mod:`sim.run_wakes`) where it has enough of them, on top of the profile's
-    (off by default: on blocks 36-37 it raised B = 1's p50 by up to 4 points and left the
-    p99 it was meant for where it was).
+    ``wakes_from_run``: each B's gates' hand-offs get the tail its own gates' wake-ups have
+    over its replay's (:mod:`sim.run_wakes`) where it has enough of them, on top of the
+    profile's; ``worker_wakes_from_run``: its workers' too (off by default: the worker's wake
+    is read from the run as a factor, :func:`sim.run_speed.run_handoff_factor`, and a tail
+    on top of it, each wake drawing its excess at random, ran the way from the gate to the
+    batch long at its median; the gates' tails were off by default until session 31, when
+    the worker's wake, then too long, hid that the replay's gates woke too fast in the tail:
+    ``benchmarks/README.md``, "Fidelity, session 31").
     ``absences_from_run``: each B replays the spells its own device workers sat out with a
     batch ready (:mod:`sim.run_absences`) where it has enough batches.
     ``contention_from_run``: each B's replay pays for company what its own steps paid
@@ -427,8 +440,8 @@ def check_run(
     return check_runs(
         [measured_path], profile_path, *options, host_state=host_state,
         state_from_run=state_from_run, stalls_from_run=stalls_from_run,
-        wakes_from_run=wakes_from_run, absences_from_run=absences_from_run,
-        contention_from_run=contention_from_run,
+        wakes_from_run=wakes_from_run, worker_wakes_from_run=worker_wakes_from_run,
+        absences_from_run=absences_from_run, contention_from_run=contention_from_run,
     )  # fmt: skip
 
 
@@ -461,7 +474,8 @@ def _check_loaded(
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
     stalls_from_run: bool = True,
-    wakes_from_run: bool = False,
+    wakes_from_run: bool = True,
+    worker_wakes_from_run: bool = False,
     absences_from_run: bool = True,
     contention_from_run: bool = True,
 ) -> list[CheckRow]:
@@ -495,7 +509,8 @@ def _check_loaded(
         sim_cfg = replay_config(
             cfg, int(b), work.n_requests, service, profile if host else None, host_lock, host_state
         )
-        factor, scale, expert_factor, combine_factor, b_table = None, None, None, None, table
+        factor, b_table = None, table
+        speeds = RunSpeeds(None, None, None, None)
         from_run, path = False, None
         if host and state_from_run and sim_cfg.state_sigma is None:
             got = run_state(rows)
@@ -512,21 +527,21 @@ def _check_loaded(
             if met is not None:
                 b_table, stalls_hz = with_stalls(b_table, met), met.rate_hz
         if host and host_speed in (None, HostSpeed.RUN):
-            scale, expert_factor, combine_factor = run_speeds(rows, sim_cfg, b_table, work)
-            if scale is None and host_speed is HostSpeed.RUN:
+            speeds = run_speeds(rows, sim_cfg, b_table, work)
+            if speeds.scale is None and host_speed is HostSpeed.RUN:
                 raise CheckError(
                     f"--host-speed run: B = {b} has fewer than {MIN_ALONE_GATES} gates that "
                     "ran alone (on a warm host, for a profile without the gate's cold start) "
                     "in the run or in its replay (a short run, or a load that keeps the host "
                     "busy); use --host-speed probe or profile"
                 )
-            # the host, the worker's calls and its combines each at their own speed in the run
-            b_table = at_run_speeds(b_table, scale, expert_factor, combine_factor)
+            # the host, the worker's calls, combines and hand-offs each at their run's speed
+            b_table = at_run_speeds(b_table, speeds)
             if contention_from_run:  # what company cost the run's steps, at those speeds
                 b_table, contention = _at_run_contention(rows, sim_cfg, b_table, work)
             if stalls_hz:
                 b_table = matched_stalls(rows, sim_cfg, b_table, work)
-        if host and scale is None and host_speed in (None, HostSpeed.PROBE):
+        if host and speeds.scale is None and host_speed in (None, HostSpeed.PROBE):
             factor = speed_factor(cfg, profile, int(b))
             if factor is None and host_speed is HostSpeed.PROBE:
                 raise CheckError(
@@ -540,7 +555,7 @@ def _check_loaded(
             b_table, contention = _at_run_contention(rows, sim_cfg, b_table, work)
         tails = None
         if host and wakes_from_run:  # over the replay as it stands now, at the run's speed
-            tails = run_wake_tails(rows, sim_cfg, b_table, work)
+            tails = run_wake_tails(rows, sim_cfg, b_table, work, workers=worker_wakes_from_run)
             b_table = with_wake_tails(b_table, tails)
         measured_terms = None
         if terms is Terms.REPLAY:
@@ -571,9 +586,10 @@ def _check_loaded(
         row = replace(
             row,
             speed_factor=factor,
-            run_speed=scale,
-            run_expert_factor=expert_factor,
-            run_combine_factor=combine_factor,
+            run_speed=speeds.scale,
+            run_expert_factor=speeds.expert,
+            run_combine_factor=speeds.combine,
+            run_handoff_factor=speeds.handoff,
             host_lock=host_lock_used,
             replays=replays,
             state=sim_cfg.machine_state(b_table.host.state if host and b_table.host else None),
@@ -587,6 +603,9 @@ def _check_loaded(
             state_from_run=from_run if host else None,
             run_stalls_hz=stalls_hz,
             wakes_from_run=tails is not None if host else None,
+            worker_wakes_from_run=bool(tails and (tails.worker or tails.worker_after_gate))
+            if host
+            else None,
             run_absences_hz=absences_hz,
             run_contention=contention,
         )
@@ -649,7 +668,8 @@ def check_runs(
     host_state: dict[str, float | bool] | None = None,
     state_from_run: bool = True,
     stalls_from_run: bool = True,
-    wakes_from_run: bool = False,
+    wakes_from_run: bool = True,
+    worker_wakes_from_run: bool = False,
     absences_from_run: bool = True,
     contention_from_run: bool = True,
 ) -> list[CheckRow]:
@@ -676,7 +696,8 @@ def check_runs(
     ``--B 1..64`` run, without replaying the others. ``state_from_run``: as in
     :func:`check_run`, each run's machine state from its own alone gates;
     ``stalls_from_run``: as there, each run's stalls from its own gates;
-    ``wakes_from_run``: as there, each run's wake-up tails from its own wake-ups;
+    ``wakes_from_run``, ``worker_wakes_from_run``: as there, each run's wake-up tails (the
+    gates', the workers') from its own wake-ups;
     ``absences_from_run``: as there, each run's workers' absences from its own records;
     ``contention_from_run``: as there, each run's price of company from its own records.
     """
@@ -725,9 +746,10 @@ def check_runs(
                 host_state,
                 state_from_run,
                 stalls_from_run,
-                wakes_from_run,
-                absences_from_run,
-                contention_from_run,
+                wakes_from_run=wakes_from_run,
+                worker_wakes_from_run=worker_wakes_from_run,
+                absences_from_run=absences_from_run,
+                contention_from_run=contention_from_run,
             )
             for records, cfg in loaded
         ]
@@ -789,6 +811,7 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 run_speed=_mean_or_none([r.run_speed for r in rows]),
                 run_expert_factor=_mean_or_none([r.run_expert_factor for r in rows]),
                 run_combine_factor=_mean_or_none([r.run_combine_factor for r in rows]),
+                run_handoff_factor=_mean_or_none([r.run_handoff_factor for r in rows]),
                 profiles=len(rows),
                 simulated_range=_range(list(rows)),
                 parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
@@ -799,6 +822,9 @@ def _profiles_mean(sets: list[list[CheckRow]], tol: dict[str, float]) -> list[Ch
                 state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
                 run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
                 wakes_from_run=None if not rows[0].host else all(r.wakes_from_run for r in rows),
+                worker_wakes_from_run=None
+                if not rows[0].host
+                else all(r.worker_wakes_from_run for r in rows),
                 run_absences_hz=_mean_or_none([r.run_absences_hz for r in rows]),
                 run_contention=_contention_mean([r.run_contention for r in rows]),
             )
@@ -888,6 +914,7 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         run_speed=_mean_or_none([r.run_speed for r in rows]),
         run_expert_factor=_mean_or_none([r.run_expert_factor for r in rows]),
         run_combine_factor=_mean_or_none([r.run_combine_factor for r in rows]),
+        run_handoff_factor=_mean_or_none([r.run_handoff_factor for r in rows]),
         parts_measured=_parts_mean([r.parts_measured for r in rows]),
         parts_simulated=_parts_mean([r.parts_simulated for r in rows]),
         state=_state_mean([r.state for r in rows]),
@@ -897,6 +924,9 @@ def _mean_row(rows: list[CheckRow], tol: dict[str, float]) -> CheckRow:
         state_from_run=None if not rows[0].host else all(r.state_from_run for r in rows),
         run_stalls_hz=_mean_or_none([r.run_stalls_hz for r in rows]),
         wakes_from_run=None if not rows[0].host else all(r.wakes_from_run for r in rows),
+        worker_wakes_from_run=None
+        if not rows[0].host
+        else all(r.worker_wakes_from_run for r in rows),
         run_absences_hz=_mean_or_none([r.run_absences_hz for r in rows]),
         run_contention=_contention_mean([r.run_contention for r in rows]),
     )

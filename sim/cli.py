@@ -167,9 +167,10 @@ _CHECK_HOST_STALLS_HELP = (
 )
 
 _CHECK_HOST_WAKES_HELP = (
-    "Shared-host model: a woken thread's hand-off: 'profile' (the default: the profile's) or "
-    "'run' (the profile's, plus the tail each B's own wake-ups have over its replay's, drawn "
-    "per wake-up; docs/system-model.md §8)."
+    "Shared-host model: a woken thread's hand-off: 'gates' (the default: the profile's, plus "
+    "for the gate the tail each B's own gates' wake-ups have over its replay's, drawn per "
+    "wake-up; the worker's wake is read from the run as a factor), 'run' (that tail for the "
+    "workers' wake-ups too) or 'profile' (the profile's alone; docs/system-model.md §8)."
 )
 
 _CHECK_WORKER_ABSENCES_HELP = (
@@ -513,7 +514,7 @@ def check_cmd(
     host_state: Annotated[str | None, typer.Option(help=_CHECK_HOST_STATE_HELP)] = None,
     host_preempt: Annotated[str | None, typer.Option(help=_HOST_PREEMPT_HELP)] = None,
     host_stalls: Annotated[str | None, typer.Option(help=_CHECK_HOST_STALLS_HELP)] = None,
-    host_wakes: Annotated[str, typer.Option(help=_CHECK_HOST_WAKES_HELP)] = "profile",
+    host_wakes: Annotated[str, typer.Option(help=_CHECK_HOST_WAKES_HELP)] = "gates",
     worker_absences: Annotated[str, typer.Option(help=_CHECK_WORKER_ABSENCES_HELP)] = "run",
     host_contention: Annotated[str, typer.Option(help=_CHECK_HOST_CONTENTION_HELP)] = "run",
     sensitivity: Annotated[
@@ -578,8 +579,8 @@ def check_cmd(
     state: dict[str, float | bool] | None = None
     from_run = host_state is None or host_state.strip() == "run"
     stalls_from_run = host_stalls is None or host_stalls.strip() == "run"
-    if host_wakes.strip() not in ("run", "profile"):
-        raise SimConfigError(f"--host-wakes {host_wakes!r}: expected run or profile")
+    if host_wakes.strip() not in ("gates", "run", "profile"):
+        raise SimConfigError(f"--host-wakes {host_wakes!r}: expected gates, run or profile")
     if worker_absences.strip() not in ("run", "off"):
         raise SimConfigError(f"--worker-absences {worker_absences!r}: expected run or off")
     if host_contention.strip() not in ("run", "profile"):
@@ -596,7 +597,8 @@ def check_cmd(
     rows = check_runs(
         measured, profiles, tol, service, which, host, spread, speed, host_lock, replays,
         parts, only_b, state, state_from_run=from_run, stalls_from_run=stalls_from_run,
-        wakes_from_run=host_wakes.strip() == "run",
+        wakes_from_run=host_wakes.strip() in ("gates", "run"),
+        worker_wakes_from_run=host_wakes.strip() == "run",
         absences_from_run=worker_absences.strip() == "run",
         contention_from_run=host_contention.strip() == "run",
     )  # fmt: skip
@@ -625,7 +627,8 @@ def check_cmd(
             )
             model += f", {label}"
             if any(r.wakes_from_run for r in rows):
-                model += ", wake-up tails from each B's own"
+                whose = "wake-up" if host_wakes.strip() == "run" else "gates' wake-up"
+                model += f", {whose} tails from each B's own"
             if any(r.run_absences_hz is not None for r in rows):
                 model += ", worker absences from each B's records"
             if any(r.run_contention is not None for r in rows):

@@ -598,11 +598,12 @@ def _simulate_at(
                     if waker_busy[d] and host.shares_lock:  # the gate keeps the lock meanwhile
                         waker_busy[d] = False
                         yield gate_job[0]
-                        hand = host.worker_handoff_after_gate(waited)
+                        hand = host.worker_handoff_after_gate(waited) * host.handoff_factor
                         hand += tails.draw(tails.worker_after_gate, tail_draw)
                         yield env.timeout(hand * cpu.stall)
                     else:
-                        hand = host.worker_handoff(waited) + tails.draw(tails.worker, tail_draw)
+                        hand = host.worker_handoff(waited) * host.handoff_factor
+                        hand += tails.draw(tails.worker, tail_draw)
                         yield env.timeout(hand * cpu.stall)
                         cold[d] = host.worker_wake_cost(waited)
                         cold_gather[d] = host.worker_wake_gather_cost(waited)
@@ -623,7 +624,7 @@ def _simulate_at(
                 d,
                 float(host.dispatch_s[len(members)])
                 + host.batch_overhead_s
-                + gather_cold * cpu.steady_speed,
+                + host.handoff_factor * gather_cold * cpu.steady_speed,
                 host.worker_contention(0),
                 whole=worker_holds[d],
             )

@@ -103,7 +103,10 @@ class HostTerms:
     machine state than the profile's; ``sim.run_speed`` finds it from a measured run);
     ``combine_factor``: a worker's combine job (collect, combine and their loop overhead)
     takes this × its profile's wall time at the host's speed (``sim.run_speed`` reads it from
-    a measured run's combines, as the expert calls' factor from its expert calls).
+    a measured run's combines, as the expert calls' factor from its expert calls);
+    ``handoff_factor``: a worker's wake (its hand-off and the gather's cold start after a
+    wait) takes this × the profile's (``sim.run_speed`` reads it from a measured run's ways
+    from a gate to the batch it formed).
     """
 
     dispatch_s: np.ndarray
@@ -178,6 +181,9 @@ class HostTerms:
     speed_scale: float = 1.0
     # the combine job's wall time over the profile's at the host's speed (sim.run_speed)
     combine_factor: float = 1.0
+    # the worker's wake (its hand-off and the gather's cold start after a wait) over the
+    # profile's (sim.run_speed reads it from a measured run's ways from a gate to a batch)
+    handoff_factor: float = 1.0
 
     @property
     def stalls(self) -> bool:
@@ -303,10 +309,9 @@ class HostTerms:
                 raise SimConfigError(f"host model: {name} must be in (0, 1], got {v}")
         if not (0.0 < self.speed_scale < float("inf")):
             raise SimConfigError(f"host model: speed_scale must be > 0, got {self.speed_scale}")
-        if not (0.0 < self.combine_factor < float("inf")):
-            raise SimConfigError(
-                f"host model: combine_factor must be > 0, got {self.combine_factor}"
-            )
+        for name in ("combine_factor", "handoff_factor"):
+            if not (0.0 < getattr(self, name) < float("inf")):
+                raise SimConfigError(f"host model: {name} must be > 0, got {getattr(self, name)}")
         if not self.collect_s >= 0 or (np.asarray(self.dispatch_s)[1:] < 0).any():
             raise SimConfigError("host model: dispatch and collect costs must be >= 0")
         if (

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -50,16 +51,20 @@ from sim.output import records_of
 from sim.service import ServiceTable
 from sim.workload import Workload
 from traces.alone_gates import alone_combines_s, alone_expert_calls_s, alone_gates_s
+from traces.run_wakes import worker_handoffs_s
 
 __all__ = [
     "MIN_ALONE_GATES",
     "WARM_WITHIN_S",
+    "RunSpeeds",
     "at_combine_factor",
     "at_expert_factor",
+    "at_handoff_factor",
     "at_run_speeds",
     "at_scale",
     "run_combine_factor",
     "run_expert_factor",
+    "run_handoff_factor",
     "run_speed_scale",
     "run_speeds",
 ]
@@ -241,58 +246,121 @@ def run_combine_factor(
     return _worker_factor(rows, sim_cfg, table, work, start, alone_combines_s, at_combine_factor)
 
 
+def at_handoff_factor(table: ServiceTable, factor: float) -> ServiceTable:
+    """``table`` with the worker's wake (its hand-off and the gather's cold start after a
+    wait) ``factor`` × as long (host terms only)."""
+    if table.host is None:
+        return table
+    return replace(table, host=replace(table.host, handoff_factor=factor))
+
+
+def run_handoff_factor(
+    rows: pl.DataFrame,
+    sim_cfg: SimConfig,
+    table: ServiceTable,
+    work: Workload,
+    start: float = 1.0,
+) -> float | None:
+    """The factor on the worker's wake (its hand-off and the gather's cold start after a
+    wait) at which the replay of one B's measured ``rows`` (``table`` at the run's other
+    speeds) has the run's median way from a gate to the batch it formed, alone
+    (:func:`traces.run_wakes.worker_handoffs_s`); None without host terms or with fewer
+    than :data:`MIN_ALONE_GATES` such batches in the run or the replay; ``start``: the
+    search's first guess.
+
+    Why: the worker's wake is the profile's hand-off, wall time measured on a quiet host;
+    on blocks 41 and 42 the replay's way from the gate to the first batch was 16 and 43 µs
+    longer than the run's at the median (127 / 111 and 185 / 142 µs), where everything after
+    the batch's start was within 6 % (``benchmarks/README.md``, "Fidelity, session 31"). The
+    worker's own wake-ups are its measure of that way, as its alone calls are of its calls.
+    The dispatch keeps the gates' speed: with the factor on it too, the replay's two expert
+    calls with the dispatch between them ran 3.5 µs short on block 41."""
+    return _worker_factor(rows, sim_cfg, table, work, start, worker_handoffs_s, at_handoff_factor)
+
+
+class RunSpeeds(NamedTuple):
+    """What :func:`run_speeds` reads from one B of a run (None: not read; as profiled)."""
+
+    scale: float | None
+    expert: float | None
+    combine: float | None
+    handoff: float | None
+
+
+_UNREAD = RunSpeeds(None, None, None, None)
+
+
 def run_speeds(
     rows: pl.DataFrame, sim_cfg: SimConfig, table: ServiceTable, work: Workload, rounds: int = 2
-) -> tuple[float | None, float | None, float | None]:
-    """The run's host speed scale, its expert calls' factor and its combine's factor, found
-    together: slower expert calls or combines keep the host busier, and its duty speed then
-    speeds up the gates, so each is searched at the others' last values, ``rounds`` times.
-    (None, None, None) without enough alone gates; None for a factor without enough alone
-    expert calls or combines (that factor then stays 1 in the others' searches).
+) -> RunSpeeds:
+    """The run's host speed scale, its expert calls' factor, its combine's factor and its
+    worker's hand-off factor, found together: slower worker steps keep the host busier, and
+    its duty speed then speeds up the gates, so each is searched at the others' last
+    values, ``rounds`` times. All None without enough alone gates; None for a factor
+    without enough of its steps alone (that factor then stays as profiled in the others'
+    searches).
 
     Each search starts at the value the one before it ended on, so its first replay is the
-    one that ended the search before: every replay is kept by its three values and run once
+    one that ended the search before: every replay is kept by its four values and run once
     (a third of the replays, and the whole of a second round that finds nothing to move)."""
     if table.host is None:
-        return None, None, None
+        return _UNREAD
     profiled_combine = table.host.combine_factor
-    replays: dict[tuple[float, float, float], pl.DataFrame] = {}
+    profiled_handoff = table.host.handoff_factor
+    replays: dict[tuple[float, float, float, float], pl.DataFrame] = {}
 
-    def replay_at(scale: float, expert: float, combine: float) -> pl.DataFrame:
-        key = (scale, expert, combine)
+    def replay_at(scale: float, expert: float, combine: float, handoff: float) -> pl.DataFrame:
+        key = (scale, expert, combine, handoff)
         if key not in replays:  # an expert factor of 1 leaves the calls as profiled, exactly
-            replays[key] = _replay(sim_cfg, at_run_speeds(table, scale, expert, combine), work)
+            at = at_run_speeds(table, RunSpeeds(scale, expert, combine, handoff))
+            replays[key] = _replay(sim_cfg, at, work)
         return replays[key]
 
-    scale: float | None = None
-    expert: float | None = None
-    combine: float | None = None
+    got = _UNREAD
     for _ in range(rounds):  # each search from the others' last values and its own
-        e, c = expert or 1.0, combine or profiled_combine
-        scale = _scale_search(rows, table, scale or 1.0, lambda v, e=e, c=c: replay_at(v, e, c))
+        e, c = got.expert or 1.0, got.combine or profiled_combine
+        h = got.handoff or profiled_handoff
+        scale = _scale_search(
+            rows, table, got.scale or 1.0, lambda v, e=e, c=c, h=h: replay_at(v, e, c, h)
+        )
         if scale is None:
-            return None, None, None
+            return _UNREAD
         s = scale
         expert = _factor_search(
-            rows, expert or 1.0, alone_expert_calls_s, lambda v, s=s, c=c: replay_at(s, v, c)
+            rows,
+            got.expert or 1.0,
+            alone_expert_calls_s,
+            lambda v, s=s, c=c, h=h: replay_at(s, v, c, h),
         )
         e = expert or 1.0
         combine = _factor_search(
-            rows, combine or 1.0, alone_combines_s, lambda v, s=s, e=e: replay_at(s, e, v)
+            rows,
+            got.combine or 1.0,
+            alone_combines_s,
+            lambda v, s=s, e=e, h=h: replay_at(s, e, v, h),
         )
-    return scale, expert, combine
+        c = combine or profiled_combine
+        handoff = _factor_search(
+            rows,
+            got.handoff or 1.0,
+            worker_handoffs_s,
+            lambda v, s=s, e=e, c=c: replay_at(s, e, c, v),
+        )
+        got = RunSpeeds(scale, expert, combine, handoff)
+    return got
 
 
-def at_run_speeds(
-    table: ServiceTable, scale: float | None, expert: float | None, combine: float | None
-) -> ServiceTable:
-    """``table`` at a run's host speed scale, expert calls' factor and combine's factor
-    (:func:`run_speeds`); None leaves that part as profiled. The three touch separate
-    fields, so the order they are applied in does not matter."""
-    if scale is not None:
-        table = at_scale(table, scale)
-    if expert is not None:
-        table = at_expert_factor(table, expert)
-    if combine is not None:
-        table = at_combine_factor(table, combine)
+def at_run_speeds(table: ServiceTable, speeds: RunSpeeds) -> ServiceTable:
+    """``table`` at a run's host speed scale and its factors on the expert calls, the
+    combine and the worker's hand-off (:func:`run_speeds`); None leaves that part as
+    profiled. They touch separate fields, so the order they are applied in does not
+    matter."""
+    if speeds.scale is not None:
+        table = at_scale(table, speeds.scale)
+    if speeds.expert is not None:
+        table = at_expert_factor(table, speeds.expert)
+    if speeds.combine is not None:
+        table = at_combine_factor(table, speeds.combine)
+    if speeds.handoff is not None:
+        table = at_handoff_factor(table, speeds.handoff)
     return table

@@ -1,7 +1,11 @@
 """The long tail of a measured run's own wake-ups, added to the model's hand-offs in the
-replay of that run (``sim check --host-wakes run``; off by default: on blocks 36-37 it
-raised B = 1's p50 by up to 4 points and left block 37's p99 at 500 req/s 16 % short,
-``docs/system-model.md`` §8).
+replay of that run (``sim check``: the gates' by default, ``--host-wakes gates``; the
+workers' too with ``--host-wakes run``). Session 26 kept it off: on blocks 36-37 it raised
+B = 1's p50 by up to 4 points and left block 37's p99 at 500 req/s 16 % short. Session 31
+found the worker's wake then too long (the profile's hand-off; it is now read from the run
+as a factor, ``sim.run_speed.run_handoff_factor``), which had hidden that the replay's gates
+woke too fast in the tail; a tail on top of the worker's factor ran its way long at the
+median, so the workers' stays off (``docs/system-model.md`` §8).
 
 Why: the host model's hand-offs are the profile's: a median per idle time for a thread woken
 on an idle host, and a two-piece log-normal through the p10, median and p90 for a gate woken
@@ -70,15 +74,24 @@ def wake_tails(run_rows: pl.DataFrame, replay_rows: pl.DataFrame) -> WakeTails |
 
 
 def run_wake_tails(
-    rows: pl.DataFrame, sim_cfg: SimConfig, table: ServiceTable, work: Workload
+    rows: pl.DataFrame,
+    sim_cfg: SimConfig,
+    table: ServiceTable,
+    work: Workload,
+    workers: bool = True,
 ) -> WakeTails | None:
     """:func:`wake_tails` of one B's measured ``rows`` over a replay of them (``sim_cfg``,
     ``table`` as the check has it, at the run's speed; ``work``: the run's arrivals and
-    routing) with no tails; None without host terms."""
+    routing) with no tails; None without host terms. ``workers=False``: the gates' tails
+    only (the worker's wake then comes from the run as a factor, ``sim.run_speed``)."""
     if table.host is None:
         return None
     bare = with_wake_tails(table, None)
-    return wake_tails(rows, records_of(simulate(sim_cfg, bare, work)))
+    tails = wake_tails(rows, records_of(simulate(sim_cfg, bare, work)))
+    if tails is None or workers:
+        return tails
+    gates = replace(tails, worker=(), worker_after_gate=())
+    return gates if any(x > 0 for kind in astuple(gates) for x in kind) else None
 
 
 def with_wake_tails(table: ServiceTable, tails: WakeTails | None) -> ServiceTable:

@@ -15,7 +15,7 @@ costs (dispatch, collect, hand-offs, loop overheads, arrival penalties, the
 time contention adds). Not scaled: the contention rates, the duty-speed curve
 and the spells' spread, which are ratios, the spells' windows (the same spells
 at the same instants, so that the band shows the costs and not a redraw), the
-machine state's path, the run's wake-up tails (``--host-wakes run``) and the
+machine state's path, the run's wake-up tails (``--host-wakes gates|run``) and the
 scheduler's tick, which are the machine's and not costs, and the arrivals, which are the
 workload's own.
 """

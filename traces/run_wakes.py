@@ -38,7 +38,7 @@ import polars as pl
 from traces.alone_gates import _busy_intervals, _per_request, covered_until
 from traces.worker_absences import batches_after_previous
 
-__all__ = ["RunWakes", "run_wakes"]
+__all__ = ["RunWakes", "run_wakes", "worker_handoffs_s"]
 
 
 class RunWakes(NamedTuple):
@@ -147,3 +147,42 @@ def _worker_wakes(
         else:
             plain.append(s - f - gated(f, s))
     return np.asarray(plain), np.asarray(after)
+
+
+def worker_handoffs_s(rows: pl.DataFrame) -> np.ndarray:
+    """The worker's way from a gate to the batch it formed, alone: for each counted exact
+    batch whose device's worker had no job when the batch's last request's gate was done,
+    the gate thread then waiting (its next request had not arrived by the end of its loop)
+    and no gate running until the batch started, that gate's done to the batch's start (the
+    gate's loop after its stamp, the worker's wake, its gather); in batch-start order.
+
+    Why from the gate's done and not the batch's forming: the server stamps the forming a
+    few µs into the gate's loop, under the queues' lock, where the model stamps it at the
+    gate's done; both stamp the gate's done at the same place (``sim.run_speed``'s
+    ``run_handoff_factor`` reads the replay's the same way)."""
+    if rows.height == 0:
+        return np.zeros(0)
+    reqs = _per_request(rows, "arrival_s", "gate_start_s", "gate_done_s", "warmup")
+    gates = _Gates(
+        *(reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s"))
+    )
+    batches = batches_after_previous(
+        rows, pl.col("batch_kind").first(), pl.col("request").max().alias("last")
+    ).filter(pl.col("batch_kind") == "exact")
+    if batches.height == 0:
+        return np.zeros(0)
+    index = {r: i for i, r in enumerate(reqs["request"].to_list())}
+    last = np.array([index.get(r, -1) for r in batches["last"].to_list()])
+    known = last >= 0
+    i = np.maximum(last, 0)
+    done = np.where(known, gates.done[i], np.nan)
+    start, previous = (batches[c].to_numpy().astype(float) for c in ("batch_start_s", "previous_s"))
+    following = np.minimum(i + 1, len(gates.arrival) - 1)
+    goes_on = (i + 1 < len(gates.arrival)) & (gates.arrival[following] <= done + gates.loop_s())
+    counted = ~reqs["warmup"].to_numpy().astype(bool)[i]
+    keep = known & counted & ~goes_on & (done >= previous) & (start >= done)
+    keep &= np.isfinite(done) & np.isfinite(start)
+    done, start = done[keep], start[keep]
+    gate_until = covered_until(np.column_stack([gates.start, gates.done]))
+    alone = gate_until(start) - gate_until(done) <= 0.0
+    return (start - done)[alone]

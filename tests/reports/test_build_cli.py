@@ -194,6 +194,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
                 "run_speed": 0.9,
                 "run_expert_factor": (1.1, 1.3)[i % 2],
                 "run_combine_factor": (1.2, 1.25)[i % 2],
+                "run_handoff_factor": (0.6, 0.7)[i % 2],
                 "worker_join": True,
                 "stalls": True,
                 "run_stalls_hz": None,
@@ -208,6 +209,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
                 **x,
                 "run_expert_factor": None,
                 "run_combine_factor": None,
+                "run_handoff_factor": None,
                 "worker_join": False,
                 "stalls": False,
                 "run_stalls_hz": None,
@@ -219,6 +221,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
                 not in (
                     "run_expert_factor",
                     "run_combine_factor",
+                    "run_handoff_factor",
                     "worker_join",
                     "stalls",
                     "run_stalls_hz",
@@ -228,6 +231,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
                 **x,
                 "run_expert_factor": "x",
                 "run_combine_factor": "x",
+                "run_handoff_factor": "x",
                 "worker_join": "yes",
                 "stalls": "yes",
                 "run_stalls_hz": "often",
@@ -238,6 +242,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
     assert "combines with no gate running: ×1.20–×1.25 the profile's" in " ".join(
         texts["both"].split()
     )
+    assert "to the batch it formed: ×0.60–×0.70 the profile's" in " ".join(texts["both"].split())
     assert "run during the next gate" in texts["both"]
     assert "ran the machine's stalls" in texts["both"]
     assert "in each run's own gates and found none" in " ".join(texts["calm_run"].split())
@@ -248,6 +253,7 @@ def test_writeup_says_when_the_model_read_the_expert_calls_the_workers_join_and_
     )
     for name in ("neither", "older", "malformed"):
         assert "no gate running" not in texts[name] and "next gate" not in texts[name]
+        assert "the batch it formed" not in texts[name]
         assert "stalls" not in texts[name]
     assert "3 of 4 (point, metric) pairs are within tolerance" in texts["both"]
 

@@ -20,12 +20,15 @@ from sim.output import records_of
 from sim.records import RunResult
 from sim.run_speed import (
     WARM_WITHIN_S,
+    RunSpeeds,
     at_combine_factor,
     at_expert_factor,
+    at_handoff_factor,
     at_run_speeds,
     at_scale,
     run_combine_factor,
     run_expert_factor,
+    run_handoff_factor,
     run_speed_scale,
     run_speeds,
 )
@@ -33,6 +36,7 @@ from sim.service import ServiceTable
 from sim.workload import Workload, make_workload
 from traces.alone_gates import alone_combines_s, alone_expert_calls_s, alone_gates_s
 from traces.profile import profile_from_frame
+from traces.run_wakes import worker_handoffs_s
 
 from .test_host import host_model_run, host_profile_frame
 
@@ -116,10 +120,11 @@ def test_a_run_with_slower_expert_calls_gives_their_factor_back(truth: float) ->
     run = records_of(simulate(cfg, at_expert_factor(at_scale(table, 0.9), truth), work))
     assert len(alone_expert_calls_s(run)) >= 100
     # searched together: slower calls keep the host busier, which speeds its gates up
-    scale, factor, combine = run_speeds(run, cfg, table, work)
+    scale, factor, combine, handoff = run_speeds(run, cfg, table, work)
     assert scale == pytest.approx(0.9, rel=0.03)
     assert factor == pytest.approx(truth, rel=0.03)
     assert combine == pytest.approx(1.0, rel=0.03)  # the combines ran at the host's speed
+    assert handoff == pytest.approx(1.0, rel=0.03)  # and the worker's hand-offs as profiled
     assert run_expert_factor(run, cfg, replace(table, host=None), work) is None
     few_cfg, few_work = _b1(n=215)  # 15 counted requests: 30 expert calls
     few = records_of(simulate(few_cfg, table, few_work))
@@ -137,7 +142,7 @@ def test_a_run_with_slower_combines_gives_every_factor_back(expert: float, combi
     truth = at_combine_factor(at_expert_factor(at_scale(table, 0.9), expert), combine)
     run = records_of(simulate(cfg, truth, work))
     assert len(alone_combines_s(run)) >= 100
-    scale, factor, found = run_speeds(run, cfg, table, work)
+    scale, factor, found, _ = run_speeds(run, cfg, table, work)
     assert scale == pytest.approx(0.9, rel=0.03)
     assert factor == pytest.approx(expert, rel=0.03)
     assert found == pytest.approx(combine, rel=0.03)
@@ -157,8 +162,37 @@ def test_a_run_with_slower_combines_gives_every_factor_back(expert: float, combi
             HostTerms(np.zeros(2), combine_factor=bad)
 
 
+@pytest.mark.parametrize(("expert", "handoff"), [(1.0, 0.6), (1.2, 1.5)])
+def test_a_run_with_another_handoff_gives_every_factor_back(expert: float, handoff: float) -> None:
+    """The host model's own run at scale 0.9, its expert calls ``expert`` ×, its combines
+    1.2 × and its worker's way to a batch (the wake, the gather's cold start, the dispatch)
+    ``handoff`` × their tables': the four, searched together, come back to the search's
+    tolerance; the hand-off's factor alone too. A longer way is what the replay runs; without
+    host terms, or with too few alone ways, no factor."""
+    cfg, work = _b1()
+    table = _table()
+    at_truth = at_combine_factor(at_expert_factor(at_scale(table, 0.9), expert), 1.2)
+    truth = at_handoff_factor(at_truth, handoff)
+    run = records_of(simulate(cfg, truth, work))
+    assert len(worker_handoffs_s(run)) >= 100
+    got = run_speeds(run, cfg, table, work)
+    assert got == pytest.approx(RunSpeeds(0.9, expert, 1.2, handoff), rel=0.03)
+    assert run_handoff_factor(run, cfg, at_truth, work) == pytest.approx(handoff, rel=0.02)
+    assert np.median(worker_handoffs_s(run)) < np.median(
+        worker_handoffs_s(records_of(simulate(cfg, at_handoff_factor(truth, 2.0), work)))
+    )
+    assert run_handoff_factor(run, cfg, replace(table, host=None), work) is None
+    assert at_handoff_factor(replace(table, host=None), 2.0).host is None
+    few_cfg, few_work = _b1(n=230)  # 30 counted requests: at most 30 alone ways
+    few = records_of(simulate(few_cfg, table, few_work))
+    assert run_handoff_factor(few, few_cfg, table, few_work) is None
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(SimConfigError, match="handoff_factor"):
+            HostTerms(np.zeros(2), handoff_factor=bad)
+
+
 def test_searched_together_each_replay_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``run_speeds`` finds exactly what the three searches in turn find (each from the others'
+    """``run_speeds`` finds exactly what the four searches in turn find (each from the others'
     last values, two rounds) with the same replays, yet runs none twice: each search's first
     replay is the one that ended the search before it."""
     import sim.run_speed as run_speed
@@ -166,50 +200,59 @@ def test_searched_together_each_replay_runs_once(monkeypatch: pytest.MonkeyPatch
     cfg, work = _b1(n=700)
     table = _table()
     truth = at_combine_factor(at_expert_factor(at_scale(table, 0.9), 1.2), 1.3)
+    truth = at_handoff_factor(truth, 0.8)
     run = records_of(simulate(cfg, truth, work))
-    replayed: list[tuple[float, float, float]] = []  # each replay's scale, call, combine factor
+    replayed: list[tuple[float, ...]] = []  # each replay's scale, call, combine, hand-off
     real = run_speed.simulate
 
     def counted(c: SimConfig, t: ServiceTable, w: Workload) -> RunResult:
         assert t.host is not None
-        replayed.append((t.host.speed_scale, float(t.median[0, 1]), t.host.combine_factor))
+        h = t.host
+        replayed.append((h.speed_scale, float(t.median[0, 1]), h.combine_factor, h.handoff_factor))
         return real(c, t, w)
 
     monkeypatch.setattr(run_speed, "simulate", counted)
-    scale = expert = combine = None
+    scale = expert = combine = handoff = None
     for _ in range(2):  # the searches in turn, as run_speeds' docstring says
-        at = at_run_speeds(table, None, expert, combine)
+        at = at_run_speeds(table, RunSpeeds(None, expert, combine, handoff))
         scale = run_speed_scale(run, cfg, at, work, scale or 1.0)
-        at = at_run_speeds(table, scale, None, combine)
+        at = at_run_speeds(table, RunSpeeds(scale, None, combine, handoff))
         expert = run_expert_factor(run, cfg, at, work, expert or 1.0)
-        at = at_run_speeds(table, scale, expert, None)
+        at = at_run_speeds(table, RunSpeeds(scale, expert, None, handoff))
         combine = run_combine_factor(run, cfg, at, work, combine or 1.0)
+        at = at_run_speeds(table, RunSpeeds(scale, expert, combine, None))
+        handoff = run_handoff_factor(run, cfg, at, work, handoff or 1.0)
     in_turn, replayed[:] = list(replayed), []
-    assert run_speeds(run, cfg, table, work) == (scale, expert, combine)
-    assert None not in (scale, expert, combine)
+    assert run_speeds(run, cfg, table, work) == (scale, expert, combine, handoff)
+    assert None not in (scale, expert, combine, handoff)
     assert set(replayed) == set(in_turn) and len(replayed) == len(set(replayed))
-    assert len(in_turn) >= len(replayed) + 5  # the five searches after the first
+    assert len(in_turn) >= len(replayed) + 7  # the seven searches after the first
 
 
 def test_the_run_speeds_land_on_their_own_parts_of_the_table() -> None:
     """``at_run_speeds`` puts the scale on the host, the expert factor on every expert
-    call (median and spread) and the combine factor on the combine job, each part alone
-    and in any order of the single setters; None leaves that part as profiled, and the
-    scale and the combine ask for host terms (without them only the calls move)."""
+    call (median and spread), the combine factor on the combine job and the hand-off factor
+    on the worker's way to a batch, each part alone and in any order of the single setters;
+    None leaves that part as profiled, and all but the calls' ask for host terms (without
+    them only the calls move)."""
     table = _table()
-    both = at_run_speeds(table, 0.8, 1.3, 0.7)
+    both = at_run_speeds(table, RunSpeeds(0.8, 1.3, 0.7, 0.9))
     assert both.host.speed_scale == 0.8 and both.host.combine_factor == 0.7
+    assert both.host.handoff_factor == 0.9
     np.testing.assert_allclose(both.median, table.median * 1.3)
     if table.p90 is not None:
         np.testing.assert_allclose(both.p90, table.p90 * 1.3)
-    other = at_scale(at_combine_factor(at_expert_factor(table, 1.3), 0.7), 0.8)
+    other = at_scale(
+        at_handoff_factor(at_combine_factor(at_expert_factor(table, 1.3), 0.7), 0.9), 0.8
+    )
     assert (other.host.speed_scale, other.host.combine_factor) == (0.8, 0.7)
+    assert other.host.handoff_factor == 0.9
     np.testing.assert_array_equal(other.median, both.median)
-    assert at_run_speeds(table, None, None, None) is table
-    only = at_run_speeds(table, None, 2.0, None)
+    assert at_run_speeds(table, RunSpeeds(None, None, None, None)) is table
+    only = at_run_speeds(table, RunSpeeds(None, 2.0, None, None))
     assert only.host is table.host
     np.testing.assert_allclose(only.median, table.median * 2.0)
-    bare = at_run_speeds(replace(table, host=None), 0.8, 1.3, 0.7)
+    bare = at_run_speeds(replace(table, host=None), RunSpeeds(0.8, 1.3, 0.7, 0.9))
     assert bare.host is None
     np.testing.assert_allclose(bare.median, table.median * 1.3)
 
@@ -247,17 +290,20 @@ def test_check_takes_the_runs_own_speed_by_default(tmp_path: Path, host_profile_
     assert all(r.to_json()["run_expert_factor"] == r.run_expert_factor for r in rows)
     assert all(r.run_combine_factor == pytest.approx(1.0, rel=0.03) for r in rows)
     assert all(r.to_json()["run_combine_factor"] == r.run_combine_factor for r in rows)
+    assert all(r.run_handoff_factor == pytest.approx(1.0, rel=0.03) for r in rows[:1])
+    assert all(r.to_json()["run_handoff_factor"] == r.run_handoff_factor for r in rows)
     plain = check_run(
         slow, host_profile_path, service=ServiceModel.MEDIAN, host_speed=HostSpeed.PROFILE
     )
     assert all(r.run_speed is None and r.run_expert_factor is None for r in plain)
-    assert all(r.run_combine_factor is None for r in plain)
+    assert all(r.run_combine_factor is None and r.run_handoff_factor is None for r in plain)
     assert plain[0].error_pct["p50"] < -15 and not plain[0].within
     same = host_model_run(tmp_path / "same.parquet", _table(), rate_rps=800.0)
     rows = check_run(same, host_profile_path, service=ServiceModel.MEDIAN)
     assert [r.run_speed for r in rows] == [1.0] * 3
     assert [r.run_expert_factor for r in rows] == [1.0] * 3
     assert [r.run_combine_factor for r in rows] == [1.0] * 3
+    assert [r.run_handoff_factor for r in rows][:1] == [1.0]
     assert all(abs(e) < 1e-9 for r in rows for e in r.error_pct.values())
 
 

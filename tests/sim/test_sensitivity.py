@@ -80,7 +80,8 @@ def test_scale_costs_scales_every_duration_and_keeps_the_ratios() -> None:
     h, h2 = table.host, table2.host
     assert h is not None and h2 is not None
     ratios = {"gate_rate", "worker_rate", "duty", "duty_speed", "handoff_idle_s", "wake_idle_s"}
-    ratios |= {"speed_scale", "combine_factor", "gate_cold_idle_s", "busy_handoff_duty"}
+    ratios |= {"speed_scale", "combine_factor", "handoff_factor", "gate_cold_idle_s"}
+    ratios |= {"busy_handoff_duty"}
     ratios |= {"gate_wake_idle_s", "sched_tick_s"}  # the kernel's period is not a cost
     for f in fields(HostTerms):
         a, b = getattr(h, f.name), getattr(h2, f.name)

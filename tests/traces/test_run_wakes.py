@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from traces.run_wakes import run_wakes
+from traces.run_wakes import run_wakes, worker_handoffs_s
 
 MS = 1e-3
 
@@ -85,3 +85,27 @@ def test_each_device_has_its_own_worker() -> None:
     assert both.worker_after_gate == pytest.approx(list(one.worker_after_gate) * 2)
     # request 7 (the second timeline's first) arrives 20 ms after request 0: idle host
     assert len(both.gate_idle) == 2 * len(one.gate_idle)
+
+
+def test_the_workers_way_from_a_gate_alone() -> None:
+    """``worker_handoffs_s`` keeps an exact batch only where its worker had no job when the
+    gate that formed it was done, the gate thread then waited and no gate ran until the
+    batch started, and reads it from that gate's done, not from the batch's forming."""
+    rows = _rows(TIMELINE)
+    # warm-up (0), the gate going straight on (1), the worker busy (2, 3, 4, 6), gate 6
+    # running in batch 5's way (5): none
+    assert len(worker_handoffs_s(rows)) == 0
+    # without request 6, request 5's way is alone: 8.9 - 8.6
+    assert worker_handoffs_s(_rows(TIMELINE[:6])) == pytest.approx([0.3 * MS])
+    # a request alone at 12 ms, its batch stamped formed 7 µs after its gate's done
+    alone = (12.0, 12.03, 12.5, 12.507, 12.6, 13.0, 13.0, 13.2)
+    got = worker_handoffs_s(_rows([*TIMELINE[:6], alone]))
+    assert sorted(got) == pytest.approx([0.1 * MS, 0.3 * MS])
+    flushed = _rows([*TIMELINE[:6], alone]).with_columns(
+        pl.when(pl.col("request") == 6)
+        .then(pl.lit("flush"))
+        .otherwise("batch_kind")
+        .alias("batch_kind")
+    )
+    assert worker_handoffs_s(flushed) == pytest.approx([0.3 * MS])  # an exact batch's only
+    assert len(worker_handoffs_s(rows.head(0))) == 0
