@@ -77,11 +77,16 @@ MAX_SCALE_STEPS = 6
 WARM_WITHIN_S = 1e-3
 
 
-def at_scale(table: ServiceTable, scale: float) -> ServiceTable:
-    """``table`` with its host running ``scale`` × its profile's speed at every duty."""
+def _at_host(table: ServiceTable, **fields: float) -> ServiceTable:
+    """``table`` with these fields of its host terms set (no host terms: as it is)."""
     if table.host is None:
         return table
-    return replace(table, host=replace(table.host, speed_scale=scale))
+    return replace(table, host=replace(table.host, **fields))
+
+
+def at_scale(table: ServiceTable, scale: float) -> ServiceTable:
+    """``table`` with its host running ``scale`` × its profile's speed at every duty."""
+    return _at_host(table, speed_scale=scale)
 
 
 def run_speed_scale(
@@ -220,9 +225,7 @@ def _factor_search(
 
 def at_combine_factor(table: ServiceTable, factor: float) -> ServiceTable:
     """``table`` with the worker's combine job ``factor`` × as long (host terms only)."""
-    if table.host is None:
-        return table
-    return replace(table, host=replace(table.host, combine_factor=factor))
+    return _at_host(table, combine_factor=factor)
 
 
 def run_combine_factor(
@@ -249,9 +252,7 @@ def run_combine_factor(
 def at_handoff_factor(table: ServiceTable, factor: float) -> ServiceTable:
     """``table`` with the worker's wake (its hand-off and the gather's cold start after a
     wait) ``factor`` × as long (host terms only)."""
-    if table.host is None:
-        return table
-    return replace(table, host=replace(table.host, handoff_factor=factor))
+    return _at_host(table, handoff_factor=factor)
 
 
 def run_handoff_factor(
@@ -288,6 +289,12 @@ class RunSpeeds(NamedTuple):
 
 
 _UNREAD = RunSpeeds(None, None, None, None)
+# the worker's factors run_speeds searches after the scale, in turn, and what each reads
+_WORKER_STEPS = (
+    ("expert", alone_expert_calls_s),
+    ("combine", alone_combines_s),
+    ("handoff", worker_handoffs_s),
+)
 
 
 def run_speeds(
@@ -305,48 +312,34 @@ def run_speeds(
     (a third of the replays, and the whole of a second round that finds nothing to move)."""
     if table.host is None:
         return _UNREAD
-    profiled_combine = table.host.combine_factor
-    profiled_handoff = table.host.handoff_factor
-    replays: dict[tuple[float, float, float, float], pl.DataFrame] = {}
+    # a factor not read replays as profiled: the table's expert calls, its host's factors
+    profiled = RunSpeeds(None, 1.0, table.host.combine_factor, table.host.handoff_factor)
+    replays: dict[RunSpeeds, pl.DataFrame] = {}
 
-    def replay_at(scale: float, expert: float, combine: float, handoff: float) -> pl.DataFrame:
-        key = (scale, expert, combine, handoff)
-        if key not in replays:  # an expert factor of 1 leaves the calls as profiled, exactly
-            at = at_run_speeds(table, RunSpeeds(scale, expert, combine, handoff))
-            replays[key] = _replay(sim_cfg, at, work)
-        return replays[key]
+    def replay_at(at: RunSpeeds) -> pl.DataFrame:
+        if at not in replays:  # an expert factor of 1 leaves the calls as profiled, exactly
+            replays[at] = _replay(sim_cfg, at_run_speeds(table, at), work)
+        return replays[at]
 
     got = _UNREAD
     for _ in range(rounds):  # each search from the others' last values and its own
-        e, c = got.expert or 1.0, got.combine or profiled_combine
-        h = got.handoff or profiled_handoff
+        # what each replay runs at: the values found so far, the profile's for the others
+        now = RunSpeeds(*(g if g is not None else p for g, p in zip(got, profiled, strict=True)))
         scale = _scale_search(
-            rows, table, got.scale or 1.0, lambda v, e=e, c=c, h=h: replay_at(v, e, c, h)
+            rows, table, got.scale or 1.0, lambda v, now=now: replay_at(now._replace(scale=v))
         )
         if scale is None:
             return _UNREAD
-        s = scale
-        expert = _factor_search(
-            rows,
-            got.expert or 1.0,
-            alone_expert_calls_s,
-            lambda v, s=s, c=c, h=h: replay_at(s, v, c, h),
-        )
-        e = expert or 1.0
-        combine = _factor_search(
-            rows,
-            got.combine or 1.0,
-            alone_combines_s,
-            lambda v, s=s, e=e, h=h: replay_at(s, e, v, h),
-        )
-        c = combine or profiled_combine
-        handoff = _factor_search(
-            rows,
-            got.handoff or 1.0,
-            worker_handoffs_s,
-            lambda v, s=s, e=e, c=c: replay_at(s, e, c, v),
-        )
-        got = RunSpeeds(scale, expert, combine, handoff)
+        got, now = got._replace(scale=scale), now._replace(scale=scale)
+        for name, read in _WORKER_STEPS:
+            found = _factor_search(
+                rows,
+                getattr(got, name) or 1.0,
+                read,
+                lambda v, now=now, name=name: replay_at(now._replace(**{name: v})),
+            )
+            got = got._replace(**{name: found})
+            now = now._replace(**{name: found if found is not None else getattr(profiled, name)})
     return got
 
 

@@ -68,9 +68,12 @@ def wake_tails(run_rows: pl.DataFrame, replay_rows: pl.DataFrame) -> WakeTails |
     tails = WakeTails(
         *(_excess(a, b) for a, b in zip(run_wakes(run_rows), run_wakes(replay_rows), strict=True))
     )
-    if not any(x > 0 for kind in astuple(tails) for x in kind):
-        return None
-    return tails
+    return _any(tails)
+
+
+def _any(tails: WakeTails) -> WakeTails | None:
+    """``tails``, or None where no kind adds anything."""
+    return tails if any(x > 0 for kind in astuple(tails) for x in kind) else None
 
 
 def run_wake_tails(
@@ -90,8 +93,7 @@ def run_wake_tails(
     tails = wake_tails(rows, records_of(simulate(sim_cfg, bare, work)))
     if tails is None or workers:
         return tails
-    gates = replace(tails, worker=(), worker_after_gate=())
-    return gates if any(x > 0 for kind in astuple(gates) for x in kind) else None
+    return _any(replace(tails, worker=(), worker_after_gate=()))
 
 
 def with_wake_tails(table: ServiceTable, tails: WakeTails | None) -> ServiceTable:

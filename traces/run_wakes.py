@@ -102,16 +102,37 @@ def _gate_wakes(
     return wait[woken & ~at_work], wait[woken & at_work]
 
 
+class _Formed(NamedTuple):
+    """Every batch of one B's rows (:func:`~traces.worker_absences.batches_after_previous`:
+    by start, with ``batch_kind``) and, per batch, where the gate thread stood."""
+
+    batches: pl.DataFrame
+    last: np.ndarray  # its last request's place among the gates (-1: not among them)
+    goes_on: np.ndarray  # an exact batch whose gate went straight on to the next request
+
+
+def _formed(rows: pl.DataFrame, reqs: pl.DataFrame, gates: _Gates) -> _Formed:
+    """The batches of ``rows`` with their last request and whether the gate went on: an
+    exact batch forms at its last request's gate done, and the gate goes straight on when
+    the next request had arrived by the end of its loop (flushed and drained: by a timer)."""
+    batches = batches_after_previous(
+        rows, pl.col("batch_kind").first(), pl.col("request").max().alias("last")
+    )
+    index = {r: i for i, r in enumerate(reqs["request"].to_list())}
+    last = np.array([index.get(r, -1) for r in batches["last"].to_list()], dtype=int)
+    i, n = np.maximum(last, 0), len(gates.arrival)
+    following = np.minimum(i + 1, n - 1)
+    goes_on = (batches["batch_kind"].to_numpy() == "exact") & (last >= 0) & (i + 1 < n)
+    goes_on &= gates.arrival[following] <= gates.done[i] + gates.loop_s()
+    return _Formed(batches, last, goes_on)
+
+
 def _worker_wakes(
     rows: pl.DataFrame, reqs: pl.DataFrame, gates: _Gates
 ) -> tuple[np.ndarray, np.ndarray]:
     """(gate waiting, gate gone on) waits of the workers woken by a batch."""
-    batches = batches_after_previous(
-        rows, pl.col("batch_kind").first(), pl.col("request").max().alias("last")
-    )
-    arrival, gate_start, gate_done = gates
-    index = {r: i for i, r in enumerate(reqs["request"].to_list())}
-    loop = gates.loop_s()
+    formed_at = _formed(rows, reqs, gates)
+    _, gate_start, gate_done = gates
     gate_until = covered_until(np.column_stack([gate_start, gate_done]))
 
     def gated(a: float, b: float) -> float:
@@ -122,26 +143,17 @@ def _worker_wakes(
     after: list[float] = []
     # each batch against its own worker's previous job (batches_after_previous: per device)
     formed, start, previous = (
-        batches[c].to_numpy().astype(float)
+        formed_at.batches[c].to_numpy().astype(float)
         for c in ("batch_formed_s", "batch_start_s", "previous_s")
     )
     waiting = (formed >= previous) & (start >= formed)
-    for f, s, last, kind, w in zip(
-        formed,
-        start,
-        batches["last"].to_list(),
-        batches["batch_kind"].to_list(),
-        waiting,
-        strict=True,
+    for f, s, i, on, w in zip(
+        formed, start, formed_at.last, formed_at.goes_on, waiting, strict=True
     ):
         if not w:
             continue
-        i = index.get(last)
-        nxt = None if i is None or i + 1 >= len(arrival) else i + 1
-        # an exact batch forms at its last request's gate done; the gate goes straight
-        # on when the next request had arrived by then (flushed and drained: by a timer)
-        goes_on = kind == "exact" and nxt is not None and arrival[nxt] <= gate_done[i] + loop
-        if goes_on:
+        if on:  # the worker runs once the next gate is done
+            nxt = i + 1
             if s > gate_done[nxt] and gate_start[nxt] >= f:
                 after.append(s - gate_done[nxt] - gated(gate_done[nxt], s))
         else:
@@ -166,21 +178,13 @@ def worker_handoffs_s(rows: pl.DataFrame) -> np.ndarray:
     gates = _Gates(
         *(reqs[c].to_numpy().astype(float) for c in ("arrival_s", "gate_start_s", "gate_done_s"))
     )
-    batches = batches_after_previous(
-        rows, pl.col("batch_kind").first(), pl.col("request").max().alias("last")
-    ).filter(pl.col("batch_kind") == "exact")
-    if batches.height == 0:
-        return np.zeros(0)
-    index = {r: i for i, r in enumerate(reqs["request"].to_list())}
-    last = np.array([index.get(r, -1) for r in batches["last"].to_list()])
-    known = last >= 0
+    batches, last, goes_on = _formed(rows, reqs, gates)
+    exact, known = batches["batch_kind"].to_numpy() == "exact", last >= 0
     i = np.maximum(last, 0)
     done = np.where(known, gates.done[i], np.nan)
     start, previous = (batches[c].to_numpy().astype(float) for c in ("batch_start_s", "previous_s"))
-    following = np.minimum(i + 1, len(gates.arrival) - 1)
-    goes_on = (i + 1 < len(gates.arrival)) & (gates.arrival[following] <= done + gates.loop_s())
     counted = ~reqs["warmup"].to_numpy().astype(bool)[i]
-    keep = known & counted & ~goes_on & (done >= previous) & (start >= done)
+    keep = exact & known & counted & ~goes_on & (done >= previous) & (start >= done)
     keep &= np.isfinite(done) & np.isfinite(start)
     done, start = done[keep], start[keep]
     gate_until = covered_until(np.column_stack([gates.start, gates.done]))
